@@ -1,0 +1,58 @@
+"""User-facing errors: one clear line and exit status 2, never a traceback for a user's mistake."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+USAGE_EXIT_CODE = 2
+T = TypeVar("T")
+
+
+class PricenetError(Exception):
+    """A problem with the user's input (file, config, checkpoint), reported as one line."""
+
+
+class DataError(PricenetError):
+    """A CSV that cannot be used: missing, malformed, or failing the schema."""
+
+
+class ConfigError(PricenetError):
+    """A config value that is out of range or inconsistent."""
+
+
+class CheckpointError(PricenetError):
+    """A checkpoint that is missing, unsafe, corrupt or of an unknown format."""
+
+
+class DivergenceError(PricenetError):
+    """Training produced a non-finite loss."""
+
+
+def verbose_errors() -> bool:
+    """True when the user asked for full tracebacks (HYDRA_FULL_ERROR=1 or PRICENET_DEBUG=1)."""
+    return any(
+        os.environ.get(k, "") not in ("", "0") for k in ("HYDRA_FULL_ERROR", "PRICENET_DEBUG")
+    )
+
+
+def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn a :class:`PricenetError` escaping ``fn`` into ``error: <message>`` and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PricenetError as err:
+            if verbose_errors():
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(USAGE_EXIT_CODE)
+
+    return wrapper

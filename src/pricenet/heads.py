@@ -1,0 +1,103 @@
+"""What a loss implies: how targets are encoded, how many outputs, how outputs decode to a class.
+
+| head          | outputs | target encoding            | decode                         |
+|---------------|---------|----------------------------|--------------------------------|
+| categorical   | K       | class index                | argmax (softmax for probs)     |
+| ordinal       | K - 1   | [y > 0, y > 1, ..., y > K-2] | count of sigmoid(out) > 0.5    |
+| regression    | 1       | class index as a float     | round and clip to 0..K-1       |
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Head:
+    """Base: subclasses define ``num_outputs``, ``encode``, ``probabilities`` and ``decode``."""
+
+    name: str = "head"
+
+    def __init__(self, num_classes: int = 4) -> None:
+        self.num_classes = num_classes
+
+    @property
+    def num_outputs(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, y: torch.Tensor) -> torch.Tensor:
+        """Class indices (long) -> the tensor the loss compares the outputs with."""
+        raise NotImplementedError
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Raw outputs -> (n, num_classes) class probabilities."""
+        raise NotImplementedError
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Raw outputs -> predicted class indices (long)."""
+        return self.probabilities(outputs).argmax(dim=1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_classes={self.num_classes})"
+
+
+class CategoricalHead(Head):
+    """K logits trained with cross-entropy; softmax at inference."""
+
+    name = "categorical"
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes
+
+    def encode(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(outputs, dim=1)
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.argmax(dim=1)
+
+
+class OrdinalHead(Head):
+    """K-1 sigmoid outputs for P(y > k), trained with binary cross-entropy; decoded by counting."""
+
+    name = "ordinal"
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes - 1
+
+    def encode(self, y: torch.Tensor) -> torch.Tensor:
+        thresholds = torch.arange(self.num_classes - 1, device=y.device)
+        return (y.unsqueeze(1) > thresholds).to(torch.float32)
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        above = torch.sigmoid(outputs)  # P(y > k), k = 0..K-2
+        ones = torch.ones_like(above[:, :1])
+        zeros = torch.zeros_like(above[:, :1])
+        cumulative = torch.cat([ones, above, zeros], dim=1)  # P(y > k-1) for k = 0..K
+        return (cumulative[:, :-1] - cumulative[:, 1:]).clamp_min(0.0)
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        return (outputs > 0).sum(dim=1)
+
+
+class RegressionHead(Head):
+    """One output regressing the class index; decoded by rounding and clipping to 0..K-1."""
+
+    name = "regression"
+
+    @property
+    def num_outputs(self) -> int:
+        return 1
+
+    def encode(self, y: torch.Tensor) -> torch.Tensor:
+        return y.to(torch.float32).unsqueeze(1)
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """One-hot on the decoded class: a regression head has no calibrated probabilities."""
+        return torch.nn.functional.one_hot(self.decode(outputs), self.num_classes).to(outputs.dtype)
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.squeeze(1).round().clamp(0, self.num_classes - 1).long()

@@ -1,0 +1,214 @@
+"""One run: data -> head -> model -> optimizer/scheduler -> fit -> test -> artifacts."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from pricenet.checkpoint import (
+    LAST,
+    Checkpointer,
+    atomic_write_text,
+    load_checkpoint,
+    resolve_checkpoint,
+)
+from pricenet.config import to_container, validate
+from pricenet.data import FEATURES, make_splits
+from pricenet.engine import Trainer
+from pricenet.errors import ConfigError, DivergenceError
+from pricenet.logs import ConsoleLogger, CsvLogger
+from pricenet.metrics import classification_report
+from pricenet.model import build_model, count_parameters
+from pricenet.seed import resolve_device, set_seed
+
+log = logging.getLogger("pricenet")
+
+METRICS = "metrics.json"
+
+
+def model_summary(model: torch.nn.Module, device: torch.device) -> str:
+    """The torchsummary table, computed on a copy so the real model's state is untouched."""
+    from torchsummary import summary
+
+    probe = copy.deepcopy(model)
+    buffer = io.StringIO()
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(buffer):
+        summary(probe, input_size=(len(FEATURES),), device=device.type)
+    return buffer.getvalue()
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Train and test the model ``cfg`` describes; write its artifacts into ``run_dir``.
+
+    Returns the metrics (also in ``metrics.json``) and the paths of the artifacts.
+    """
+    started = time.perf_counter()
+    validate(cfg)
+    run_dir = Path(run_dir)
+    if (run_dir / METRICS).exists():
+        raise ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = to_container(cfg)
+    atomic_write_text(run_dir / "config.yaml", _yaml(cfg))
+
+    tcfg = cfg.trainer
+    device = resolve_device(tcfg.device)
+    set_seed(tcfg.seed, tcfg.deterministic)
+
+    table = instantiate(cfg.data.source)
+    splits = make_splits(
+        table, cfg.data.val_size, cfg.data.test_size, cfg.data.standardize, tcfg.seed, device
+    )
+    head = instantiate(cfg.loss.head)
+    criterion = instantiate(cfg.loss.criterion).to(device)
+    model = build_model(cfg, len(FEATURES), head.num_outputs).to(device)
+    summary = model_summary(model, device)
+    (run_dir / "summary.txt").write_text(summary)
+    log.info(
+        "data %s: %d train / %d val / %d test rows on %s",
+        table.source,
+        len(splits.y_train),
+        len(splits.y_val),
+        len(splits.y_test),
+        device,
+    )
+    log.info("model (%d parameters):\n%s", count_parameters(model), summary.rstrip())
+
+    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
+    scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
+    meta = {
+        "scaler": splits.scaler.state_dict(),
+        "head": to_container(cfg.loss.head),
+        "num_classes": head.num_classes,
+        "features": list(FEATURES),
+        "config": resolved,
+    }
+    trainer = Trainer(
+        model,
+        head,
+        criterion,
+        optimizer,
+        scheduler,
+        splits,
+        epochs=tcfg.epochs,
+        batch_size=tcfg.batch_size,
+        patience=tcfg.patience,
+        grad_clip=tcfg.grad_clip,
+        l1=tcfg.l1,
+        monitor=cfg.monitor,
+        seed=tcfg.seed,
+        callbacks=[
+            CsvLogger(run_dir / "metrics.csv"),
+            Checkpointer(run_dir, meta),
+            ConsoleLogger(),
+        ],
+    )
+    if tcfg.resume:
+        checkpoint = load_checkpoint(resolve_checkpoint(tcfg.resume, LAST), device)
+        if "trainer" not in checkpoint:
+            raise ConfigError(f"trainer.resume={tcfg.resume}: not a last.pt with trainer state")
+        trainer.load_state_dict(checkpoint["trainer"])
+        log.info("resumed from %s at epoch %d", tcfg.resume, trainer.state.epoch)
+
+    try:
+        state = trainer.fit()
+    except DivergenceError as err:
+        failed = {
+            "status": "failed",
+            "error": str(err),
+            "epochs_run": trainer.state.epoch,
+            "best_epoch": trainer.state.best_epoch,
+            "history": trainer.state.history,
+        }
+        _write_json(run_dir / METRICS, failed)
+        raise
+
+    model.load_state_dict(trainer.best_model_state)
+    test_loss, _, pred = trainer.evaluate(splits.x_test, splits.y_test)
+    report = classification_report(
+        splits.y_test.cpu().numpy(), pred.cpu().numpy(), head.num_classes
+    )
+    best = state.best_epoch - 1
+    metrics = {
+        "status": "done",
+        "monitor": cfg.monitor,
+        "selection_split": trainer.val_split,
+        "val_acc": state.history["val_acc"][best],
+        "val_loss": state.history["val_loss"][best],
+        "test_acc": report["accuracy"],
+        "test_loss": test_loss,
+        "test_macro_f1": report["macro_f1"],
+        "test": report,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "parameters": count_parameters(model),
+        "history": state.history,
+    }
+    _write_json(run_dir / METRICS, metrics)
+    _write_json(
+        run_dir / "run.json",
+        {
+            "wall_time_s": round(time.perf_counter() - started, 3),
+            "device": str(device),
+            "torch": torch.__version__,
+        },
+    )
+    log.info(
+        "best epoch %d: val_acc %.4f  test_acc %.4f  test_macro_f1 %.4f",
+        state.best_epoch,
+        metrics["val_acc"],
+        report["accuracy"],
+        report["macro_f1"],
+    )
+    artifacts = {
+        name: run_dir / name
+        for name in ("config.yaml", METRICS, "metrics.csv", "summary.txt", "best.pt", "last.pt")
+    }
+    return metrics, artifacts
+
+
+def _yaml(cfg: DictConfig) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def run_job(cfg: DictConfig) -> float:
+    """The entry point's job: run in Hydra's output folder and return the monitored metric.
+
+    In a multirun a failing job is recorded as failed (``metrics.json`` with its error) and
+    returns NaN, so the sweep goes on; in a single run the error propagates.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        metrics, _ = run(cfg, run_dir)
+    except Exception as err:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        log.error("job %s failed: %s", hydra_cfg.job.num, err)
+        if not (run_dir / METRICS).exists():
+            _write_json(
+                run_dir / METRICS, {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+            )
+        return math.nan
+    return float(metrics[cfg.monitor])
