@@ -62,9 +62,38 @@ class TrainerConfig:
     resume: str | None = None
 
 
+@dataclass
+class ReportConfig:
+    progress: str = "auto"
+    tensorboard: bool = True
+    plots: bool = True
+    ema_beta: float = 0.9
+
+
+@dataclass
+class PricenetConfig:
+    """The primary config: the groups are typed by their own schemas above."""
+
+    monitor: str = "val_acc"
+    report: ReportConfig = field(default_factory=ReportConfig)
+    data: Any = MISSING
+    model: Any = MISSING
+    activation: Any = MISSING
+    init: Any = MISSING
+    loss: Any = MISSING
+    optim: Any = MISSING
+    scheduler: Any = MISSING
+    trainer: Any = MISSING
+    paths: Any = MISSING
+
+
+PROGRESS = ("auto", "bar", "lines", "none")
+
+
 def register_configs() -> None:
     """Put the schemas where the group YAMLs find them (``defaults: [<name>_schema]``)."""
     cs = ConfigStore.instance()
+    cs.store(name="pricenet_schema", node=PricenetConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
     cs.store(group="data", name="csv_schema", node=CsvDataConfig)
     cs.store(group="model", name="mlp_schema", node=MLPConfig)
@@ -100,6 +129,11 @@ def validate(cfg: DictConfig) -> None:
         _fail("trainer.l1", trainer.l1, "must be >= 0")
     if cfg.monitor not in MONITORS:
         _fail("monitor", cfg.monitor, f"must be one of {', '.join(MONITORS)}")
+
+    if cfg.report.progress not in PROGRESS:
+        _fail("report.progress", cfg.report.progress, f"must be one of {', '.join(PROGRESS)}")
+    if not 0 <= cfg.report.ema_beta < 1:
+        _fail("report.ema_beta", cfg.report.ema_beta, "must be in [0, 1)")
 
     model = cfg.model
     if not 0 <= model.dropout < 1:

@@ -170,7 +170,8 @@ class Trainer:
             state.epoch = epoch
 
             score = self._score(val_loss, val_acc)
-            if score > state.best_score:
+            # Without a validation split nothing is selected: the last epoch is kept.
+            if score > state.best_score or self.val_split == "train":
                 state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
                 self.best_model_state = copy.deepcopy(self.model.state_dict())
             else:

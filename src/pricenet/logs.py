@@ -48,3 +48,8 @@ class CsvLogger:
         s = trainer.state
         with self.path.open("a", newline="") as handle:
             csv.writer(handle).writerow([s.epoch, *(s.last(k) for k in CURVES)])
+
+
+def reporters(report: Any, run_dir: str | Path, multirun: bool = False) -> list[Any]:
+    """The trainer callbacks that show progress, as ``cfg.report`` asks."""
+    return [ConsoleLogger(every=0 if report.progress == "none" else 10)]

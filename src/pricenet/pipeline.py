@@ -27,7 +27,7 @@ from pricenet.config import to_container, validate
 from pricenet.data import FEATURES, make_splits
 from pricenet.engine import Trainer
 from pricenet.errors import ConfigError, DivergenceError
-from pricenet.logs import ConsoleLogger, CsvLogger
+from pricenet.logs import CsvLogger, reporters
 from pricenet.metrics import classification_report
 from pricenet.model import build_model, count_parameters
 from pricenet.seed import resolve_device, set_seed
@@ -52,8 +52,12 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Path]]:
+def run(
+    cfg: DictConfig, run_dir: str | Path, multirun: bool = False
+) -> tuple[dict[str, Any], dict[str, Path]]:
     """Train and test the model ``cfg`` describes; write its artifacts into ``run_dir``.
+
+    ``multirun`` makes the console quiet (one summary line per job).
 
     Returns the metrics (also in ``metrics.json``) and the paths of the artifacts.
     """
@@ -115,7 +119,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> tuple[dict[str, Any], dict[str,
         callbacks=[
             CsvLogger(run_dir / "metrics.csv"),
             Checkpointer(run_dir, meta),
-            ConsoleLogger(),
+            *reporters(cfg.report, run_dir, multirun),
         ],
     )
     if tcfg.resume:
@@ -200,10 +204,11 @@ def run_job(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        metrics, _ = run(cfg, run_dir)
+        metrics, _ = run(cfg, run_dir, multirun)
     except Exception as err:
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+        if not multirun:
             raise
         log.error("job %s failed: %s", hydra_cfg.job.num, err)
         if not (run_dir / METRICS).exists():

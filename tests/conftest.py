@@ -1,0 +1,64 @@
+"""Shared fixtures: compose configs with Hydra's compose API, shrink them, write under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+import pricenet.config  # noqa: F401  (registers the schemas)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_CSV = Path(
+    os.environ.get("PRICENET_SHARED_CSV", REPO_ROOT.parent / "shared" / "data" / "mobile_price.csv")
+)
+# Small and fast: what every "does this choice train" test runs on.
+SHRINK = ["trainer.epochs=2", "data.n_rows=200", "trainer.batch_size=32", "trainer.device=cpu"]
+
+
+@pytest.fixture
+def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
+    """``compose_cfg(*overrides, shrink=True)`` -> the composed config; clears Hydra afterwards."""
+    GlobalHydra.instance().clear()
+
+    def _compose(*overrides: str, shrink: bool = True) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_module("pricenet.conf", version_base="1.3"):
+            shrink_to = [
+                s
+                for s in SHRINK
+                if shrink and not (s.startswith("data.") and "data=csv" in overrides)
+            ]
+            return compose("config", overrides=[*shrink_to, *overrides])
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def real_csv() -> Path:
+    """The shared real data; tests using it skip cleanly when it is absent."""
+    if not SHARED_CSV.is_file():
+        pytest.skip(f"{SHARED_CSV} not present")
+    return SHARED_CSV
+
+
+def run_cli(*args: str, cwd: Path, module: str = "pricenet.train", timeout: int = 600, env=None):
+    """Run ``python -m <module> args`` in ``cwd`` and return the CompletedProcess."""
+    full_env = {**os.environ, "PRICENET_ROOT": str(cwd), **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
