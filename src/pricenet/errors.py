@@ -42,6 +42,18 @@ def verbose_errors() -> bool:
     )
 
 
+def user_error(err: BaseException) -> PricenetError | None:
+    """The :class:`PricenetError` behind ``err``, also when a library wrapped it (instantiate)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, PricenetError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
     """Turn a :class:`PricenetError` escaping ``fn`` into ``error: <message>`` and exit status 2."""
 
@@ -49,10 +61,11 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except PricenetError as err:
-            if verbose_errors():
+        except Exception as err:
+            cause = user_error(err)
+            if cause is None or verbose_errors():
                 raise
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {cause}", file=sys.stderr)
             sys.exit(USAGE_EXIT_CODE)
 
     return wrapper
