@@ -339,19 +339,23 @@ def make_splits(
     if table.labels is None:
         raise DataError(f"{table.source}: no {LABEL!r} column, so it cannot be used for training")
     train, val, test = stratified_split(table.labels, val_size, test_size, seed)
+    return splits_from_indices(
+        table, {"train": train, "val": val, "test": test}, standardize, device
+    )
+
+
+def splits_from_indices(
+    table: Table,
+    index: dict[str, np.ndarray],
+    standardize: bool,
+    device: torch.device | str = "cpu",
+) -> Splits:
+    """Tensors for given ``train``/``val``/``test`` row indices (e.g. cross-validation folds)."""
     x = torch.from_numpy(table.features)
     y = torch.from_numpy(table.labels)
-    scaler = Standardizer.fit(x[train]) if standardize else Standardizer.identity(x.shape[1])
-    xs = scaler(x)
-    to = {"device": device}
-    return Splits(
-        xs[train].to(**to),
-        y[train].to(**to),
-        xs[val].to(**to),
-        y[val].to(**to),
-        xs[test].to(**to),
-        y[test].to(**to),
-        scaler,
-        table,
-        {"train": train, "val": val, "test": test},
+    scaler = (
+        Standardizer.fit(x[index["train"]]) if standardize else Standardizer.identity(x.shape[1])
     )
+    xs = scaler(x)
+    parts = [t[index[k]].to(device) for k in ("train", "val", "test") for t in (xs, y)]
+    return Splits(*parts, scaler, table, index)

@@ -24,7 +24,7 @@ from pricenet.checkpoint import (
     resolve_checkpoint,
 )
 from pricenet.config import to_container, validate
-from pricenet.data import FEATURES, make_splits
+from pricenet.data import FEATURES, Splits, make_splits
 from pricenet.engine import Trainer
 from pricenet.errors import ConfigError, DivergenceError
 from pricenet.logs import CsvLogger, reporters
@@ -50,6 +50,59 @@ def model_summary(model: torch.nn.Module, device: torch.device) -> str:
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
+
+
+def build_trainer(cfg: DictConfig, splits: Splits) -> Trainer:
+    """Head, criterion, model, optimizer and scheduler from ``cfg``, wired into a Trainer."""
+    device = splits.x_train.device
+    head = instantiate(cfg.loss.head)
+    criterion = instantiate(cfg.loss.criterion).to(device)
+    model = build_model(cfg, len(FEATURES), head.num_outputs).to(device)
+    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
+    scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
+    tcfg = cfg.trainer
+    return Trainer(
+        model,
+        head,
+        criterion,
+        optimizer,
+        scheduler,
+        splits,
+        epochs=tcfg.epochs,
+        batch_size=tcfg.batch_size,
+        patience=tcfg.patience,
+        grad_clip=tcfg.grad_clip,
+        l1=tcfg.l1,
+        monitor=cfg.monitor,
+        seed=tcfg.seed,
+    )
+
+
+def evaluate_best(trainer: Trainer, monitor: str) -> dict[str, Any]:
+    """Load the best weights and score them on the test split; with the training curves."""
+    state, splits = trainer.state, trainer.splits
+    trainer.model.load_state_dict(trainer.best_model_state)
+    test_loss, _, pred = trainer.evaluate(splits.x_test, splits.y_test)
+    report = classification_report(
+        splits.y_test.cpu().numpy(), pred.cpu().numpy(), trainer.head.num_classes
+    )
+    best = state.best_epoch - 1
+    return {
+        "status": "done",
+        "monitor": monitor,
+        "selection_split": trainer.val_split,
+        "val_acc": state.history["val_acc"][best],
+        "val_loss": state.history["val_loss"][best],
+        "test_acc": report["accuracy"],
+        "test_loss": test_loss,
+        "test_macro_f1": report["macro_f1"],
+        "test": report,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "parameters": count_parameters(trainer.model),
+        "history": state.history,
+    }
 
 
 def run(
@@ -78,9 +131,8 @@ def run(
     splits = make_splits(
         table, cfg.data.val_size, cfg.data.test_size, cfg.data.standardize, tcfg.seed, device
     )
-    head = instantiate(cfg.loss.head)
-    criterion = instantiate(cfg.loss.criterion).to(device)
-    model = build_model(cfg, len(FEATURES), head.num_outputs).to(device)
+    trainer = build_trainer(cfg, splits)
+    model, head = trainer.model, trainer.head
     summary = model_summary(model, device)
     (run_dir / "summary.txt").write_text(summary)
     log.info(
@@ -92,9 +144,6 @@ def run(
         device,
     )
     log.info("model (%d parameters):\n%s", count_parameters(model), summary.rstrip())
-
-    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
-    scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
     meta = {
         "scaler": splits.scaler.state_dict(),
         "head": to_container(cfg.loss.head),
@@ -102,26 +151,11 @@ def run(
         "features": list(FEATURES),
         "config": resolved,
     }
-    trainer = Trainer(
-        model,
-        head,
-        criterion,
-        optimizer,
-        scheduler,
-        splits,
-        epochs=tcfg.epochs,
-        batch_size=tcfg.batch_size,
-        patience=tcfg.patience,
-        grad_clip=tcfg.grad_clip,
-        l1=tcfg.l1,
-        monitor=cfg.monitor,
-        seed=tcfg.seed,
-        callbacks=[
-            CsvLogger(run_dir / "metrics.csv"),
-            Checkpointer(run_dir, meta),
-            *reporters(cfg.report, run_dir, multirun),
-        ],
-    )
+    trainer.callbacks = [
+        CsvLogger(run_dir / "metrics.csv"),
+        Checkpointer(run_dir, meta),
+        *reporters(cfg.report, run_dir, multirun),
+    ]
     if tcfg.resume:
         checkpoint = load_checkpoint(resolve_checkpoint(tcfg.resume, LAST), device)
         if "trainer" not in checkpoint:
@@ -130,7 +164,7 @@ def run(
         log.info("resumed from %s at epoch %d", tcfg.resume, trainer.state.epoch)
 
     try:
-        state = trainer.fit()
+        trainer.fit()
     except DivergenceError as err:
         failed = {
             "status": "failed",
@@ -142,28 +176,7 @@ def run(
         _write_json(run_dir / METRICS, failed)
         raise
 
-    model.load_state_dict(trainer.best_model_state)
-    test_loss, _, pred = trainer.evaluate(splits.x_test, splits.y_test)
-    report = classification_report(
-        splits.y_test.cpu().numpy(), pred.cpu().numpy(), head.num_classes
-    )
-    best = state.best_epoch - 1
-    metrics = {
-        "status": "done",
-        "monitor": cfg.monitor,
-        "selection_split": trainer.val_split,
-        "val_acc": state.history["val_acc"][best],
-        "val_loss": state.history["val_loss"][best],
-        "test_acc": report["accuracy"],
-        "test_loss": test_loss,
-        "test_macro_f1": report["macro_f1"],
-        "test": report,
-        "best_epoch": state.best_epoch,
-        "epochs_run": state.epoch,
-        "stopped_early": state.stopped_early,
-        "parameters": count_parameters(model),
-        "history": state.history,
-    }
+    metrics = evaluate_best(trainer, cfg.monitor)
     _write_json(run_dir / METRICS, metrics)
     _write_json(
         run_dir / "run.json",
@@ -175,10 +188,10 @@ def run(
     )
     log.info(
         "best epoch %d: val_acc %.4f  test_acc %.4f  test_macro_f1 %.4f",
-        state.best_epoch,
+        metrics["best_epoch"],
         metrics["val_acc"],
-        report["accuracy"],
-        report["macro_f1"],
+        metrics["test_acc"],
+        metrics["test_macro_f1"],
     )
     artifacts = {
         name: run_dir / name
