@@ -63,7 +63,7 @@ def test_every_group_has_the_documented_choices():
         ["default", "uniform", "normal", "constant", "zeros", "ones"]
         + ["kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform"]
     )
-    assert choices("loss") == ["bce", "cross_entropy", "l1", "mse", "smooth_l1"]
+    assert choices("loss") == ["bce", "coral", "cross_entropy", "l1", "mse", "smooth_l1"]
     assert choices("optim") == ["adagrad", "adam", "adamw", "momentum", "rmsprop", "sgd"]
     assert choices("scheduler") == ["cosine", "exponential", "multistep", "none", "plateau", "step"]
     assert choices("model") == ["linear", "mlp", "tutorial"]
@@ -106,11 +106,10 @@ def test_batch_norm_and_per_layer_overrides(compose_cfg, tmp_path):
         "+model.layer_activations.1={_target_:torch.nn.Tanh}",
         "+model.layer_inits.2={weight:{_target_:torch.nn.init.zeros_,_partial_:true}}",
     )
-    from hydra.utils import instantiate
 
     from pricenet.model import build_model
 
-    model = build_model(cfg, 20, instantiate(cfg.loss.head).num_outputs)
+    model = build_model(cfg, 20)
     kinds = [type(m).__name__ for m in model]
     assert kinds == [
         "Linear",

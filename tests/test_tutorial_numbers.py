@@ -12,8 +12,7 @@ from pricenet.model import build_model, count_parameters
 
 def test_tutorial_mlp_has_10180_parameters(compose_cfg):
     cfg = compose_cfg("model=tutorial", "init=default")
-    head = instantiate(cfg.loss.head)
-    model = build_model(cfg, len(FEATURES), head.num_outputs)
+    model = build_model(cfg, len(FEATURES))
     assert count_parameters(model) == 10_180
     assert [m.p for m in model if isinstance(m, torch.nn.Dropout)] == [0.9, 0.9]
 

@@ -8,11 +8,15 @@ arbitrary objects is refused before any of its code runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import re
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -23,36 +27,40 @@ BEST = "best.pt"
 LAST = "last.pt"
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (plus the format version) to ``path`` atomically."""
-    path = Path(path)
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write`` on a temporary file beside ``path``, sync it, then ``os.replace`` it in.
+
+    A crash at any point leaves either the old file or the new one, never a truncated mix.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save({"format_version": FORMAT_VERSION, **payload}, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    with contextlib.suppress(OSError):  # make the rename itself durable, where supported
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     return path
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (plus the format version) to ``path`` atomically."""
+    body = {"format_version": FORMAT_VERSION, **payload}
+    return _atomic_write(Path(path), lambda handle: torch.save(body, handle))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write text to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write UTF-8 text to ``path`` atomically (metrics.json, config.yaml)."""
+    return _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 
 class Checkpointer:
@@ -66,17 +74,24 @@ class Checkpointer:
         self.run_dir = Path(run_dir)
         self.meta = meta
 
+    def _save_last(self, trainer: Any) -> None:
+        payload = {"epoch": trainer.state.epoch, "trainer": trainer.state_dict()}
+        save_checkpoint(self.run_dir / LAST, {**self.meta, **payload})
+
+    def _save_best(self, trainer: Any) -> None:
+        payload = {"epoch": trainer.state.best_epoch, "model": trainer.best_model_state}
+        save_checkpoint(self.run_dir / BEST, {**self.meta, **payload})
+
+    def on_fit_start(self, trainer: Any) -> None:
+        """A resumed run's own folder holds both checkpoints from the start."""
+        if trainer.state.epoch > 0:
+            self._save_last(trainer)
+            self._save_best(trainer)
+
     def on_epoch_end(self, trainer: Any) -> None:
-        state = trainer.state
-        save_checkpoint(
-            self.run_dir / LAST,
-            {**self.meta, "epoch": state.epoch, "trainer": trainer.state_dict()},
-        )
-        if state.best_epoch == state.epoch:
-            save_checkpoint(
-                self.run_dir / BEST,
-                {**self.meta, "epoch": state.epoch, "model": trainer.best_model_state},
-            )
+        self._save_last(trainer)
+        if trainer.state.best_epoch == trainer.state.epoch:
+            self._save_best(trainer)
 
 
 def resolve_checkpoint(path: str | Path, name: str = BEST) -> Path:
@@ -93,15 +108,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint safely (``weights_only=True``) and check its format version."""
     path = Path(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(err))
+        reason = f"it would call {unsafe.group(1)}" if unsafe else "it is not plain weights"
         raise CheckpointError(
-            f"{path}: refused to load an unsafe or corrupt checkpoint ({first})"
+            f"{path}: refused to load ({reason}); checkpoints are loaded with "
+            "weights_only=True and may hold only tensors and plain values"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+    except Exception as err:  # a hand-made file can fail inside torch in any way
+        first = str(err).strip().split("\n")[0].split(". ")[0]
+        reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path}: not a pricenet checkpoint (no format_version)")
     if payload["format_version"] != FORMAT_VERSION:
@@ -110,3 +130,64 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"(this pricenet reads format {FORMAT_VERSION})"
         )
     return payload
+
+
+# Keys a resumed run may change: where things live and how they are shown, not the maths.
+# trainer.epochs may grow to train longer; a schedule that depends on it (cosine's T_max)
+# still has to match.
+RESUME_MAY_CHANGE = (
+    "trainer.resume",
+    "trainer.epochs",
+    "trainer.device",
+    "trainer.threads",
+    "trainer.deterministic",
+    "report.",
+    "paths.",
+    "data.path",
+    "data.source.path",
+)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): node}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key (saved there, current here)`` for each setting a resume must keep the same."""
+    old, new = _flatten(saved), _flatten(current)
+    keys = sorted(k for k in old.keys() | new.keys() if not k.startswith(RESUME_MAY_CHANGE))
+    missing = "<unset>"
+    return [
+        f"{k} ({old.get(k, missing)!r} there, {new.get(k, missing)!r} here)"
+        for k in keys
+        if old.get(k, missing) != new.get(k, missing)
+    ]
+
+
+def resume_state(path: str | Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The trainer state in ``last.pt`` (or a run folder's), checked against this run's config.
+
+    It is loaded on the CPU (RNG states must stay there); the trainer moves the rest.
+
+    Resuming with other settings would silently train a different model, so any difference
+    outside :data:`RESUME_MAY_CHANGE` is a :class:`CheckpointError` that names the keys.
+    """
+    file = resolve_checkpoint(path, LAST)
+    checkpoint = load_checkpoint(file)
+    if not isinstance(checkpoint.get("trainer"), dict):
+        raise CheckpointError(f"{file}: holds no trainer state to resume from (use a last.pt)")
+    differences = config_differences(checkpoint.get("config") or {}, config)
+    if differences:
+        shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
+        overrides = file.parent / ".hydra" / "overrides.yaml"
+        hint = f" (the original overrides are in {overrides})" if overrides.is_file() else ""
+        raise CheckpointError(
+            f"{file}: was trained with other settings: {shown}; resume with the same "
+            f"overrides as the original run{hint}"
+        )
+    return checkpoint["trainer"]

@@ -6,15 +6,16 @@ checks in :func:`validate` catch values of the right type that make no sense (lr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from pricenet.errors import ConfigError
-from pricenet.seed import DEVICES
+from pricenet.seed import check_device_name
 
 MONITORS = ("val_acc", "val_loss")
 
@@ -60,6 +61,7 @@ class TrainerConfig:
     grad_clip: float | None = None
     l1: float = 0.0
     resume: str | None = None
+    threads: int | None = None
 
 
 @dataclass
@@ -107,26 +109,50 @@ def _fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _positive(key: str, value: Any) -> None:
-    if value is None or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+    if not _is_number(value) or not value > 0 or math.isinf(value):
         _fail(key, value, "must be a number > 0")
+
+
+def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
+    """Keys added with ``+key=...`` to a typed node are not silently ignored."""
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        known = [f.name for f in dataclasses.fields(schema)]
+        for key in node:
+            if key not in known:
+                _fail(f"{prefix}{key}", node[key], f"unknown key; allowed: {', '.join(known)}")
+    for key in node:
+        child = None if OmegaConf.is_missing(node, key) else node[key]
+        if isinstance(child, DictConfig):
+            _check_known_keys(child, f"{prefix}{key}.")
 
 
 def validate(cfg: DictConfig) -> None:
     """Check values before any training starts; raise :class:`ConfigError` naming the key."""
+    _check_known_keys(cfg)
     trainer = cfg.trainer
     if trainer.epochs < 1:
         _fail("trainer.epochs", trainer.epochs, "must be an integer >= 1")
     if trainer.batch_size < 1:
         _fail("trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
-    if trainer.device.split(":", 1)[0] not in DEVICES:
-        _fail("trainer.device", trainer.device, f"must be one of {', '.join(DEVICES)} (or cuda:N)")
+    check_device_name(trainer.device)
     if trainer.patience is not None and trainer.patience < 1:
         _fail("trainer.patience", trainer.patience, "must be >= 1, or null to turn it off")
     if trainer.grad_clip is not None:
         _positive("trainer.grad_clip", trainer.grad_clip)
     if not trainer.l1 >= 0:
         _fail("trainer.l1", trainer.l1, "must be >= 0")
+    if trainer.threads is not None and trainer.threads < 1:
+        _fail("trainer.threads", trainer.threads, "must be >= 1, or null for torch's default")
     if cfg.monitor not in MONITORS:
         _fail("monitor", cfg.monitor, f"must be one of {', '.join(MONITORS)}")
 
@@ -139,7 +165,7 @@ def validate(cfg: DictConfig) -> None:
     if not 0 <= model.dropout < 1:
         _fail("model.dropout", model.dropout, "must be in [0, 1)")
     for i, size in enumerate(model.hidden):
-        if not isinstance(size, int) or size < 1:
+        if not _is_count(size):
             _fail(f"model.hidden[{i}]", size, "hidden sizes must be positive integers")
 
     data = cfg.data
@@ -155,18 +181,21 @@ def validate(cfg: DictConfig) -> None:
     optim = cfg.optim
     if "lr" in optim:
         _positive("optim.lr", optim.lr)
-    if optim.get("weight_decay", 0) < 0:
-        _fail("optim.weight_decay", optim.weight_decay, "must be >= 0")
+    weight_decay = optim.get("weight_decay", 0)
+    if not _is_number(weight_decay) or not weight_decay >= 0:
+        _fail("optim.weight_decay", weight_decay, "must be a number >= 0")
 
     scheduler = cfg.scheduler
     milestones = scheduler.get("milestones")
     if milestones is not None:
-        values = list(milestones)
-        ok = all(isinstance(m, int) and m > 0 for m in values) and all(
-            a < b for a, b in zip(values, values[1:], strict=False)
-        )
-        if not values or not ok:
-            _fail("scheduler.milestones", values, "must be strictly increasing positive epochs")
+        values = list(milestones) if isinstance(milestones, ListConfig) else []
+        increasing = all(a < b for a, b in zip(values, values[1:], strict=False))
+        if not values or not all(_is_count(m) for m in values) or not increasing:
+            _fail(
+                "scheduler.milestones",
+                values or milestones,
+                "must be a list of strictly increasing positive epochs, e.g. [30, 60]",
+            )
     for key in ("gamma", "step_size", "T_max"):
         if key in scheduler:
             _positive(f"scheduler.{key}", scheduler[key])

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
-from dataclasses import dataclass
+import math
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,136 +136,195 @@ def make_synthetic(n_rows: int = 2000, noise: float = 0.05, seed: int = 0) -> Ta
 
 # --------------------------------------------------------------------------- CSV loading
 
+# Cells that mean "no value" in common exports; reported as missing, never parsed as NaN.
+_MISSING = frozenset({"nan", "-nan", "na", "n/a", "null", "none", "#n/a"})
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INFINITE = re.compile(r"[+-]?inf(?:inity)?", re.IGNORECASE)
+_LARGEST = float(np.finfo(np.float32).max)  # features are float32: beyond this they are inf
+
 
 def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
+    """The file's text (UTF-8, a BOM dropped), or a :class:`DataError` saying why not."""
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a CSV file")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
         raise DataError(
-            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})"
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
+            "save the file as UTF-8"
         ) from None
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     return text
 
 
-def _check_header(path: Path, header: list[str], require_label: bool) -> None:
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            raise DataError(f"{path}: column {name!r} appears more than once in the header")
-        seen.add(name)
-    required = list(FEATURES) + ([LABEL] if require_label else [])
-    missing = [c for c in required if c not in seen]
+def _records(path: Path, text: str) -> list[tuple[int, list[str]]]:
+    """Non-blank CSV records, each with the line it starts on (quoted newlines count)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for fields in reader:
+            if fields and not (len(fields) == 1 and not fields[0].strip()):
+                records.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(f"{path}: line {start}: malformed CSV ({err})") from None
+    return records
+
+
+def _column_indices(path: Path, header: list[str], line: int, require_label: bool) -> list[int]:
+    """Position of each schema column (and the label, when present) in ``header``."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header):
+        if name and name in seen:
+            raise DataError(f"{path}: column {name!r}, line {line}: appears more than once")
+        seen[name] = i
+    required = [*FEATURES, LABEL] if require_label else list(FEATURES)
+    missing = [name for name in required if name not in seen]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(map(repr, missing))}")
-    extra = [c for c in header if c not in required and c not in (ID, LABEL)]
-    if extra:
-        log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(map(repr, extra)))
-
-
-def _numeric_column(path: Path, frame, name: str) -> np.ndarray:
-    """Parse one column of strings to float64, naming the first bad cell."""
-    import pandas as pd
-
-    raw = frame[name]
-    values = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        cell = raw.iloc[row]
-        what = (
-            "is empty"
-            if cell.strip() == "" or cell.strip().lower() in ("nan", "na", "null", "none")
-            else "is infinite"
-            if np.isinf(values[row])
-            else f"{cell.strip()[:30]!r} is not a number"
+        word = "column" if len(missing) == 1 else "columns"
+        raise DataError(
+            f"{path}: {word} {', '.join(map(repr, missing))}, line {line}: missing from the header"
         )
-        raise DataError(f"{path}: column {name!r}, line {row + 2}: value {what}")
-    return values
+    extra = [
+        repr(name) if name else f"unnamed column {i + 1}"
+        for i, name in enumerate(header)
+        if name not in (*FEATURES, LABEL, ID)
+    ]
+    if extra:
+        log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(extra))
+    return [seen[name] for name in FEATURES] + ([seen[LABEL]] if LABEL in seen else [])
+
+
+def _cell_value(cell: str, feature: Feature | None) -> float | str:
+    """The cell as a number, or what is wrong with it (``feature`` None means the label)."""
+    text = cell.strip()
+    shown = repr(text if len(text) <= 30 else text[:27] + "...")
+    if not text:
+        return "empty cell"
+    if text.lower() in _MISSING:
+        return f"{shown} is a missing value"
+    if _INFINITE.fullmatch(text):
+        return f"{shown} is not finite"
+    if not _NUMBER.fullmatch(text):
+        return f"{shown} is not a number"
+    value = float(text)
+    if math.isinf(value):
+        return f"{shown} is not finite"
+    if abs(value) > _LARGEST:
+        return f"{shown} is too large (beyond float32's range)"
+    if feature is None:
+        if value != round(value) or not 0 <= value < NUM_CLASSES:
+            return f"label {shown} is not an integer in 0..{NUM_CLASSES - 1}"
+    elif feature.binary and value not in (0, 1):
+        return f"{shown} is not 0 or 1"
+    elif feature.integer and value != round(value):
+        return f"{shown} is not an integer"
+    return value
 
 
 def read_csv(path: str | Path, require_label: bool = True) -> Table:
     """Read and validate a CSV in the Kaggle train.csv (or test.csv) layout.
 
     Columns may come in any order; ``id`` is kept, other unknown columns are ignored with a
-    warning. Every problem raises :class:`DataError` naming the file, column and line.
+    warning. A UTF-8 BOM, CRLF line endings and blank lines are accepted. Every problem
+    raises :class:`DataError` as ``<file>: column '<name>', line <n>: <what is wrong>``
+    (the parts that apply), stopping at the first problem in reading order.
     """
-    import pandas as pd
-
     path = Path(path).expanduser()
-    text = _read_text(path)
-    try:
-        frame = pd.read_csv(
-            io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True
-        )
-    except pd.errors.ParserError as err:
-        raise DataError(f"{path}: malformed CSV ({str(err).strip().splitlines()[-1]})") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty") from None
-    header = [str(c).strip() for c in frame.columns]
-    first_line = text.splitlines()[0].split(",")
-    if len(first_line) != len(set(c.strip() for c in first_line)):
-        dupes = sorted({c.strip() for c in first_line if first_line.count(c) > 1})
-        raise DataError(f"{path}: column {dupes[0]!r} appears more than once in the header")
-    frame.columns = header
-    _check_header(path, header, require_label)
-    if len(frame) == 0:
+    records = _records(path, _read_text(path))
+    header_line, raw_header = records[0]
+    header = [name.strip() for name in raw_header]
+    indices = _column_indices(path, header, header_line, require_label)
+    if len(records) == 1:
         raise DataError(f"{path}: has a header but no data rows")
 
-    columns = []
-    for feature in SCHEMA:
-        values = _numeric_column(path, frame, feature.name)
-        if feature.integer:
-            off = np.flatnonzero(values != np.round(values))
-            if off.size:
-                row = int(off[0])
-                raise DataError(
-                    f"{path}: column {feature.name!r}, line {row + 2}: "
-                    f"{frame[feature.name].iloc[row].strip()!r} is not an integer"
-                )
-        if feature.binary:
-            off = np.flatnonzero((values != 0) & (values != 1))
-            if off.size:
-                row = int(off[0])
-                raise DataError(
-                    f"{path}: column {feature.name!r}, line {row + 2}: "
-                    f"{frame[feature.name].iloc[row].strip()!r} is not 0 or 1"
-                )
-        columns.append(values)
-    features = np.stack(columns, axis=1).astype(np.float32)
-
-    labels = None
-    if LABEL in frame.columns:
-        values = _numeric_column(path, frame, LABEL)
-        off = np.flatnonzero((values != np.round(values)) | (values < 0) | (values >= NUM_CLASSES))
-        if off.size:
-            row = int(off[0])
+    names = [*FEATURES, LABEL][: len(indices)]
+    kinds: list[Feature | None] = [*SCHEMA, None][: len(indices)]
+    values = np.empty((len(records) - 1, len(indices)), dtype=np.float64)
+    for row, (line, fields) in enumerate(records[1:]):
+        if len(fields) != len(header):
             raise DataError(
-                f"{path}: column {LABEL!r}, line {row + 2}: label "
-                f"{frame[LABEL].iloc[row].strip()!r} is not an integer in 0..{NUM_CLASSES - 1}"
+                f"{path}: line {line}: {len(fields)} fields, but the header has {len(header)}"
             )
-        labels = values.astype(np.int64)
-    ids = frame[ID].str.strip().to_numpy() if ID in frame.columns else None
+        for col, (index, name, kind) in enumerate(zip(indices, names, kinds, strict=True)):
+            value = _cell_value(fields[index], kind)
+            if isinstance(value, str):
+                raise DataError(f"{path}: column {name!r}, line {line}: {value}")
+            values[row, col] = value
+
+    features = values[:, : len(FEATURES)].astype(np.float32)
+    labels = values[:, len(FEATURES)].astype(np.int64) if len(indices) > len(FEATURES) else None
+    ids = None
+    if ID in header:
+        ids = np.array([fields[header.index(ID)].strip() for _, fields in records[1:]])
     return Table(features, labels, ids, source=str(path))
+
+
+# --------------------------------------------------------------------------- table cache
+
+# Jobs of a sweep share a process (basic launcher) or a few workers (joblib): each source is
+# generated, or read and validated, once per process. A few entries bound the memory.
+_TABLES: OrderedDict[tuple[Any, ...], Table] = OrderedDict()
+_TABLES_KEPT = 4
+
+
+def load_table(source: dict[str, Any]) -> Table:
+    """The table that ``source`` (a ``_target_`` config, resolved) builds, cached per process.
+
+    The key is the source config plus, for a file, its size and modification time, so an
+    edited CSV is read again. Every call returns fresh arrays: no job can alter another's data.
+    """
+    from hydra.utils import instantiate
+
+    key: tuple[Any, ...] = (repr(sorted(source.items())),)
+    if source.get("path") is not None:
+        path = Path(source["path"]).expanduser()
+        if path.is_file():
+            stat = path.stat()
+            key += (stat.st_size, stat.st_mtime_ns)
+    table = _TABLES.get(key)
+    if table is None:
+        table = instantiate(source)
+        _TABLES[key] = table
+        if len(_TABLES) > _TABLES_KEPT:
+            _TABLES.popitem(last=False)
+    else:
+        _TABLES.move_to_end(key)
+    return replace(
+        table,
+        features=table.features.copy(),
+        labels=None if table.labels is None else table.labels.copy(),
+        ids=None if table.ids is None else table.ids.copy(),
+    )
 
 
 # --------------------------------------------------------------------------- split and scaler
 
 
 def stratified_split(
-    labels: np.ndarray, val_size: float, test_size: float, seed: int
+    labels: np.ndarray, val_size: float, test_size: float, seed: int, *, source: str = "data"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of a stratified train/val/test split: every class keeps its share in each part."""
+    """Indices of a stratified train/val/test split: every class keeps its share in each part.
+
+    ``source`` (the file) prefixes the :class:`DataError` raised when the labels cannot be split.
+    """
     classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) == 0:
+        raise DataError(f"{source}: no rows to split")
     if len(classes) < 2:
         raise DataError(
-            f"{LABEL} holds a single class ({int(classes[0])}); at least two are needed to train"
+            f"{source}: column {LABEL!r}: every row has class {int(classes[0])}; "
+            "at least two classes are needed to train"
         )
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[], [], []]
@@ -274,8 +338,9 @@ def stratified_split(
         ]
         if any(need):
             raise DataError(
-                f"too few rows to split stratified: class {int(cls)} has {count} row(s), which "
-                f"cannot be shared between train, val ({val_size}) and test ({test_size})"
+                f"{source}: column {LABEL!r}: too few rows to split stratified: class {int(cls)} "
+                f"has {count} row(s), which cannot be shared between train, "
+                f"val (data.val_size={val_size}) and test (data.test_size={test_size})"
             )
         idx = rng.permutation(np.flatnonzero(labels == cls))
         parts[2].append(idx[:n_test])
@@ -338,7 +403,9 @@ def make_splits(
     """Split ``table`` stratified, fit the scaler on train only, move everything to ``device``."""
     if table.labels is None:
         raise DataError(f"{table.source}: no {LABEL!r} column, so it cannot be used for training")
-    train, val, test = stratified_split(table.labels, val_size, test_size, seed)
+    train, val, test = stratified_split(
+        table.labels, val_size, test_size, seed, source=table.source
+    )
     return splits_from_indices(
         table, {"train": train, "val": val, "test": test}, standardize, device
     )

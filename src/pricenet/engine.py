@@ -112,17 +112,18 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def _train_epoch(self) -> float:
+        """One pass over the shuffled training rows; returns the mean training loss."""
         self.model.train()
-        x, targets = self.splits.x_train, self.targets
-        n = len(x)
+        n = len(self.targets)
         perm = torch.randperm(n, generator=self.generator).to(self.device, non_blocking=True)
-        total = torch.zeros((), device=self.device)
-        for start in range(0, n, self.batch_size):
-            idx = perm[start : start + self.batch_size]
-            if self._skip_single and len(idx) < 2:
-                continue
-            out = self.model(x[idx])
-            loss = self.criterion(out, targets[idx])
+        # Two gathers per epoch; the batches are then views, not per-step index copies.
+        x_batches = torch.split(self.splits.x_train[perm], self.batch_size)
+        t_batches = torch.split(self.targets[perm], self.batch_size)
+        if self._skip_single and len(x_batches[-1]) < 2:  # BatchNorm needs 2 rows
+            x_batches, t_batches = x_batches[:-1], t_batches[:-1]
+        losses = []
+        for xb, tb in zip(x_batches, t_batches, strict=True):
+            loss = self.criterion(self.model(xb), tb)
             if self.l1:
                 loss = loss + self.l1 * sum(p.abs().sum() for p in self._l1_params)
             self.optimizer.zero_grad(set_to_none=True)
@@ -130,8 +131,9 @@ class Trainer:
             if self.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
-            total += loss.detach() * len(idx)
-        return float(total) / n
+            losses.append(loss.detach())
+        sizes = torch.tensor([len(b) for b in x_batches], dtype=torch.float32, device=self.device)
+        return float(torch.stack(losses).float() @ sizes / sizes.sum())
 
     def _emit(self, hook: str) -> None:
         for cb in self.callbacks:
@@ -211,13 +213,14 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what :meth:`state_dict` saved (tensors may come on any device)."""
         self.model.load_state_dict(state["model"])
-        self.best_model_state = state["best_model"]
+        self.best_model_state = {k: v.to(self.device) for k, v in state["best_model"].items()}
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.state = FitState(**state["fit"])
-        self.generator.set_state(state["rng"]["generator"])
-        torch.set_rng_state(state["rng"]["torch"])
+        # RNG states are byte tensors that torch only accepts on the CPU
+        self.generator.set_state(state["rng"]["generator"].cpu())
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)

@@ -4,12 +4,17 @@
 |---------------|---------|----------------------------|--------------------------------|
 | categorical   | K       | class index                | argmax (softmax for probs)     |
 | ordinal       | K - 1   | [y > 0, y > 1, ..., y > K-2] | count of sigmoid(out) > 0.5    |
+| coral         | 1 score + K-1 rank biases | as ordinal      | as ordinal (rank-consistent)   |
 | regression    | 1       | class index as a float     | round and clip to 0..K-1       |
+
+A head may also add an output layer to the model (:meth:`Head.output_layer`): the CORAL head
+makes the model emit one shared score and adds K-1 learnable biases, ``logit_k = score + b_k``.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 class Head:
@@ -23,6 +28,15 @@ class Head:
     @property
     def num_outputs(self) -> int:
         raise NotImplementedError
+
+    @property
+    def backbone_outputs(self) -> int:
+        """How many outputs the network itself must produce (before :meth:`output_layer`)."""
+        return self.num_outputs
+
+    def output_layer(self) -> nn.Module | None:
+        """An extra layer the model ends with, or None."""
+        return None
 
     def encode(self, y: torch.Tensor) -> torch.Tensor:
         """Class indices (long) -> the tensor the loss compares the outputs with."""
@@ -77,10 +91,41 @@ class OrdinalHead(Head):
         ones = torch.ones_like(above[:, :1])
         zeros = torch.zeros_like(above[:, :1])
         cumulative = torch.cat([ones, above, zeros], dim=1)  # P(y > k-1) for k = 0..K
-        return (cumulative[:, :-1] - cumulative[:, 1:]).clamp_min(0.0)
+        # Independent sigmoids need not be monotone in k: clip the negative gaps, renormalize.
+        probs = (cumulative[:, :-1] - cumulative[:, 1:]).clamp_min(0.0)
+        return probs / probs.sum(dim=1, keepdim=True)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         return (outputs > 0).sum(dim=1)
+
+
+class RankBiases(nn.Module):
+    """``logit_k = score + b_k`` for k = 0..K-2: one shared score, K-1 learnable biases."""
+
+    def __init__(self, num_thresholds: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.linspace(1.0, -1.0, num_thresholds))
+
+    def forward(self, score: torch.Tensor) -> torch.Tensor:
+        return score + self.bias
+
+
+class CoralHead(OrdinalHead):
+    """CORAL ordinal head (Cao et al., 2020): P(y > k) = sigmoid(score + b_k), shared score.
+
+    Like :class:`OrdinalHead` it is trained with binary cross-entropy on ``[y > k]`` and
+    decoded by counting, but the K-1 logits share every weight except their bias, so the
+    predicted ranks are consistent and the head has far fewer parameters.
+    """
+
+    name = "coral"
+
+    @property
+    def backbone_outputs(self) -> int:
+        return 1
+
+    def output_layer(self) -> nn.Module:
+        return RankBiases(self.num_classes - 1)
 
 
 class RegressionHead(Head):

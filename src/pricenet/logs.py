@@ -1,33 +1,124 @@
-"""Per-epoch reporting callbacks: console lines and ``metrics.csv``."""
+"""Per-epoch reporting callbacks: progress on the terminal, ``metrics.csv`` and TensorBoard.
+
+The progress bar writes to the terminal only (stderr), never through ``logging``: Hydra sends
+log records to the console *and* ``train.log``, so a bar drawn through logging would fill the
+log file with frames and show every epoch twice next to the ``lines`` reporter.
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
+import shutil
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pricenet.engine import CURVES
 
 log = logging.getLogger("pricenet")
 
+# metrics history key -> TensorBoard tag (grouped so loss and accuracy each get one card)
+TENSORBOARD_TAGS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "train_acc": "acc/train",
+    "val_acc": "acc/val",
+    "lr": "lr",
+}
+
+
+def report_due(trainer: Any) -> bool:
+    """True about ten times per run, whatever its length, and at its last epoch."""
+    s = trainer.state
+    last = s.epoch >= trainer.epochs or s.stopped_early
+    return last or s.epoch % max(1, trainer.epochs // 10) == 0
+
+
+def epoch_fields(trainer: Any) -> list[str]:
+    """``["epoch 12/60", "train_loss 0.8123", "val_acc 0.7412", "lr 0.001"]`` (last epoch)."""
+    s = trainer.state
+    return [
+        f"epoch {s.epoch:>{len(str(trainer.epochs))}}/{trainer.epochs}",
+        f"train_loss {s.last('train_loss'):.4f}",
+        f"val_acc {s.last('val_acc'):.4f}",
+        f"lr {s.last('lr'):.3g}",
+    ]
+
 
 class ConsoleLogger:
-    """One log line every ``every`` epochs (and the last), or none when ``every`` is 0."""
-
-    def __init__(self, every: int = 10) -> None:
-        self.every = every
+    """Log records (console and ``train.log``) about ten times per run and at the last epoch."""
 
     def on_epoch_end(self, trainer: Any) -> None:
         s = trainer.state
-        if not self.every or (s.epoch % self.every and s.epoch != trainer.epochs):
+        if report_due(trainer):
+            log.info(
+                "epoch %3d/%d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  "
+                "lr %.3g",
+                s.epoch,
+                trainer.epochs,
+                *(s.last(k) for k in CURVES),
+            )
+
+
+class ProgressBar:
+    """One line redrawn in place on a terminal; a plain line every ~10% of the epochs otherwise.
+
+    Redraws are throttled to ``min_interval`` seconds so that fast epochs cost nothing.
+    """
+
+    width = 10  # characters of the bar itself: the whole line fits 80 columns
+
+    def __init__(self, stream: TextIO | None = None, min_interval: float = 0.1) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self.min_interval = min_interval
+        self._open = False  # a bar line is on screen without its newline yet
+        self._drawn = -float("inf")
+        self._started = 0.0
+        self._first_epoch = 0
+
+    def on_fit_start(self, trainer: Any) -> None:
+        self._started = time.perf_counter()
+        self._first_epoch = trainer.state.epoch
+
+    def on_epoch_end(self, trainer: Any) -> None:
+        s = trainer.state
+        final = s.epoch >= trainer.epochs or s.stopped_early
+        fields = epoch_fields(trainer) + (["(early stop)"] if s.stopped_early else [])
+        if not self.tty:
+            if report_due(trainer):
+                self.stream.write("  ".join(fields) + "\n")
+                self.stream.flush()
             return
-        log.info(
-            "epoch %3d/%d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  lr %.3g",
-            s.epoch,
-            trainer.epochs,
-            *(s.last(k) for k in CURVES),
-        )
+        now = time.perf_counter()
+        if not final and now - self._drawn < self.min_interval:
+            return
+        self._drawn = now
+        done = self.width * s.epoch // trainer.epochs
+        bar = "[" + "#" * done + "." * (self.width - done) + "]"
+        line = " ".join([fields[0], bar, *fields[1:], self._timing(trainer, now)])
+        columns = shutil.get_terminal_size().columns
+        # A line wider than the terminal wraps, and "\r" would then redraw only its last row.
+        self.stream.write("\r" + line[: columns - 1].ljust(columns - 1))
+        self.stream.flush()
+        self._open = True
+
+    def _timing(self, trainer: Any, now: float) -> str:
+        s = trainer.state
+        elapsed = now - self._started
+        done = s.epoch - self._first_epoch
+        if s.stopped_early or s.epoch >= trainer.epochs or not done:
+            return f"{elapsed:.0f}s"
+        return f"{elapsed:.0f}s eta {(trainer.epochs - s.epoch) * elapsed / done:.0f}s"
+
+    def close(self) -> None:
+        """End the bar's line, so whatever is printed next (summary or error) starts clean."""
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
 
 
 class CsvLogger:
@@ -50,6 +141,72 @@ class CsvLogger:
             csv.writer(handle).writerow([s.epoch, *(s.last(k) for k in CURVES)])
 
 
-def reporters(report: Any, run_dir: str | Path, multirun: bool = False) -> list[Any]:
-    """The trainer callbacks that show progress, as ``cfg.report`` asks."""
-    return [ConsoleLogger(every=0 if report.progress == "none" else 10)]
+def tensorboard_name(overrides: str) -> str:
+    """A run's folder name under ``tensorboard/``: its overrides (``optim=sgd,...``) or default.
+
+    A ``/`` in a value would nest folders (or, leading, escape the run folder), and very long
+    override lists would exceed the file system's 255-byte name limit.
+    """
+    name = overrides.replace("/", "_").replace("\\", "_").strip(". ") or "default"
+    return name[:200]
+
+
+class TensorBoardLogger:
+    """Scalars per epoch (loss, accuracy, lr) into event files under ``log_dir``.
+
+    ``torch.utils.tensorboard`` is imported here, at the start of the fit, so runs with
+    ``report.tensorboard=false`` (and ``--help``) never pay for it. A resumed run writes the
+    restored history first, so its event file holds every epoch once.
+    """
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self.writer: Any = None
+
+    def on_fit_start(self, trainer: Any) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        for epoch in range(1, trainer.state.epoch + 1):
+            self._write(trainer.state.history, epoch)
+
+    def on_epoch_end(self, trainer: Any) -> None:
+        self._write(trainer.state.history, trainer.state.epoch)
+
+    def _write(self, history: dict[str, list[float]], epoch: int) -> None:
+        for key, tag in TENSORBOARD_TAGS.items():
+            self.writer.add_scalar(tag, history[key][epoch - 1], global_step=epoch)
+
+    def close(self) -> None:
+        """Flush and close the event file (also after a diverged or interrupted fit)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def reporters(
+    report: Any, run_dir: str | Path, multirun: bool = False, name: str = "default"
+) -> list[Any]:
+    """The trainer callbacks that show and log progress, as ``cfg.report`` asks.
+
+    ``report.progress``: ``auto`` is the bar in a single run and nothing per epoch in a multirun
+    (the pipeline logs one summary line per job); ``bar`` and ``lines`` force one; ``none``.
+    ``name`` is the run's TensorBoard name (its overrides). Call :func:`close_reporters` on
+    the list when the fit ends, however it ends.
+    """
+    callbacks: list[Any] = []
+    if report.progress == "bar" or (report.progress == "auto" and not multirun):
+        callbacks.append(ProgressBar())
+    elif report.progress == "lines":
+        callbacks.append(ConsoleLogger())
+    if report.tensorboard:
+        callbacks.append(TensorBoardLogger(Path(run_dir) / "tensorboard" / tensorboard_name(name)))
+    return callbacks
+
+
+def close_reporters(callbacks: list[Any]) -> None:
+    """Finish every reporter that holds a resource: the bar's line, TensorBoard's event file."""
+    for callback in callbacks:
+        close = getattr(callback, "close", None)
+        if close is not None:
+            close()

@@ -119,13 +119,21 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_model(cfg: Mapping, in_features: int, out_features: int) -> nn.Module:
-    """The model of a resolved config: ``cfg.model`` built with ``cfg.activation``/``cfg.init``."""
-    return instantiate(
+def build_model(cfg: Mapping, in_features: int) -> nn.Module:
+    """The model of a resolved config: ``cfg.model`` built with ``cfg.activation``/``cfg.init``.
+
+    Its outputs are what ``cfg.loss.head`` needs, including any output layer the head adds.
+    """
+    head = instantiate(cfg["loss"]["head"])
+    model = instantiate(
         cfg["model"],
         in_features=in_features,
-        out_features=out_features,
+        out_features=head.backbone_outputs,
         activation=cfg["activation"],
         init=cfg["init"],
         _recursive_=False,
     )
+    extra = head.output_layer()
+    if extra is not None:
+        model.append(extra)
+    return model

@@ -16,21 +16,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from pricenet.checkpoint import (
-    LAST,
-    Checkpointer,
-    atomic_write_text,
-    load_checkpoint,
-    resolve_checkpoint,
-)
+from pricenet.checkpoint import BEST, LAST, Checkpointer, atomic_write_text, resume_state
 from pricenet.config import to_container, validate
-from pricenet.data import FEATURES, Splits, make_splits
+from pricenet.data import FEATURES, Splits, load_table, make_splits
 from pricenet.engine import Trainer
-from pricenet.errors import ConfigError, DivergenceError
-from pricenet.logs import CsvLogger, reporters
+from pricenet.errors import CheckpointError, ConfigError, DivergenceError
+from pricenet.logs import CsvLogger, close_reporters, reporters
 from pricenet.metrics import classification_report
 from pricenet.model import build_model, count_parameters
-from pricenet.seed import resolve_device, set_seed
+from pricenet.seed import resolve_device, set_seed, set_threads
 
 log = logging.getLogger("pricenet")
 
@@ -52,12 +46,37 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
 
 
+def _innermost(err: BaseException) -> BaseException:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def check_factories(cfg: DictConfig) -> None:
+    """Build the optimizer and scheduler on a probe parameter, before any data is read.
+
+    An argument torch rejects (betas, momentum, ``+optim.typo=1``) becomes a ConfigError.
+    """
+    probe = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = None
+    for key in ("optim", "scheduler"):
+        try:
+            factory = instantiate(cfg[key], _convert_="all")
+            optimizer = factory(probe) if key == "optim" else factory(optimizer)
+        except Exception as err:
+            cause = _innermost(err)
+            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            raise ConfigError(
+                f"{key} ({cfg[key].get('_target_')}): {type(cause).__name__}: {detail}"
+            ) from err
+
+
 def build_trainer(cfg: DictConfig, splits: Splits) -> Trainer:
     """Head, criterion, model, optimizer and scheduler from ``cfg``, wired into a Trainer."""
     device = splits.x_train.device
     head = instantiate(cfg.loss.head)
     criterion = instantiate(cfg.loss.criterion).to(device)
-    model = build_model(cfg, len(FEATURES), head.num_outputs).to(device)
+    model = build_model(cfg, len(FEATURES)).to(device)
     optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
     scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
     tcfg = cfg.trainer
@@ -106,28 +125,37 @@ def evaluate_best(trainer: Trainer, monitor: str) -> dict[str, Any]:
 
 
 def run(
-    cfg: DictConfig, run_dir: str | Path, multirun: bool = False
+    cfg: DictConfig, run_dir: str | Path, multirun: bool = False, name: str = "default"
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Train and test the model ``cfg`` describes; write its artifacts into ``run_dir``.
 
-    ``multirun`` makes the console quiet (one summary line per job).
+    ``multirun`` makes the console quiet (one summary line per job). ``name`` (the job's
+    overrides) names the run in TensorBoard and in that summary line.
 
     Returns the metrics (also in ``metrics.json``) and the paths of the artifacts.
     """
     started = time.perf_counter()
+    # Everything that can be checked is, before any data is read or anything trained.
     validate(cfg)
-    run_dir = Path(run_dir)
-    if (run_dir / METRICS).exists():
-        raise ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = to_container(cfg)
-    atomic_write_text(run_dir / "config.yaml", _yaml(cfg))
-
     tcfg = cfg.trainer
     device = resolve_device(tcfg.device)
+    check_factories(cfg)
+    resolved = to_container(cfg)
+    resumed = resume_state(tcfg.resume, resolved) if tcfg.resume else None
+    run_dir = Path(run_dir)
+    earlier = [artifact for artifact in (METRICS, LAST, BEST) if (run_dir / artifact).exists()]
+    if earlier:
+        raise ConfigError(
+            f"{run_dir}: already holds an earlier run ({', '.join(earlier)}); refusing to "
+            "overwrite it (to continue that run: trainer.resume=<that folder>)"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", _yaml(cfg))
+
+    threads = set_threads(tcfg.threads)
     set_seed(tcfg.seed, tcfg.deterministic)
 
-    table = instantiate(cfg.data.source)
+    table = load_table(to_container(cfg.data.source))
     splits = make_splits(
         table, cfg.data.val_size, cfg.data.test_size, cfg.data.standardize, tcfg.seed, device
     )
@@ -135,7 +163,9 @@ def run(
     model, head = trainer.model, trainer.head
     summary = model_summary(model, device)
     (run_dir / "summary.txt").write_text(summary)
-    log.info(
+    detail = logging.DEBUG if multirun else logging.INFO  # a multirun job logs one line
+    log.log(
+        detail,
         "data %s: %d train / %d val / %d test rows on %s",
         table.source,
         len(splits.y_train),
@@ -143,7 +173,7 @@ def run(
         len(splits.y_test),
         device,
     )
-    log.info("model (%d parameters):\n%s", count_parameters(model), summary.rstrip())
+    log.log(detail, "model (%d parameters):\n%s", count_parameters(model), summary.rstrip())
     meta = {
         "scaler": splits.scaler.state_dict(),
         "head": to_container(cfg.loss.head),
@@ -151,16 +181,16 @@ def run(
         "features": list(FEATURES),
         "config": resolved,
     }
-    trainer.callbacks = [
-        CsvLogger(run_dir / "metrics.csv"),
-        Checkpointer(run_dir, meta),
-        *reporters(cfg.report, run_dir, multirun),
-    ]
-    if tcfg.resume:
-        checkpoint = load_checkpoint(resolve_checkpoint(tcfg.resume, LAST), device)
-        if "trainer" not in checkpoint:
-            raise ConfigError(f"trainer.resume={tcfg.resume}: not a last.pt with trainer state")
-        trainer.load_state_dict(checkpoint["trainer"])
+    progress = reporters(cfg.report, run_dir, multirun, name)
+    trainer.callbacks = [CsvLogger(run_dir / "metrics.csv"), Checkpointer(run_dir, meta), *progress]
+    if resumed is not None:
+        try:
+            trainer.load_state_dict(resumed)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(
+                f"trainer.resume={tcfg.resume}: its state does not fit this model ({reason})"
+            ) from err
         log.info("resumed from %s at epoch %d", tcfg.resume, trainer.state.epoch)
 
     try:
@@ -175,6 +205,8 @@ def run(
         }
         _write_json(run_dir / METRICS, failed)
         raise
+    finally:
+        close_reporters(progress)
 
     metrics = evaluate_best(trainer, cfg.monitor)
     _write_json(run_dir / METRICS, metrics)
@@ -183,11 +215,13 @@ def run(
         {
             "wall_time_s": round(time.perf_counter() - started, 3),
             "device": str(device),
+            "threads": threads,
             "torch": torch.__version__,
         },
     )
     log.info(
-        "best epoch %d: val_acc %.4f  test_acc %.4f  test_macro_f1 %.4f",
+        "%sbest epoch %d: val_acc %.4f  test_acc %.4f  test_macro_f1 %.4f",
+        f"{name}: " if multirun else "",
         metrics["best_epoch"],
         metrics["val_acc"],
         metrics["test_acc"],
@@ -197,6 +231,10 @@ def run(
         name: run_dir / name
         for name in ("config.yaml", METRICS, "metrics.csv", "summary.txt", "best.pt", "last.pt")
     }
+    if cfg.report.plots:
+        from pricenet.plots import plot_run
+
+        artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta))
     return metrics, artifacts
 
 
@@ -219,7 +257,7 @@ def run_job(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        metrics, _ = run(cfg, run_dir, multirun)
+        metrics, _ = run(cfg, run_dir, multirun, hydra_cfg.job.override_dirname or "default")
     except Exception as err:
         if not multirun:
             raise

@@ -1,0 +1,40 @@
+"""``key=value`` command-line options (Hydra's style) for the predict and explain commands.
+
+These commands need a handful of plain options, not a composed config or a run folder, so
+they parse ``key=value`` into a typed dataclass with OmegaConf: a typo or a bad value fails
+with the key's name, like ``pricenet-train`` does.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pricenet.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def parse_options(args: list[str], schema: type[T], usage: str) -> T:
+    """``args`` (``key=value`` each) as an instance of the dataclass ``schema``.
+
+    ``-h``/``--help`` prints ``usage`` and exits 0; an unknown key, a bad value or a missing
+    required option raises :class:`ConfigError` (one line, naming the key).
+    """
+    if any(a in ("-h", "--help") for a in args):
+        print(usage)
+        sys.exit(0)
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError(f"{arg!r}: expected key=value (see --help)")
+    try:
+        cfg: Any = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(args))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{str(err).splitlines()[0]} (see --help)") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing {', '.join(f'{k}=...' for k in missing)} (see --help)")
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]

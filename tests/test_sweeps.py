@@ -1,0 +1,321 @@
+"""Sweeps: the leaderboard, the table cache, the grids, and real multiruns on every launcher."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import stat
+from collections import OrderedDict
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import SHRINK, run_cli
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf
+
+from pricenet import data
+from pricenet.config import validate
+from pricenet.seed import set_threads
+from pricenet.sweep import FailOnNaN, JobFailed, main, write_leaderboard
+
+# Small, fast, and quiet: what every subprocess sweep here runs on.
+SMALL = [*SHRINK, "report.plots=false", "report.tensorboard=false"]
+
+
+def read_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "leaderboard.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def only_sweep_dir(root: Path, kind: str = "multirun") -> Path:
+    (sweep_dir,) = (root / "outputs" / kind).iterdir()
+    return sweep_dir
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml"))
+
+
+def assert_ranked(rows: list[dict[str, str]]) -> None:
+    """Done rows by val_acc (then val_loss) best first, failed rows last, ranks 1..n."""
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    statuses = [r["status"] for r in rows]
+    assert statuses == sorted(statuses, key=lambda s: s != "done")
+    done = [(-float(r["val_acc"]), float(r["val_loss"])) for r in rows if r["status"] == "done"]
+    assert done == sorted(done)
+
+
+# --------------------------------------------------------------------------- fast unit tests
+
+
+def fake_job(sweep_dir: Path, name: str, overrides: list[str], metrics: dict | None) -> Path:
+    job = sweep_dir / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+        if metrics["status"] == "done":
+            (job / "run.json").write_text(json.dumps({"wall_time_s": 1.5}))
+    return job
+
+
+def done(val_acc: float, val_loss: float, test_acc: float) -> dict:
+    return {
+        "status": "done",
+        "val_acc": val_acc,
+        "val_loss": val_loss,
+        "test_acc": test_acc,
+        "test_macro_f1": test_acc,
+        "best_epoch": 3,
+    }
+
+
+def test_leaderboard_ranks_by_validation_and_lists_failures(tmp_path, capsys):
+    fake_job(tmp_path, "0", ["optim=sgd", "seed=1"], done(0.80, 0.60, 0.99))
+    fake_job(tmp_path, "1", ["optim=adam", "seed=1"], done(0.90, 0.50, 0.10))
+    fake_job(tmp_path, "2", ["optim=rmsprop", "seed=1"], {"status": "failed", "error": "boom"})
+    fake_job(tmp_path, "10", ["optim=adamw", "seed=1"], done(0.80, 0.40, 0.20))
+    crashed = fake_job(tmp_path, "3", ["optim=adagrad", "seed=1"], None)
+    (crashed / "train.log").write_text("[x][pricenet][INFO] - start\n[x][pricenet][ERROR] - OOM\n")
+
+    rows = write_leaderboard(tmp_path, "val_acc")
+
+    # Test accuracy never ranks: job 0 has the best test_acc but the worst val_acc.
+    assert [r["job"] for r in rows] == ["1", "10", "0", "2", "3"]
+    assert [r["status"] for r in rows] == ["done"] * 3 + ["failed"] * 2
+    assert rows[3]["error"] == "boom"
+    assert rows[4]["error"] == "[x][pricenet][ERROR] - OOM"
+    assert_ranked(read_rows(tmp_path))
+    markdown = (tmp_path / "leaderboard.md").read_text()
+    assert "5 jobs (3 done, 2 failed), sorted by val_acc" in markdown
+    assert "Overrides common to every job: `seed=1`" in markdown
+    assert "| 1 | 1 | done | 0.9000 | 0.5000 | 0.1000 |" in markdown
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best["command"] == "python -m pricenet.train optim=adam seed=1"
+    assert best["val_acc"] == 0.90
+    assert Path(best["job_dir"]) == (tmp_path / "1").resolve()
+
+    by_loss = write_leaderboard(tmp_path, "val_loss")
+    assert [r["job"] for r in by_loss][:3] == ["10", "1", "0"]
+    main([str(tmp_path)])  # the rebuild command: back to val_acc
+    assert "| 1 | 1 | done |" in capsys.readouterr().out
+
+
+def test_fail_on_nan_turns_a_nan_job_into_a_failed_one(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "failed", "error": "lr<0"}))
+    config = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})
+    nan_job = JobReturn(status=JobStatus.COMPLETED, _return_value=math.nan)
+    good_job = JobReturn(status=JobStatus.COMPLETED, _return_value=0.75)
+
+    FailOnNaN().on_job_end(config, nan_job)
+    FailOnNaN().on_job_end(config, good_job)
+
+    assert nan_job.status == JobStatus.FAILED
+    with pytest.raises(JobFailed, match="lr<0"):
+        _ = nan_job.return_value
+    assert good_job.return_value == 0.75
+
+
+def test_load_table_builds_each_source_once_and_hands_out_copies(monkeypatch):
+    monkeypatch.setattr(data, "_TABLES", OrderedDict())
+    calls = []
+    real = data.make_synthetic
+    monkeypatch.setattr(data, "make_synthetic", lambda **kw: calls.append(kw) or real(**kw))
+    source = {"_target_": "pricenet.data.make_synthetic", "n_rows": 40, "noise": 0.0, "seed": 1}
+
+    first = data.load_table(source)
+    first.features[:] = -1.0
+    second = data.load_table(dict(source))
+    other = data.load_table({**source, "seed": 2})
+
+    assert len(calls) == 2
+    np.testing.assert_array_equal(second.features, real(n_rows=40, noise=0.0, seed=1).features)
+    assert not np.array_equal(other.features, second.features)
+
+
+def test_load_table_reads_a_changed_csv_again(monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "_TABLES", OrderedDict())
+    path = tmp_path / "train.csv"
+    data.make_synthetic(40, seed=0).to_frame().to_csv(path, index=False)
+    source = {"_target_": "pricenet.data.read_csv", "path": str(path)}
+    assert len(data.load_table(source)) == 40
+
+    data.make_synthetic(60, seed=0).to_frame().to_csv(path, index=False)
+    assert len(data.load_table(source)) == 60
+
+
+def test_set_threads_applies_and_restores_the_default():
+    default = set_threads(None)
+    assert set_threads(1) == 1
+    assert set_threads(None) == default
+
+
+def compose_full(*overrides: str) -> DictConfig:
+    """The config with its ``hydra`` node (what a launcher or sweeper gets), shrunk."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("pricenet.conf", version_base="1.3"):
+            return compose("config", [*SHRINK, *overrides], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def grid_jobs(grid: str) -> list[list[str]]:
+    """The override lists a ready-made grid expands to (``glob(*)``: every group option)."""
+    conf = files("pricenet.conf")
+    params = yaml.safe_load((conf / "grid" / f"{grid}.yaml").read_text())["hydra"]["sweeper"]
+    axes = []
+    for key, value in params["params"].items():
+        if value == "glob(*)":
+            options = sorted(p.name.removesuffix(".yaml") for p in (conf / key).iterdir())
+        else:
+            options = str(value).split(",")
+        axes.append([f"{key}={option}" for option in options])
+    return [list(job) for job in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("grid", ["activation_init", "optimizers", "schedulers", "losses"])
+def test_every_grid_names_real_choices_and_composes(compose_cfg, grid):
+    expanded = grid_jobs(grid)
+    assert len(expanded) > 1
+    for key, option in (o.split("=", 1) for job in expanded for o in job):
+        if "." not in key:  # a config group: the choice must exist
+            assert (files("pricenet.conf") / key / f"{option}.yaml").is_file(), (key, option)
+    validate(compose_cfg(f"grid={grid}", *expanded[-1]))
+
+
+def test_launcher_presets_set_threads_and_resources(compose_cfg):
+    assert compose_cfg("launcher=joblib").trainer.threads == 1
+    assert compose_full("launcher=joblib").hydra.launcher._target_.endswith("JoblibLauncher")
+    slurm = compose_full(
+        "launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30"
+    ).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher")
+    assert (slurm.partition, slurm.cpus_per_task, slurm.mem_gb, slurm.timeout_min) == (
+        "gpu",
+        4,
+        8,
+        30,
+    )
+
+
+# --------------------------------------------------------------------------- real sweeps
+
+
+@pytest.mark.slow
+def test_basic_multirun_ranks_three_jobs_and_records_the_invalid_one(tmp_path):
+    result = run_cli("--multirun", "optim.lr=0.05,0.001,-1", *SMALL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    sweep_dir = only_sweep_dir(tmp_path)
+    assert [p.name for p in job_dirs(sweep_dir)] == ["0", "1", "2"]
+    rows = read_rows(sweep_dir)
+    assert len(rows) == 3
+    assert_ranked(rows)
+    assert [r["status"] for r in rows] == ["done", "done", "failed"]
+    assert rows[2]["job"] == "2"
+    assert "optim.lr=-1 is invalid" in rows[2]["error"]
+    best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
+    assert best["overrides"] == rows[0]["overrides"].split()
+    assert best["val_acc"] == pytest.approx(float(rows[0]["val_acc"]))
+
+
+@pytest.mark.slow
+def test_joblib_two_workers_one_thread_each(tmp_path):
+    result = run_cli(
+        "--multirun", "launcher=joblib", "hydra.launcher.n_jobs=2", "optim=sgd,adam", *SMALL,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    sweep_dir = only_sweep_dir(tmp_path)
+    rows = read_rows(sweep_dir)
+    assert sorted(r["overrides"].split()[1] for r in rows) == ["optim=adam", "optim=sgd"]
+    assert {r["status"] for r in rows} == {"done"}
+    assert_ranked(rows)
+    for job in job_dirs(sweep_dir):
+        assert json.loads((job / "run.json").read_text())["threads"] == 1
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_each_job_in_its_own_process(tmp_path):
+    result = run_cli(
+        "--multirun", "launcher=submitit_local", "optim=sgd,adam", *SMALL, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    sweep_dir = only_sweep_dir(tmp_path)
+    rows = read_rows(sweep_dir)
+    assert len(rows) == 2
+    assert {r["status"] for r in rows} == {"done"}
+    assert_ranked(rows)
+    assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 2
+
+
+@pytest.mark.slow
+def test_submitit_slurm_preset_reaches_sbatch(tmp_path):
+    """No cluster here: a stand-in ``sbatch`` keeps the script submitit writes, then fails."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = tmp_path / "job.sbatch"
+    for name, body in (("srun", "exit 1"), ("sbatch", f'cp "$1" {script}\nexit 1')):
+        tool = bin_dir / name
+        tool.write_text(f"#!/bin/sh\n{body}\n")
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    overrides = [
+        "launcher=submitit_slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.gpus_per_task=1",
+        "hydra.launcher.cpus_per_task=2",
+        "hydra.launcher.mem_gb=16",
+        "hydra.launcher.timeout_min=90",
+    ]
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    result = run_cli("--multirun", *overrides, "optim=sgd,adam", cwd=tmp_path, env={"PATH": path})
+
+    assert result.returncode != 0
+    sbatch = script.read_text()
+    for line in (
+        "--array=0-1",
+        "--partition=gpu",
+        "--gpus-per-task=1",
+        "--cpus-per-task=2",
+        "--mem=16GB",
+        "--time=90",
+    ):
+        assert f"#SBATCH {line}" in sbatch
+
+
+@pytest.mark.slow
+def test_optuna_search_resumes_its_study(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    search = ["--multirun", "hparams_search=optuna", *SMALL]
+
+    first = run_cli(*search, "hydra.sweeper.n_trials=4", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    sweep_dir = tmp_path / "outputs" / "search" / "pricenet"
+    first_jobs = {job: (job / "metrics.json").read_text() for job in job_dirs(sweep_dir)}
+    assert len(first_jobs) == 4
+
+    again = run_cli(*search, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+    study = optuna.load_study(study_name="pricenet", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    assert len(study.trials) == 6
+    assert len(job_dirs(sweep_dir)) == 6
+    for job, metrics in first_jobs.items():  # the second run wrote next to the first
+        assert (job / "metrics.json").read_text() == metrics
+    rows = read_rows(sweep_dir)
+    assert len(rows) == 6
+    assert_ranked(rows)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == sum(r["status"] == "done" for r in rows)
+    assert float(rows[0]["val_acc"]) == pytest.approx(study.best_value)
