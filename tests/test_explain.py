@@ -28,7 +28,7 @@ def test_every_figure_is_a_valid_png(tmp_path):
     ],
 )
 def test_lr_curves_follow_the_scheduler_configs(compose_cfg, scheduler, expected):
-    cfg = compose_cfg(f"scheduler={scheduler}", "trainer.epochs=70")
+    cfg = compose_cfg(f"scheduler={scheduler}", "trainer.epochs=70", "optim.lr=0.001")
     assert lr_curve(cfg, 70) == pytest.approx(expected)
 
 

@@ -57,7 +57,9 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 @pytest.fixture
 def finished_run(compose_cfg, tmp_path):
-    cfg = compose_cfg("trainer.epochs=4", "scheduler=step", "scheduler.step_size=2")
+    cfg = compose_cfg(
+        "trainer.epochs=4", "scheduler=step", "scheduler.step_size=2", "optim.lr=0.001"
+    )
     metrics, artifacts = run(cfg, tmp_path / "run")
     return tmp_path / "run", metrics, artifacts
 
@@ -126,7 +128,9 @@ def test_tensorboard_name_stays_inside_the_run_folder(overrides, expected):
 def test_bar_redraws_one_line_on_a_terminal(compose_cfg, tmp_path, monkeypatch):
     terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    cfg = compose_cfg("trainer.epochs=3", "report.plots=false", "report.tensorboard=false")
+    cfg = compose_cfg(
+        "trainer.epochs=3", "optim.lr=0.001", "report.plots=false", "report.tensorboard=false"
+    )
     run(cfg, tmp_path / "run")
     text = terminal.getvalue()
     assert text.startswith("\r") and text.endswith("\n")
@@ -145,7 +149,10 @@ def test_quiet_modes_print_nothing_per_epoch(compose_cfg, tmp_path, progress, mu
 
 
 def test_plain_lines_when_not_a_terminal(compose_cfg, tmp_path, capsys):
-    run(compose_cfg("trainer.epochs=20", "report.plots=false"), tmp_path / "run")
+    run(
+        compose_cfg("trainer.epochs=20", "trainer.patience=null", "report.plots=false"),
+        tmp_path / "run",
+    )
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("epoch")]
     assert [line.split()[1] for line in lines] == [f"{e}/20" for e in range(2, 21, 2)]

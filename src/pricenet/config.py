@@ -43,7 +43,7 @@ class CsvDataConfig:
 @dataclass
 class MLPConfig:
     _target_: str = "pricenet.model.MLP"
-    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    hidden: list[int] = field(default_factory=lambda: [64])
     dropout: float = 0.0
     batch_norm: bool = False
     layer_activations: dict[str, Any] = field(default_factory=dict)
@@ -52,16 +52,17 @@ class MLPConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 60
-    batch_size: int = 64
+    epochs: int = 40
+    batch_size: int = 128
     device: str = "auto"
     seed: int = 0
     deterministic: bool = False
-    patience: int | None = 20
+    patience: int | None = 10
     grad_clip: float | None = None
     l1: float = 0.0
     resume: str | None = None
-    threads: int | None = None
+    threads: int | None = 1
+    checkpoint_every: int = 1
 
 
 @dataclass
@@ -151,6 +152,8 @@ def validate(cfg: DictConfig) -> None:
         _positive("trainer.grad_clip", trainer.grad_clip)
     if not trainer.l1 >= 0:
         _fail("trainer.l1", trainer.l1, "must be >= 0")
+    if trainer.checkpoint_every < 1:
+        _fail("trainer.checkpoint_every", trainer.checkpoint_every, "must be an integer >= 1")
     if trainer.threads is not None and trainer.threads < 1:
         _fail("trainer.threads", trainer.threads, "must be >= 1, or null for torch's default")
     if cfg.monitor not in MONITORS:

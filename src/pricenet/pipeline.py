@@ -182,7 +182,11 @@ def run(
         "config": resolved,
     }
     progress = reporters(cfg.report, run_dir, multirun, name)
-    trainer.callbacks = [CsvLogger(run_dir / "metrics.csv"), Checkpointer(run_dir, meta), *progress]
+    trainer.callbacks = [
+        CsvLogger(run_dir / "metrics.csv"),
+        Checkpointer(run_dir, meta, tcfg.checkpoint_every),
+        *progress,
+    ]
     if resumed is not None:
         try:
             trainer.load_state_dict(resumed)
@@ -228,8 +232,8 @@ def run(
         metrics["test_macro_f1"],
     )
     artifacts = {
-        name: run_dir / name
-        for name in ("config.yaml", METRICS, "metrics.csv", "summary.txt", "best.pt", "last.pt")
+        file: run_dir / file
+        for file in ("config.yaml", METRICS, "metrics.csv", "summary.txt", BEST, LAST)
     }
     if cfg.report.plots:
         from pricenet.plots import plot_run
