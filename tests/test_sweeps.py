@@ -18,6 +18,7 @@ import yaml
 from conftest import SHRINK, run_cli
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
@@ -171,9 +172,9 @@ def compose_full(*overrides: str) -> DictConfig:
 def grid_jobs(grid: str) -> list[list[str]]:
     """The override lists a ready-made grid expands to (``glob(*)``: every group option)."""
     conf = files("pricenet.conf")
-    params = yaml.safe_load((conf / "grid" / f"{grid}.yaml").read_text())["hydra"]["sweeper"]
+    sweeper = yaml.safe_load((conf / "grid" / f"{grid}.yaml").read_text())["hydra"]["sweeper"]
     axes = []
-    for key, value in params["params"].items():
+    for key, value in sweeper["params"].items():
         if value == "glob(*)":
             options = sorted(p.name.removesuffix(".yaml") for p in (conf / key).iterdir())
         else:
@@ -192,19 +193,27 @@ def test_every_grid_names_real_choices_and_composes(compose_cfg, grid):
     validate(compose_cfg(f"grid={grid}", *expanded[-1]))
 
 
-def test_launcher_presets_set_threads_and_resources(compose_cfg):
-    assert compose_cfg("launcher=joblib").trainer.threads == 1
-    assert compose_full("launcher=joblib").hydra.launcher._target_.endswith("JoblibLauncher")
+def test_launcher_presets_set_threads_and_resources():
+    joblib = compose_full("launcher=joblib")
+    assert joblib.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert (joblib.hydra.launcher.n_jobs, joblib.trainer.threads) == (-1, 1)
+
     slurm = compose_full(
-        "launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30"
-    ).hydra.launcher
-    assert slurm._target_.endswith("SlurmLauncher")
-    assert (slurm.partition, slurm.cpus_per_task, slurm.mem_gb, slurm.timeout_min) == (
-        "gpu",
-        4,
-        8,
-        30,
+        "launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.cpus_per_task=3"
     )
+    launcher = slurm.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.cpus_per_task, launcher.mem_gb, launcher.timeout_min) == (
+        "gpu",
+        3,
+        8,
+        60,
+    )
+    HydraConfig.instance().set_config(slurm)  # what a job sees: torch threads = its CPUs
+    try:
+        assert slurm.trainer.threads == 3
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 # --------------------------------------------------------------------------- real sweeps
