@@ -69,7 +69,7 @@ class TrainerConfig:
 class ReportConfig:
     progress: str = "auto"
     tensorboard: bool = True
-    plots: bool = True
+    plots: Any = "auto"  # auto | true | false
     ema_beta: float = 0.9
 
 
@@ -161,6 +161,8 @@ def validate(cfg: DictConfig) -> None:
 
     if cfg.report.progress not in PROGRESS:
         _fail("report.progress", cfg.report.progress, f"must be one of {', '.join(PROGRESS)}")
+    if cfg.report.plots not in ("auto", True, False):
+        _fail("report.plots", cfg.report.plots, "must be auto, true or false")
     if not 0 <= cfg.report.ema_beta < 1:
         _fail("report.ema_beta", cfg.report.ema_beta, "must be in [0, 1)")
 

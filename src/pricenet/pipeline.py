@@ -235,7 +235,7 @@ def run(
         file: run_dir / file
         for file in ("config.yaml", METRICS, "metrics.csv", "summary.txt", BEST, LAST)
     }
-    if cfg.report.plots:
+    if cfg.report.plots is True or (cfg.report.plots == "auto" and not multirun):
         from pricenet.plots import plot_run
 
         artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta))
