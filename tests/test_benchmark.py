@@ -1,0 +1,81 @@
+"""The benchmark's --quick mode: every section and contender gets a figure (no timing asserted)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+NUMBER = re.compile(r"\d+(\.\d+)?")
+
+
+def tables(markdown: str) -> dict[str, list[list[str]]]:
+    """Section title -> the rows (cells) of its table, header excluded."""
+    found: dict[str, list[list[str]]] = {}
+    for block in markdown.split("\n## ")[1:]:
+        title, _, body = block.partition("\n")
+        rows = [line.strip("|").split("|") for line in body.splitlines() if line.startswith("|")]
+        found[title.strip()] = [[c.strip() for c in row] for row in rows[2:]]
+    return found
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("bench") / "BENCHMARKS.md"
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PRICENET_ROOT": str(out.parent)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out.read_text()
+
+
+def test_header_names_date_machine_and_versions(report):
+    assert re.search(r"- date: \d{4}-\d\d-\d\dT", report)
+    assert re.search(r"- machine: \d+ cores, ", report)
+    assert "torch " in report and "scikit-learn " in report
+
+
+def test_every_section_has_a_table_with_a_number_per_contender(report):
+    sections = tables(report)
+    expected = {
+        "Where a training step's time goes": 6,
+        "Training speed": 2,
+        "Time to accuracy": 2,
+        "Accuracy": 8,
+        "End to end": 2,
+        "Why the tutorial scored 27%": 7,
+    }
+    assert set(sections) == set(expected)
+    for title, count in expected.items():
+        rows = sections[title]
+        assert len(rows) == count, title
+        for row in rows:
+            assert all(cell for cell in row[:2]), (title, row)
+            assert NUMBER.search(" ".join(row[1:])), (title, row)
+
+
+def test_accuracy_lists_pricenet_and_every_scikit_learn_contender(report):
+    names = [row[0] for row in tables(report)["Accuracy"]]
+    for name in (
+        "pricenet experiment=recommended",
+        "pricenet default config",
+        "LogisticRegression",
+        "LinearSVC",
+        "SVC rbf",
+        "RandomForest",
+        "HistGradientBoosting",
+        "MLPClassifier",
+    ):
+        assert any(n.startswith(name) for n in names), name
+    for row in tables(report)["Accuracy"]:
+        assert re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", row[1]), row
