@@ -555,7 +555,8 @@ ABLATION = [
     (
         "+ adam lr 0.01",
         ["data.standardize=true", "model.dropout=0.1", "optim=adam", "optim.lr=0.01"],
-        "Adam's per-parameter step sizes converge faster and more reliably than plain SGD.",
+        "Adam adapts each weight's step size, but at 20 epochs it changes little here (within "
+        "seed noise): the 64/128 MLP itself, not the optimizer, now limits accuracy.",
     ),
     (
         "+ full batch",
@@ -566,8 +567,8 @@ ABLATION = [
             "optim.lr=0.01",
             "trainer.batch_size=2048",
         ],
-        "One exact gradient per epoch instead of 160 noisy ones: fewer steps, so 20 epochs are "
-        "now far too few.",
+        "One exact gradient per epoch instead of 160 noisy ones; with Adam's adaptive steps "
+        "even 20 full-batch epochs hold the accuracy, at a fraction of the cost.",
     ),
     (
         "+ 3000 epochs, cosine lr",
@@ -580,14 +581,15 @@ ABLATION = [
             "trainer.epochs=3000",
             "scheduler=cosine",
         ],
-        "Training to convergence, with the lr annealed to zero.",
+        "Training to convergence, with the lr annealed to zero, adds little to this MLP: it "
+        "fits the noise of the 1,280 training rows as fast as their signal.",
     ),
     (
         "`experiment=recommended`",
         ["RECOMMENDED"],
-        "A linear model with the CORAL ordinal head: the price classes are ordered cuts of one "
-        "score, so one shared weight vector and 3 thresholds fit the data with the fewest "
-        "parameters.",
+        "The big step: a linear model with the CORAL ordinal head. The price classes are "
+        "ordered cuts of one score, so one shared weight vector and 3 thresholds (24 "
+        "parameters instead of 10,180) fit the data and little else.",
     ),
 ]
 
