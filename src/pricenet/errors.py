@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
-
-log = logging.getLogger(__name__)
 
 USAGE_EXIT_CODE = 2
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pricenet.checkpoint import BEST, LAST, Checkpointer, atomic_write_text, resume_state
 from pricenet.config import to_container, validate
@@ -150,12 +150,12 @@ def run(
             "overwrite it (to continue that run: trainer.resume=<that folder>)"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", _yaml(cfg))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     threads = set_threads(tcfg.threads)
     set_seed(tcfg.seed, tcfg.deterministic)
 
-    table = load_table(to_container(cfg.data.source))
+    table = load_table(resolved["data"]["source"])
     splits = make_splits(
         table, cfg.data.val_size, cfg.data.test_size, cfg.data.standardize, tcfg.seed, device
     )
@@ -176,7 +176,7 @@ def run(
     log.log(detail, "model (%d parameters):\n%s", count_parameters(model), summary.rstrip())
     meta = {
         "scaler": splits.scaler.state_dict(),
-        "head": to_container(cfg.loss.head),
+        "head": resolved["loss"]["head"],
         "num_classes": head.num_classes,
         "features": list(FEATURES),
         "config": resolved,
@@ -240,12 +240,6 @@ def run(
 
         artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta))
     return metrics, artifacts
-
-
-def _yaml(cfg: DictConfig) -> str:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(cfg, resolve=True)
 
 
 def run_job(cfg: DictConfig) -> float:
