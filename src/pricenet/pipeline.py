@@ -16,7 +16,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pricenet.checkpoint import BEST, LAST, Checkpointer, atomic_write_text, resume_state
+from pricenet.checkpoint import (
+    BEST,
+    LAST,
+    Checkpointer,
+    atomic_write_text,
+    flatten_settings,
+)
 from pricenet.config import to_container, validate
 from pricenet.data import FEATURES, Splits, load_table, make_splits
 from pricenet.engine import Trainer
@@ -24,7 +30,9 @@ from pricenet.errors import CheckpointError, ConfigError, DivergenceError
 from pricenet.logs import CsvLogger, close_reporters, reporters
 from pricenet.metrics import classification_report
 from pricenet.model import build_model, count_parameters
+from pricenet.restore import resume_state
 from pricenet.seed import resolve_device, set_seed, set_threads
+from pricenet.spec import network_spec
 
 log = logging.getLogger("pricenet")
 
@@ -140,6 +148,7 @@ def run(
     tcfg = cfg.trainer
     device = resolve_device(tcfg.device)
     check_factories(cfg)
+    network = network_spec(cfg, len(FEATURES), int(cfg.loss.head.num_classes))
     resolved = to_container(cfg)
     resumed = resume_state(tcfg.resume, resolved) if tcfg.resume else None
     run_dir = Path(run_dir)
@@ -160,7 +169,7 @@ def run(
         table, cfg.data.val_size, cfg.data.test_size, cfg.data.standardize, tcfg.seed, device
     )
     trainer = build_trainer(cfg, splits)
-    model, head = trainer.model, trainer.head
+    model = trainer.model
     summary = model_summary(model, device)
     (run_dir / "summary.txt").write_text(summary)
     detail = logging.DEBUG if multirun else logging.INFO  # a multirun job logs one line
@@ -175,11 +184,10 @@ def run(
     )
     log.log(detail, "model (%d parameters):\n%s", count_parameters(model), summary.rstrip())
     meta = {
+        "network": network.to_dict(),
         "scaler": splits.scaler.state_dict(),
-        "head": resolved["loss"]["head"],
-        "num_classes": head.num_classes,
         "features": list(FEATURES),
-        "config": resolved,
+        "settings": flatten_settings(resolved),
     }
     progress = reporters(cfg.report, run_dir, multirun, name)
     trainer.callbacks = [
