@@ -137,7 +137,7 @@ def test_run_checkpoints_load_with_weights_only(compose_cfg, tmp_path, scheduler
     assert best["model"].keys() == last["trainer"]["model"].keys()
     assert {"network", "scaler", "features", "settings"} <= best.keys()
     assert best["network"]["head"] == "categorical"
-    assert resume_state(tmp_path / "run", to_container(cfg))["fit"]["epoch"] == 3
+    assert resume_state(tmp_path / "run", to_container(cfg)).state["fit"]["epoch"] == 3
 
 
 def test_resume_refuses_a_checkpoint_without_trainer_state(tmp_path):

@@ -310,4 +310,4 @@ def test_the_untouched_checkpoint_loads(trained):
     """The control: the same file, unedited, is accepted by the same loaders."""
     run_dir, config = trained
     assert Predictor.from_checkpoint(run_dir / "best.pt").head.num_classes == 4
-    assert resume_state(run_dir / "last.pt", config)["fit"]["epoch"] == 2
+    assert resume_state(run_dir / "last.pt", config).state["fit"]["epoch"] == 2

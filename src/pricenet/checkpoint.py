@@ -36,6 +36,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask like open()
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -51,6 +52,12 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         finally:
             os.close(folder)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

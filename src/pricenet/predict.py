@@ -27,9 +27,9 @@ import torch
 from omegaconf import MISSING
 
 from pricenet.checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
-from pricenet.cli import parse_options
+from pricenet.cli import check_output_path, parse_options
 from pricenet.data import FEATURES, ID, LABEL, Standardizer, Table, read_csv
-from pricenet.errors import ConfigError, DataError, exit_on_user_error
+from pricenet.errors import DataError, exit_on_user_error
 from pricenet.heads import Head
 from pricenet.restore import restore_model
 from pricenet.seed import resolve_device
@@ -178,9 +178,7 @@ class PredictOptions:
 
 def predict_csv(options: PredictOptions) -> pd.DataFrame:
     """Read ``input``, predict, write ``output`` atomically; print the accuracy when labelled."""
-    output = Path(options.output).expanduser()
-    if output.exists() and not options.overwrite:
-        raise ConfigError(f"{output}: already exists; pass overwrite=true to replace it")
+    output = check_output_path(options.output, options.overwrite)
     predictor = Predictor.from_checkpoint(options.checkpoint)
     table = read_csv(options.input, require_label=False)
     result = predictor.predict_table(table)

@@ -111,8 +111,18 @@ def restore_model(payload: dict[str, Any], where: str | Path) -> Restored:
     return Restored(spec, network, head, scaler, float(temperature))
 
 
-def resume_state(path: str | Path, config: dict[str, Any]) -> dict[str, Any]:
+@dataclass
+class Resume:
+    """What a resumed run takes from a ``last.pt``: the trainer state and the data's fingerprint."""
+
+    state: dict[str, Any]
+    data_sha256: str | None
+
+
+def resume_state(path: str | Path, config: dict[str, Any]) -> Resume:
     """The trainer state in ``last.pt`` (or a run folder's), checked against this run's config.
+
+    The file passes the same checks as for predicting (:func:`restore_model`) first.
 
     It is loaded on the CPU (RNG states must stay there); the trainer moves the rest.
 
@@ -134,4 +144,4 @@ def resume_state(path: str | Path, config: dict[str, Any]) -> dict[str, Any]:
             f"{file}: was trained with other settings: {shown}; resume with the same "
             f"overrides as the original run{hint}"
         )
-    return checkpoint["trainer"]
+    return Resume(checkpoint["trainer"], checkpoint.get("data_sha256"))
