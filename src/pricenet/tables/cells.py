@@ -79,7 +79,12 @@ def describe_value(value: Any) -> str | None:
 
 def number_text(value: Any) -> str:
     """A number as a user wrote it, near enough: ``7`` for 7.0, else ``str``."""
-    if isinstance(value, float | np.floating) and math.isfinite(value) and value == int(value):
+    if (
+        isinstance(value, float | np.floating)
+        and math.isfinite(value)
+        and value == int(value)
+        and abs(value) < 1e16
+    ):
         return str(int(value))
     return str(value)
 
