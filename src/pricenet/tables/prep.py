@@ -197,8 +197,8 @@ class Preprocessor:
             missing_of[c.name] = gone
             if gone.any() and self.missing != "impute":
                 raise DataError(f"column {c.name!r}: missing values need data.missing=impute")
-            codes = pd.Categorical(column.where(~gone, c.fill), categories=c.categories).codes
-            codes = codes.astype(np.int64)
+            filled = column.where(~gone, c.fill).to_numpy(dtype=object)
+            codes = pd.Index(c.categories, dtype=object).get_indexer(filled).astype(np.int64)
             unknown = codes < 0
             if unknown.any():
                 if not c.unknown:
@@ -340,7 +340,8 @@ def _names(values: Any, where: str) -> tuple[str, ...]:
 
 def _vector(value: Any, width: int, where: str) -> np.ndarray:
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-        raise ConfigError(f"{where}: expected a float tensor, got {type(value).__name__}")
+        got = str(value.dtype) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ConfigError(f"{where}: expected a float tensor, got {got}")
     if tuple(value.shape) != (width,):
         raise ConfigError(f"{where}: shape {tuple(value.shape)}, expected ({width},)")
     array = value.detach().cpu().to(torch.float32).numpy().copy()

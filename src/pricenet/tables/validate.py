@@ -234,7 +234,12 @@ def validate_frame(
             what = _cell_problem(frame[name].iloc[row], text, feature, missing, ranges)
         raise DataError(f"{prefix}column {name!r}, {at}: {what}")
 
-    features = pd.DataFrame({name: column.values for name, column in checked.items()})
+    features = pd.DataFrame(
+        {
+            name: pd.Series(column.values, dtype=column.values.dtype, copy=False)
+            for name, column in checked.items()
+        }
+    )
     ids = None
     if id_column is not None and id_column in frame.columns:
         series = frame[id_column]
