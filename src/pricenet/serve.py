@@ -26,6 +26,7 @@ authentication, so exposing it is a decision to make explicitly (behind a proxy 
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import ipaddress
 import json
@@ -366,6 +367,8 @@ def serve(options: ServeOptions) -> None:
         # make that a no-op, so SIGTERM and Ctrl+C end with exit status 0 and no traceback.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
+        gc.collect()
+        gc.freeze()  # the loaded model and libraries: no longer scanned by each collection
         server.run(sockets=[sock])
     finally:
         sock.close()
