@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from pricenet.errors import ConfigError
+from pricenet.spec import NetworkSpec, build_activation, build_head
 
 # Which gain torch.nn.init.calculate_gain should use for each activation, and where its
 # negative slope lives. Activations without an entry (ELU, GELU, SiLU) are ReLU-like.
@@ -137,3 +138,29 @@ def build_model(cfg: Mapping, in_features: int) -> nn.Module:
     if extra is not None:
         model.append(extra)
     return model
+
+
+def build_network(spec: NetworkSpec) -> nn.Sequential:
+    """The network a checked :class:`NetworkSpec` describes, with torch's default init.
+
+    This is the loading path: weights come from the checkpoint next, and nothing here imports
+    or instantiates anything by name.
+    """
+    if spec.members != 1:
+        raise ConfigError(f"a network of {spec.members} members needs the packed model")
+    network = nn.Sequential()
+    width = spec.in_features
+    for size, activation in zip(spec.hidden, spec.activations, strict=True):
+        network.append(nn.Linear(width, size))
+        if spec.batch_norm:
+            network.append(nn.BatchNorm1d(size))
+        network.append(build_activation(activation))
+        if spec.dropout > 0:
+            network.append(nn.Dropout(spec.dropout))
+        width = size
+    head = build_head(spec.head, spec.num_classes)
+    network.append(nn.Linear(width, head.backbone_outputs))
+    extra = head.output_layer()
+    if extra is not None:
+        network.append(extra)
+    return network

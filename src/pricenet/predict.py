@@ -18,29 +18,24 @@ The scaler fitted on the run's training split is applied to the inputs.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import MISSING
 
 from pricenet.checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
-from pricenet.cli import parse_options
+from pricenet.cli import check_output_path, parse_options
 from pricenet.data import FEATURES, ID, LABEL, Standardizer, Table, read_csv
-from pricenet.errors import CheckpointError, ConfigError, DataError, exit_on_user_error
+from pricenet.errors import DataError, exit_on_user_error
 from pricenet.heads import Head
-from pricenet.model import build_model
+from pricenet.restore import restore_model
 from pricenet.seed import resolve_device
 
 if TYPE_CHECKING:
     import pandas as pd
-
-# Where the classes a checkpoint names may come from (the rest is refused before import).
-SAFE_TARGETS = ("pricenet.heads.", "pricenet.model.", "torch.nn.")
 
 USAGE = """\
 usage: pricenet-predict checkpoint=PATH input=CSV output=CSV [overwrite=true]
@@ -51,19 +46,6 @@ usage: pricenet-predict checkpoint=PATH input=CSV output=CSV [overwrite=true]
               (then the accuracy is printed)
   output      CSV to write: id, price_range, prob_0 .. prob_3 (one row per input row)
   overwrite   replace an existing output (default false)"""
-
-
-def _check_targets(node: Any, where: str) -> None:
-    """Refuse any ``_target_`` outside :data:`SAFE_TARGETS` in a checkpoint's config."""
-    if isinstance(node, Mapping):
-        target = node.get("_target_")
-        if target is not None and not str(target).startswith(SAFE_TARGETS):
-            raise CheckpointError(f"{where}: refusing to build {target!r} named by the checkpoint")
-        for key, value in node.items():
-            _check_targets(value, f"{where}.{key}")
-    elif isinstance(node, list | tuple):
-        for i, value in enumerate(node):
-            _check_targets(value, f"{where}[{i}]")
 
 
 def frame_to_table(frame: pd.DataFrame) -> Table:
@@ -92,43 +74,57 @@ def frame_to_table(frame: pd.DataFrame) -> Table:
 
 
 class Predictor:
-    """A trained model with its scaler and head, loaded once, predicting on tables or frames."""
+    """A trained model with its scaler and head, loaded once, predicting on tables or frames.
+
+    Loading never runs code named by the file: the network is rebuilt from a checked
+    :class:`~pricenet.spec.NetworkSpec` through pricenet's closed registries, and every
+    tensor is checked against the shapes that network needs before it is loaded.
+    """
 
     def __init__(
-        self, model: torch.nn.Module, head: Head, scaler: Standardizer, device: torch.device
+        self,
+        model: torch.nn.Module,
+        head: Head,
+        scaler: Standardizer,
+        device: torch.device,
+        temperature: float = 1.0,
     ) -> None:
         self.model = model.to(device).eval()
         self.head = head
         self.scaler = scaler
         self.device = device
+        self.temperature = temperature
+        self.feature_names = list(FEATURES)
+        self.label_name = LABEL
+        self.class_labels = list(range(head.num_classes))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Predictor:
         """Load ``path`` (a ``.pt`` file or a run folder, whose ``best.pt`` is used)."""
         where = resolve_checkpoint(path)
-        payload = load_checkpoint(where)
-        missing = [k for k in ("head", "scaler", "config", "features") if k not in payload]
-        if missing:
-            raise CheckpointError(f"{where}: not a model checkpoint (no {', '.join(missing)})")
-        if list(payload["features"]) != list(FEATURES):
-            raise CheckpointError(f"{where}: trained on other features than this pricenet reads")
-        config = payload["config"]
-        for key in ("model", "activation", "init", "loss"):
-            _check_targets(config.get(key), f"{where}: config.{key}")
-        _check_targets(payload["head"], f"{where}: head")
-        # best.pt holds the selected weights; last.pt the last epoch's, inside its trainer state
-        state = payload["model"] if "model" in payload else payload["trainer"]["model"]
-        head = instantiate(payload["head"])
-        model = build_model(config, len(FEATURES))
-        model.load_state_dict(state)
+        restored = restore_model(load_checkpoint(where), where)
         return cls(
-            model, head, Standardizer.from_state_dict(payload["scaler"]), resolve_device(device)
+            restored.network,
+            restored.head,
+            restored.scaler,
+            resolve_device(device),
+            restored.temperature,
         )
+
+    def probability_module(self) -> torch.nn.Module:
+        """Raw feature values (n, features) -> class probabilities (n, K), as one module."""
+        return _ProbabilityModule(self.model, self.head, self.scaler, self.temperature).eval()
+
+    def validate(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The frame's features (float32, schema order) and ids, or a :class:`DataError`."""
+        table = frame_to_table(frame)
+        ids = table.ids if table.ids is not None else np.arange(1, len(table) + 1)
+        return table.features, ids
 
     @torch.no_grad()
     def _outputs(self, features: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device)
-        return self.model(self.scaler(x))
+        return self.model(self.scaler(x)) / self.temperature
 
     def predict_table(self, table: Table) -> pd.DataFrame:
         """``id``, ``price_range`` and ``prob_<k>`` per row of ``table`` (ids kept, else 1..n)."""
@@ -154,6 +150,24 @@ class Predictor:
         return self.head.probabilities(outputs).cpu().numpy()
 
 
+class _ProbabilityModule(torch.nn.Module):
+    """Scaler, network, temperature and the head's probabilities in one traceable module."""
+
+    def __init__(
+        self, model: torch.nn.Module, head: Head, scaler: Standardizer, temperature: float
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.register_buffer("mean", scaler.mean.detach().clone().float())
+        self.register_buffer("std", scaler.std.detach().clone().float())
+        self.temperature = temperature
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        outputs = self.model((features - self.mean) / self.std)
+        return self.head.probabilities(outputs / self.temperature)
+
+
 @dataclass
 class PredictOptions:
     checkpoint: str = MISSING
@@ -164,9 +178,7 @@ class PredictOptions:
 
 def predict_csv(options: PredictOptions) -> pd.DataFrame:
     """Read ``input``, predict, write ``output`` atomically; print the accuracy when labelled."""
-    output = Path(options.output).expanduser()
-    if output.exists() and not options.overwrite:
-        raise ConfigError(f"{output}: already exists; pass overwrite=true to replace it")
+    output = check_output_path(options.output, options.overwrite)
     predictor = Predictor.from_checkpoint(options.checkpoint)
     table = read_csv(options.input, require_label=False)
     result = predictor.predict_table(table)
