@@ -38,7 +38,6 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 import pricenet.config  # noqa: F401  (registers the schemas)
-from pricenet import _predictor_shim as shim  # TEMPORARY: see that module
 from pricenet.calibration import calibration_report, fit_temperature, plot_reliability
 from pricenet.data import LABEL, load_table, make_splits
 from pricenet.export import INPUT, ExportOptions, export, onnx_session
@@ -91,7 +90,7 @@ def parity(csv: Path, work: Path) -> list[str]:
         )
         export(ExportOptions(checkpoint=str(run_dir), output=str(run_dir / "model.onnx")))
         expected = Predictor.from_checkpoint(run_dir).predict_proba(frame)
-        features = frame[shim.feature_names(Predictor.from_checkpoint(run_dir))].to_numpy(
+        features = frame[Predictor.from_checkpoint(run_dir).feature_names].to_numpy(
             dtype=np.float32
         )
         got = onnx_session(run_dir / "model.onnx").run(None, {INPUT: features})[0]
@@ -182,8 +181,7 @@ import time
 t = time.perf_counter()
 import torch
 from pricenet.predict import Predictor
-from pricenet import _predictor_shim as shim
-m = shim.probability_module(Predictor.from_checkpoint({path!r}))
+m = Predictor.from_checkpoint({path!r}).probability_module()
 with torch.no_grad():
     m(torch.zeros(1, 20))
 print(time.perf_counter() - t)
@@ -194,8 +192,8 @@ def graph(run_dir: Path, csv: Path) -> list[str]:
     model = run_dir / "model.onnx"
     export(ExportOptions(checkpoint=str(run_dir), output=str(model), overwrite=True))
     predictor = Predictor.from_checkpoint(run_dir)
-    features = pd.read_csv(csv)[shim.feature_names(predictor)].to_numpy(dtype=np.float32)
-    module = shim.probability_module(predictor)
+    features = pd.read_csv(csv)[predictor.feature_names].to_numpy(dtype=np.float32)
+    module = predictor.probability_module()
     session = onnx_session(model)
     torch.set_num_threads(1)
     lines = [

@@ -8,7 +8,6 @@ import pytest
 import torch
 from test_reporting import assert_png
 
-from pricenet import _predictor_shim as shim
 from pricenet.attribution import HeldOut, integrated_gradients, permutation_importance
 from pricenet.data import FEATURES, make_synthetic
 from pricenet.explain import ExplainOptions, explain, lr_curve, main
@@ -123,7 +122,7 @@ def test_integrated_gradients_of_a_linear_map_are_exact():
 
 def test_integrated_gradients_add_up_to_the_change_in_probability(compose_cfg, tmp_path):
     run(compose_cfg("report.plots=false", "model=mlp"), tmp_path / "run")
-    module = shim.probability_module(Predictor.from_checkpoint(tmp_path / "run"))
+    module = Predictor.from_checkpoint(tmp_path / "run").probability_module()
     x = torch.as_tensor(make_synthetic(50, seed=3).features)
     baseline = x.mean(dim=0)
     ig = integrated_gradients(module, x, baseline, steps=256)

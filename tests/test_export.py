@@ -130,8 +130,9 @@ def test_existing_output_needs_overwrite(tiny_run, tmp_path, capsys):
     ("output", "message"),
     [
         ("{tmp}", "is a directory"),
-        ("/proc/pricenet-no/model.onnx", "cannot write in /proc"),
-        ("{tmp}/afile/model.onnx", "is not a directory"),
+        ("/proc/pricenet-no/model.onnx", "folder /proc/pricenet-no does not exist"),
+        ("/proc/model.onnx", "cannot write in /proc"),
+        ("{tmp}/afile/model.onnx", "afile does not exist"),
     ],
 )
 def test_bad_output_paths_fail_before_loading(tmp_path, capsys, output, message):
@@ -155,9 +156,7 @@ class _Unexportable(torch.nn.Module):
 
 
 def test_a_graph_onnx_cannot_express_is_a_clear_error(tiny_run, tmp_path, monkeypatch, capsys):
-    from pricenet import _predictor_shim
-
-    monkeypatch.setattr(_predictor_shim, "probability_module", lambda _p: _Unexportable())
+    monkeypatch.setattr(Predictor, "probability_module", lambda _self: _Unexportable())
     with pytest.raises(CheckpointError, match="cannot be exported to onnx.*linalg_inv"):
         export(ExportOptions(checkpoint=str(tiny_run), output=str(tmp_path / "m.onnx")))
     assert capsys.readouterr().out == ""  # torch's IR dump is silenced
@@ -168,10 +167,36 @@ def test_a_graph_onnx_cannot_express_is_a_clear_error(tiny_run, tmp_path, monkey
 def test_command_line_writes_a_model(tiny_run, tmp_path):
     result = run_cli(
         f"checkpoint={tiny_run}",
-        f"output={tmp_path / 'out' / 'model.onnx'}",
+        f"output={tmp_path / 'model.onnx'}",
         cwd=tmp_path,
         module="pricenet.export",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"wrote {tmp_path / 'out' / 'model.onnx'} (onnx, ")
+    assert result.stdout.startswith(f"wrote {tmp_path / 'model.onnx'} (onnx, ")
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("command", ["export", "serve"])
+def test_crafted_checkpoints_are_refused_by_export_and_serve(tiny_run, tmp_path, capsys, command):
+    """The entry points load through Predictor.from_checkpoint: a stored callable path is
+    refused before anything is built (issue 13's guarantee, for these loaders too)."""
+    import importlib
+
+    from pricenet.checkpoint import load_checkpoint, save_checkpoint
+
+    marker = tmp_path / "marker"
+    payload = load_checkpoint(tiny_run / "best.pt")
+    payload["head"] = {
+        "_target_": "torch.nn.modules.module.torch.save",
+        "_args_": [[1], str(marker)],
+    }
+    save_checkpoint(tmp_path / "crafted.pt", payload)
+    entry = importlib.import_module(f"pricenet.{command}").main
+    args = [f"checkpoint={tmp_path / 'crafted.pt'}"]
+    args += [f"output={tmp_path / 'm.onnx'}"] if command == "export" else ["port=0"]
+    with pytest.raises(SystemExit) as exit_info:
+        entry(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key 'head'" in err, err
+    assert not marker.exists() and not (tmp_path / "m.onnx").exists()

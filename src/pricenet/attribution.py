@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pricenet import _predictor_shim as shim  # TEMPORARY: see that module
 from pricenet.errors import ConfigError, DataError
 from pricenet.plots import DPI
 
@@ -141,7 +140,7 @@ def csv_rows(path: str | Path, feature_names: list[str], label: str) -> HeldOut:
 
 
 def accuracy(predictor: Predictor, frame: pd.DataFrame, labels: np.ndarray) -> float:
-    predicted = predictor.predict(frame)[shim.label_name(predictor)].to_numpy()
+    predicted = predictor.predict(frame)[predictor.label_name].to_numpy()
     return float(np.mean(predicted == labels))
 
 
@@ -149,7 +148,7 @@ def permutation_importance(
     predictor: Predictor, rows: HeldOut, repeats: int = 10, seed: int = 0
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Baseline accuracy, and the accuracy drop's mean and std per feature over ``repeats``."""
-    names = shim.feature_names(predictor)
+    names = predictor.feature_names
     rng = np.random.default_rng(seed)
     base = accuracy(predictor, rows.frame, rows.labels)
     drops = np.empty((len(names), repeats))
@@ -186,15 +185,15 @@ def attribute(
     predictor: Predictor, rows: HeldOut, repeats: int = 10, steps: int = 64, seed: int = 0
 ) -> Attributions:
     """Permutation importance and integrated gradients of ``predictor`` on ``rows``."""
-    names = shim.feature_names(predictor)
+    names = predictor.feature_names
     base, mean, std = permutation_importance(predictor, rows, repeats, seed)
-    features, _ = shim.validate(predictor, rows.frame)
+    features, _ = predictor.validate(rows.frame)
     x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    module = shim.probability_module(predictor).cpu().eval()
+    module = predictor.probability_module().cpu().eval()
     ig = integrated_gradients(module, x, x.mean(dim=0), steps)
     return Attributions(
         features=names,
-        classes=shim.class_labels(predictor),
+        classes=predictor.class_labels,
         baseline_accuracy=base,
         permutation_mean=mean,
         permutation_std=std,

@@ -189,15 +189,14 @@ def _save(fig: Any, path: Path) -> Path:
 
 def explain_features(options: ExplainOptions, out_dir: Path) -> list[Path]:
     """``features.csv`` and ``features.png`` for ``options.checkpoint`` in ``out_dir``."""
-    from pricenet import _predictor_shim as shim  # TEMPORARY: see that module
     from pricenet.attribution import attribute, csv_rows, plot_features, run_test_rows
     from pricenet.checkpoint import atomic_write_text
     from pricenet.predict import Predictor
 
     predictor = Predictor.from_checkpoint(options.checkpoint)
-    names = shim.feature_names(predictor)
+    names = predictor.feature_names
     if options.data:
-        rows = csv_rows(options.data, names, shim.label_name(predictor))
+        rows = csv_rows(options.data, names, predictor.label_name)
     else:
         rows = run_test_rows(_run_dir(options.checkpoint), names)
     result = attribute(predictor, rows, options.repeats, options.steps, options.seed)

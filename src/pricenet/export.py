@@ -43,10 +43,9 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
-from pricenet import _predictor_shim as shim  # TEMPORARY: see that module
-from pricenet.cli import parse_options
+from pricenet.cli import check_output_path, parse_options
 from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
-from pricenet.output_paths import atomic_write_bytes, check_output_file
+from pricenet.output_paths import atomic_write_bytes
 from pricenet.predict import Predictor
 
 FORMATS = ("onnx", "torchscript")
@@ -85,9 +84,7 @@ class Schema:
 
     @classmethod
     def of(cls, predictor: Predictor) -> Schema:
-        return cls(
-            shim.feature_names(predictor), shim.class_labels(predictor), shim.label_name(predictor)
-        )
+        return cls(predictor.feature_names, predictor.class_labels, predictor.label_name)
 
     def metadata(self) -> dict[str, str]:
         """The ONNX ``metadata_props`` (string to string)."""
@@ -117,7 +114,7 @@ def _require(module: str) -> Any:
 def _probe_batch(predictor: Predictor, rows: int = 64, seed: int = 0) -> torch.Tensor:
     """A float32 batch around the scaler's mean (values are only fed through the graph)."""
     generator = torch.Generator().manual_seed(seed)
-    width = len(shim.feature_names(predictor))
+    width = len(predictor.feature_names)
     scaler = getattr(predictor, "scaler", None)
     if scaler is not None:
         mean, std = scaler.mean.float().cpu(), scaler.std.float().cpu()
@@ -128,7 +125,7 @@ def _probe_batch(predictor: Predictor, rows: int = 64, seed: int = 0) -> torch.T
 def _exportable(predictor: Predictor) -> torch.nn.Module:
     if getattr(predictor, "categorical_features", None):
         raise ConfigError("categorical features are not exportable yet")
-    return shim.probability_module(predictor).cpu().eval()
+    return predictor.probability_module().cpu().eval()
 
 
 def _cannot(checkpoint: str, fmt: str, err: BaseException) -> CheckpointError:
@@ -263,7 +260,7 @@ def export(options: ExportOptions) -> Path:
     """Check the options and the output path, load, export, verify, write; return the path."""
     if options.format not in FORMATS:
         raise ConfigError(f"format={options.format}: choose from {', '.join(FORMATS)}")
-    output = check_output_file(options.output, options.overwrite)
+    output = check_output_path(options.output, options.overwrite)
     if options.format == "onnx":
         _require("onnx")
         _require("onnxruntime")

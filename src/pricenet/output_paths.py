@@ -1,4 +1,6 @@
-"""Check an output path before any work is done, so a bad one costs one line, not a run.
+"""Check an output folder before any work is done; write bytes atomically.
+
+(Output *files* are checked by :func:`pricenet.cli.check_output_path`.)
 
 Permission bits are not enough (root may write anywhere they say no, and a read-only file
 system says yes), so writability is probed by creating and removing a temporary file in the
@@ -31,17 +33,6 @@ def _probe_writable(folder: Path, key: str, shown: Path) -> None:
         raise ConfigError(f"{key}={shown}: cannot write in {folder} ({reason})") from None
     os.close(fd)
     os.unlink(probe)
-
-
-def check_output_file(path: str | Path, overwrite: bool, key: str = "output") -> Path:
-    """``path`` as a Path if a file may be written there; else a ConfigError naming ``key``."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise ConfigError(f"{key}={path}: is a directory, expected a file name")
-    if path.exists() and not overwrite:
-        raise ConfigError(f"{key}={path}: already exists; pass overwrite=true to replace it")
-    _probe_writable(_nearest_existing(path.parent), key, path)
-    return path
 
 
 def check_output_dir(path: str | Path, key: str = "out_dir") -> Path:

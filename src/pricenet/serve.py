@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import MISSING
 
-from pricenet import _predictor_shim as shim  # TEMPORARY: see that module
 from pricenet.cli import parse_options
 from pricenet.errors import ConfigError, PricenetError, exit_on_user_error
 from pricenet.predict import Predictor
@@ -157,14 +156,14 @@ class Service:
         self.predictor = predictor
         self.checkpoint = checkpoint
         self.max_body_bytes = max_body_bytes
-        self.label = shim.label_name(predictor)
-        self.classes = [_plain(c) for c in shim.class_labels(predictor)]
+        self.label = predictor.label_name
+        self.classes = [_plain(c) for c in predictor.class_labels]
         self.class_keys = [str(c) for c in self.classes]
 
     def schema(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint,
-            "features": shim.feature_names(self.predictor),
+            "features": self.predictor.feature_names,
             "label": self.label,
             "classes": self.classes,
             "max_body_bytes": self.max_body_bytes,
@@ -302,7 +301,7 @@ def is_loopback(host: str) -> bool:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port``, or a ConfigError saying why not."""
+    """A socket listening on ``host:port``, or a ConfigError saying why not."""
     if not 0 <= port <= 65535:
         raise ConfigError(f"port={port}: must be in 0..65535")
     try:
@@ -318,6 +317,7 @@ def bind(host: str, port: int) -> socket.socket:
         if err.errno == errno.EADDRINUSE:
             raise ConfigError(f"port={port}: {host}:{port} is already in use") from None
         raise ConfigError(f"host={host} port={port}: cannot listen ({err.strerror})") from None
+    sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
     return sock
 
 
