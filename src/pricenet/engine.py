@@ -90,6 +90,16 @@ def can_pack(cfg: Mapping) -> tuple[bool, str]:
     return True, "elementwise optimizer and epoch-based schedule"
 
 
+def member_groups(cfg: Mapping, members: int) -> list[list[int]]:
+    """Which members train together: all in one packed fit, or one by one when ``cfg`` cannot
+    be packed exactly (then one log line says why). Each group is one :class:`Trainer`."""
+    packable, reason = can_pack(cfg)
+    if packable or members == 1:
+        return [list(range(members))]
+    log.info("fitting %d models sequentially, not packed: %s", members, reason)
+    return [[m] for m in range(members)]
+
+
 def _empty_history() -> dict[str, list[float]]:
     return {k: [] for k in CURVES}
 
