@@ -458,14 +458,16 @@ class Trainer:
         """``optimizer.step()`` for the ``active`` members only; see the module docstring."""
         if not active:
             return
-        tensors, counters = self._member_tensors()
-        counts = {self.member_steps[m] for m in active} if counters else {0}
+        counts = {self.member_steps[m] for m in active}
         if len(active) == self.count and len(counts) == 1:
             if not self._counts_written:
-                self._write_count(counters, self.member_steps[active[0]])
+                self._write_count(self._member_tensors()[1], self.member_steps[active[0]])
                 self._counts_written = True
             self.optimizer.step()
         else:
+            tensors, counters = self._member_tensors()
+            if not counters:  # no step counter (SGD): one step for every active member
+                counts = {0}
             before = [t.clone() for t in tensors]
             after = [t.clone() for t in tensors]
             for count in sorted(counts):
