@@ -41,6 +41,7 @@ def packed_vs_sequential(batch: int, epochs: int, rows: int, members: int = 15) 
     cfg = _cfg(f"trainer.batch_size={batch}", f"trainer.epochs={epochs}", "trainer.patience=null")
     data = [member_rows(rows + m % 2, rows // 4, seed=m) for m in range(members)]
     seeds = list(range(members))
+    make_trainer(cfg, data[:1], seeds[:1]).fit()  # warm-up: lazy inits, allocator
     single = _timed(lambda: make_trainer(cfg, data[:1], seeds[:1]).fit())
     packed = _timed(lambda: make_trainer(cfg, data, seeds).fit())
     sequential = _timed(

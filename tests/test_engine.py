@@ -38,7 +38,9 @@ def test_a_diverged_member_is_excluded_while_the_others_finish(compose_cfg, capl
     assert "the other members go on" in caplog.text
     alone = make_trainer(cfg, [rows[2]], [SEEDS[2]])
     alone.fit()
-    assert states[2].history["val_loss"] == pytest.approx(alone.state.members[0].history["val_loss"])
+    assert states[2].history["val_loss"] == pytest.approx(
+        alone.state.members[0].history["val_loss"]
+    )
     # the mean curves leave the diverged member out
     mean = (states[0].history["val_acc"][-1] + states[2].history["val_acc"][-1]) / 2
     assert packed.state.history["val_acc"][-1] == pytest.approx(mean)

@@ -78,7 +78,11 @@ def _assert_member_equals_alone(packed, alone, m: int, tol: float = 1e-5) -> Non
 @pytest.mark.parametrize(("head", "optim", "model"), CASES, ids=["-".join(c) for c in CASES])
 def test_packed_member_equals_the_member_trained_alone(compose_cfg, head, optim, model):
     cfg = compose_cfg(
-        f"loss={head}", f"optim={optim}", *MODELS[model], "trainer.epochs=4", "trainer.batch_size=16"
+        f"loss={head}",
+        f"optim={optim}",
+        *MODELS[model],
+        "trainer.epochs=4",
+        "trainer.batch_size=16",
     )
     rows = _rows()
     packed = make_trainer(cfg, rows, SEEDS)

@@ -86,7 +86,10 @@ class EarlyStopping:
                 trainer.state.members[m].stopped_early = True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_score": [list(s) for s in self.best_score], "bad_epochs": list(self.bad_epochs)}
+        return {
+            "best_score": [list(s) for s in self.best_score],
+            "bad_epochs": list(self.bad_epochs),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_score = [list(s) for s in state["best_score"]]

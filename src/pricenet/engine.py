@@ -339,7 +339,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def _epoch_plan(self, live: list[int]) -> tuple[Tensor, Tensor, Tensor, list[int], list[Tensor]]:
+    def _epoch_plan(
+        self, live: list[int]
+    ) -> tuple[Tensor, Tensor, Tensor, list[int], list[Tensor]]:
         """Batch indices ``[S, M, W]``, masks, rows per batch ``[S, M]``, batches per member and
         the epoch's noise per noisy layer, each member drawing from its own generator."""
         width = min(self.batch_size, max(self.train.sizes))
@@ -371,7 +373,8 @@ class Trainer:
             for m, (perm, k) in plans.items():
                 rows = min(self.batch_size, len(perm))  # what this member alone would draw
                 buffer[:k, m, :rows] = torch.rand(k, rows, features, generator=self.generators[m])
-            noise = list(buffer.to(self.device).split(self._noise_widths, dim=-1))
+            uniforms = buffer.to(self.device).split(self._noise_widths, dim=-1)
+            noise = self.model.prepare_noise(uniforms)  # dropout masks, RReLU slopes
         return index, mask, mask.sum(2).to(self.train.x.dtype), steps, noise
 
     def _train_epoch(self, live: list[int]) -> Tensor:

@@ -73,7 +73,9 @@ def _with_generator(fn: Callable[..., Any], activation: nn.Module | None, kaimin
     given = fn.keywords if isinstance(fn, functools.partial) else {}
     extra = {}
     if kaiming:
-        extra = {k: v for k, v in kaiming_args(activation).items() if k in params and k not in given}
+        extra = {
+            k: v for k, v in kaiming_args(activation).items() if k in params and k not in given
+        }
 
     def call(tensor: torch.Tensor, generator: torch.Generator | None = None) -> Any:
         if "generator" in params:

@@ -106,7 +106,9 @@ class PackedBatchNorm1d(nn.Module):
                 torch.where(tracked, self.running_mean * (1 - mom) + mean * mom, self.running_mean)
             )
             self.running_var.copy_(
-                torch.where(tracked, self.running_var * (1 - mom) + unbiased * mom, self.running_var)
+                torch.where(
+                    tracked, self.running_var * (1 - mom) + unbiased * mom, self.running_var
+                )
             )
             self.num_batches_tracked.add_(tracked.view(-1).long())
         return centred * torch.rsqrt(var + self.eps) * self.weight + self.bias
@@ -116,13 +118,17 @@ class PackedBatchNorm1d(nn.Module):
 
 
 class _Noisy(nn.Module):
-    """A layer that needs uniform noise ``[M, B, F]`` in training (see :meth:`PackedMLP.set_noise`)."""
+    """A layer that needs noise in training: uniforms turned by :meth:`prepare` into what its
+    forward multiplies by (see :meth:`PackedMLP.set_noise`), prepared once per epoch."""
 
     noise: Tensor | None = None
 
-    def uniform(self, x: Tensor) -> Tensor:
+    def prepare(self, uniform: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def factors(self, x: Tensor) -> Tensor:
         if self.noise is None:
-            return torch.rand_like(x)
+            return self.prepare(torch.rand_like(x))
         return self.noise[:, : x.shape[1]]
 
 
@@ -133,11 +139,14 @@ class PackedDropout(_Noisy):
         super().__init__()
         self.p = p
 
+    def prepare(self, uniform: Tensor) -> Tensor:
+        """Keep where ``u >= p``, scaled by ``1 / (1 - p)``."""
+        return (uniform >= self.p).to(uniform.dtype) * (1.0 / (1.0 - self.p))
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = self.uniform(x) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+        return x * self.factors(x)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -150,9 +159,13 @@ class PackedRReLU(_Noisy):
         super().__init__()
         self.lower, self.upper = lower, upper
 
+    def prepare(self, uniform: Tensor) -> Tensor:
+        """Slopes uniform in ``[lower, upper]``."""
+        return self.lower + (self.upper - self.lower) * uniform
+
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
-            slope = self.lower + (self.upper - self.lower) * self.uniform(x)
+            slope = self.factors(x)
         else:
             slope = (self.lower + self.upper) / 2
         return torch.where(x >= 0, x, x * slope)
@@ -275,8 +288,14 @@ class PackedMLP(nn.Sequential):
                 widths.append(width)
         return widths
 
+    def prepare_noise(self, uniforms: Sequence[Tensor]) -> list[Tensor]:
+        """Each noisy layer's factors (mask, slopes) from its uniforms, contiguous, any shape."""
+        layers = self.noisy_layers()
+        return [layer.prepare(u).contiguous() for layer, u in zip(layers, uniforms, strict=True)]
+
     def set_noise(self, noise: Sequence[Tensor] | None) -> None:
-        """Hand each noisy layer its ``[M, B, F]`` uniforms for the next forward (None: clear)."""
+        """Hand each noisy layer its prepared ``[M, B, F]`` factors for the next forward
+        (None: clear; the layers then draw from torch's global RNG)."""
         layers = self.noisy_layers()
         for i, layer in enumerate(layers):
             layer.noise = None if noise is None else noise[i]
