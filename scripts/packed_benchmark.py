@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--full-batch-epochs", type=int, default=3000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread, {args.rows} rows per member, {args.epochs} epochs")
+    print(f"torch {torch.__version__}, 1 thread, {args.rows} rows/member, {args.epochs} epochs")
     for batch in (64, 8):
         t = packed_vs_sequential(batch, args.epochs, args.rows)
         print(
@@ -85,7 +85,8 @@ def main() -> None:
         )
     c = checkpointing(args.full_batch_epochs, 1600)
     print(
-        f"{args.full_batch_epochs} full-batch epochs: checkpoint every 30 s {c['every 30 s']:.2f}s, "
+        f"{args.full_batch_epochs} full-batch epochs: checkpoint every 30 s "
+        f"{c['every 30 s']:.2f}s, "
         f"at the end only {c['end only']:.2f}s ({c['every 30 s'] / c['end only']:.2f}x), "
         f"every epoch {c['every epoch']:.2f}s"
     )

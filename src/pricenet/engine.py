@@ -305,7 +305,7 @@ class Trainer:
     def evaluate(
         self, xs: Sequence[Tensor], ys: Sequence[Tensor]
     ) -> list[tuple[float, float, Tensor]]:
-        """Per member: loss, accuracy and predicted classes on ``(xs[m], ys[m])``, current weights."""
+        """Per member: loss, accuracy, predicted classes on ``(xs[m], ys[m])`` (current weights)."""
         data = _pad(xs, ys, self.head)
         loss, acc, pred = self._evaluate(data)
         losses, accs = torch.stack([loss.float(), acc.float()]).tolist()
@@ -435,7 +435,7 @@ class Trainer:
             g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
 
     def _member_tensors(self) -> tuple[list[Tensor], list[dict[str, Any]]]:
-        """Parameters and per-member optimizer state tensors, and the states holding a step count."""
+        """Parameters and per-member optimizer state tensors; the states holding a step count."""
         tensors: list[Tensor] = []
         counters = []
         for p in self._params:

@@ -164,10 +164,7 @@ class PackedRReLU(_Noisy):
         return self.lower + (self.upper - self.lower) * uniform
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training:
-            slope = self.factors(x)
-        else:
-            slope = (self.lower + self.upper) / 2
+        slope = self.factors(x) if self.training else (self.lower + self.upper) / 2
         return torch.where(x >= 0, x, x * slope)
 
     def extra_repr(self) -> str:
@@ -198,7 +195,7 @@ class PackedRankBiases(nn.Module):
 
 
 def pack_module(module: nn.Module, members: int) -> nn.Module:
-    """The packed form of a torch activation or head layer; elementwise ones are kept as they are."""
+    """The packed form of a torch activation or head layer; elementwise ones are kept as is."""
     if isinstance(module, nn.PReLU):
         return PackedPReLU(members, module.num_parameters, float(module.weight.detach()[0]))
     if isinstance(module, nn.RReLU):
