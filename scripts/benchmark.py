@@ -439,9 +439,10 @@ def pricenet_cv_score(
     set_seed(seed)
     inner_train, inner_val, _ = stratified_split(table.labels[train], cfg.data.val_size, 0.0, seed)
     index = {"train": train[inner_train], "val": train[inner_val], "test": test}
-    trainer = build_trainer(cfg, splits_from_indices(table, index, cfg.data.standardize))
+    splits = splits_from_indices(table, index, cfg.data.standardize)
+    trainer = build_trainer(cfg, splits)
     trainer.fit()
-    return evaluate_best(trainer, cfg.monitor)["test_acc"]
+    return evaluate_best(trainer, splits, cfg.monitor)["test_acc"]
 
 
 def accuracy(report: Report, table: Table, quick: bool) -> None:

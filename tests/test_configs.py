@@ -107,20 +107,24 @@ def test_batch_norm_and_per_layer_overrides(compose_cfg, tmp_path):
         "+model.layer_inits.2={weight:{_target_:torch.nn.init.zeros_,_partial_:true}}",
     )
 
-    from pricenet.model import build_model
+    import torch
 
-    model = build_model(cfg, 20)
+    from pricenet.model import build_model
+    from pricenet.spec import network_spec
+
+    spec = network_spec(cfg, 20, 4)
+    model = build_model(cfg, spec, [torch.Generator().manual_seed(0)])
     kinds = [type(m).__name__ for m in model]
     assert kinds == [
-        "Linear",
-        "BatchNorm1d",
+        "PackedLinear",
+        "PackedBatchNorm1d",
         "ReLU",
-        "Dropout",
-        "Linear",
-        "BatchNorm1d",
+        "PackedDropout",
+        "PackedLinear",
+        "PackedBatchNorm1d",
         "Tanh",
-        "Dropout",
-        "Linear",
+        "PackedDropout",
+        "PackedLinear",
     ]
     assert float(model[-1].weight.abs().sum()) == 0.0
     train_ok(cfg, tmp_path / "run")

@@ -86,7 +86,7 @@ DRIVER = """
 import os, signal, sys
 from pathlib import Path
 
-import pricenet.checkpoint as checkpoint
+import pricenet.callbacks as checkpoint
 from pricenet.train import main
 
 KILL_AT, MARKER = int(sys.argv.pop(1)), Path(sys.argv.pop(1))
@@ -120,6 +120,7 @@ CLI = [
     "scheduler=multistep",
     "scheduler.milestones=[3,6]",
     "trainer.deterministic=true",
+    "trainer.checkpoint_interval_s=0",  # last.pt after every epoch: the kill finds epoch 2's
     *LEAN,
 ]
 

@@ -71,45 +71,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 
-class Checkpointer:
-    """Trainer callback: ``last.pt`` every ``every`` epochs and at the end; ``best.pt`` with it
-    whenever the monitor improved since the last save.
-
-    ``meta`` (scaler, head, class count, resolved config) goes into both, so either file is
-    enough to predict; ``last.pt`` also holds the full trainer state to resume.
-    """
-
-    def __init__(self, run_dir: str | Path, meta: dict[str, Any], every: int = 1) -> None:
-        self.run_dir = Path(run_dir)
-        self.meta = meta
-        self.every = every
-        self.saved_epoch = -1
-        self.saved_best = -1
-
-    def _save(self, trainer: Any) -> None:
-        state = trainer.state
-        payload = {"epoch": state.epoch, "trainer": trainer.state_dict()}
-        save_checkpoint(self.run_dir / LAST, {**self.meta, **payload})
-        if state.best_epoch != self.saved_best:
-            payload = {"epoch": state.best_epoch, "model": trainer.best_model_state}
-            save_checkpoint(self.run_dir / BEST, {**self.meta, **payload})
-            self.saved_best = state.best_epoch
-        self.saved_epoch = state.epoch
-
-    def on_fit_start(self, trainer: Any) -> None:
-        """A resumed run's own folder holds both checkpoints from the start."""
-        if trainer.state.epoch > 0:
-            self._save(trainer)
-
-    def on_epoch_end(self, trainer: Any) -> None:
-        if trainer.state.epoch % self.every == 0:
-            self._save(trainer)
-
-    def on_fit_end(self, trainer: Any) -> None:
-        if trainer.state.epoch != self.saved_epoch:
-            self._save(trainer)
-
-
 def resolve_checkpoint(path: str | Path, name: str = BEST) -> Path:
     """A checkpoint file, or ``<run folder>/<name>`` when given a run folder."""
     path = Path(path).expanduser()
@@ -240,7 +201,7 @@ RESUME_MAY_CHANGE = (
     "trainer.epochs",
     "trainer.device",
     "trainer.threads",
-    "trainer.checkpoint_every",
+    "trainer.checkpoint_interval_s",
     "trainer.deterministic",
     "report.",
     "paths.",

@@ -62,7 +62,7 @@ class TrainerConfig:
     l1: float = 0.0
     resume: str | None = None
     threads: int | None = 1
-    checkpoint_every: int = 1
+    checkpoint_interval_s: float = 30.0
 
 
 @dataclass
@@ -152,8 +152,10 @@ def validate(cfg: DictConfig) -> None:
         _positive("trainer.grad_clip", trainer.grad_clip)
     if not trainer.l1 >= 0:
         _fail("trainer.l1", trainer.l1, "must be >= 0")
-    if trainer.checkpoint_every < 1:
-        _fail("trainer.checkpoint_every", trainer.checkpoint_every, "must be an integer >= 1")
+    if not trainer.checkpoint_interval_s >= 0:
+        _fail(
+            "trainer.checkpoint_interval_s", trainer.checkpoint_interval_s, "must be seconds >= 0"
+        )
     if trainer.threads is not None and trainer.threads < 1:
         _fail("trainer.threads", trainer.threads, "must be >= 1, or null for torch's default")
     if cfg.monitor not in MONITORS:

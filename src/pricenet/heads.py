@@ -43,12 +43,12 @@ class Head:
         raise NotImplementedError
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Raw outputs -> (n, num_classes) class probabilities."""
+        """Raw outputs ``[..., outputs]`` -> ``[..., num_classes]`` class probabilities."""
         raise NotImplementedError
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """Raw outputs -> predicted class indices (long)."""
-        return self.probabilities(outputs).argmax(dim=1)
+        return self.probabilities(outputs).argmax(dim=-1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_classes={self.num_classes})"
@@ -67,10 +67,10 @@ class CategoricalHead(Head):
         return y
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(outputs, dim=1)
+        return torch.softmax(outputs, dim=-1)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
-        return outputs.argmax(dim=1)
+        return outputs.argmax(dim=-1)
 
 
 class OrdinalHead(Head):
@@ -84,19 +84,19 @@ class OrdinalHead(Head):
 
     def encode(self, y: torch.Tensor) -> torch.Tensor:
         thresholds = torch.arange(self.num_classes - 1, device=y.device)
-        return (y.unsqueeze(1) > thresholds).to(torch.float32)
+        return (y.unsqueeze(-1) > thresholds).to(torch.float32)
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         above = torch.sigmoid(outputs)  # P(y > k), k = 0..K-2
-        ones = torch.ones_like(above[:, :1])
-        zeros = torch.zeros_like(above[:, :1])
-        cumulative = torch.cat([ones, above, zeros], dim=1)  # P(y > k-1) for k = 0..K
+        ones = torch.ones_like(above[..., :1])
+        zeros = torch.zeros_like(above[..., :1])
+        cumulative = torch.cat([ones, above, zeros], dim=-1)  # P(y > k-1) for k = 0..K
         # Independent sigmoids need not be monotone in k: clip the negative gaps, renormalize.
-        probs = (cumulative[:, :-1] - cumulative[:, 1:]).clamp_min(0.0)
-        return probs / probs.sum(dim=1, keepdim=True)
+        probs = (cumulative[..., :-1] - cumulative[..., 1:]).clamp_min(0.0)
+        return probs / probs.sum(dim=-1, keepdim=True)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
-        return (outputs > 0).sum(dim=1)
+        return (outputs > 0).sum(dim=-1)
 
 
 class RankBiases(nn.Module):
@@ -138,11 +138,11 @@ class RegressionHead(Head):
         return 1
 
     def encode(self, y: torch.Tensor) -> torch.Tensor:
-        return y.to(torch.float32).unsqueeze(1)
+        return y.to(torch.float32).unsqueeze(-1)
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """One-hot on the decoded class: a regression head has no calibrated probabilities."""
         return torch.nn.functional.one_hot(self.decode(outputs), self.num_classes).to(outputs.dtype)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
-        return outputs.squeeze(1).round().clamp(0, self.num_classes - 1).long()
+        return outputs.squeeze(-1).round().clamp(0, self.num_classes - 1).long()

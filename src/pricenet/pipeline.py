@@ -18,16 +18,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pricenet.checkpoint import (
-    BEST,
-    LAST,
-    Checkpointer,
-    atomic_write_text,
-    flatten_settings,
-)
+from pricenet.callbacks import Checkpointer
+from pricenet.checkpoint import BEST, LAST, atomic_write_text, flatten_settings
 from pricenet.config import to_container, validate
 from pricenet.data import FEATURES, Splits, load_table, make_splits
-from pricenet.engine import Trainer
+from pricenet.engine import FitInterrupted, MemberData, Trainer
 from pricenet.errors import CheckpointError, ConfigError, DivergenceError
 from pricenet.logs import CsvLogger, close_reporters, reporters
 from pricenet.metrics import classification_report
@@ -106,7 +101,9 @@ def build_trainer(cfg: DictConfig, splits: Splits) -> Trainer:
     device = splits.x_train.device
     head = instantiate(cfg.loss.head)
     criterion = instantiate(cfg.loss.criterion).to(device)
-    model = build_model(cfg, len(FEATURES)).to(device)
+    spec = network_spec(cfg, len(FEATURES), head.num_classes, members=1)
+    generators = [torch.Generator().manual_seed(cfg.trainer.seed)]
+    model = build_model(cfg, spec, generators).to(device)
     optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
     scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
     tcfg = cfg.trainer
@@ -116,27 +113,27 @@ def build_trainer(cfg: DictConfig, splits: Splits) -> Trainer:
         criterion,
         optimizer,
         scheduler,
-        splits,
+        [MemberData(splits.x_train, splits.y_train, splits.x_val, splits.y_val)],
         epochs=tcfg.epochs,
         batch_size=tcfg.batch_size,
         patience=tcfg.patience,
         grad_clip=tcfg.grad_clip,
         l1=tcfg.l1,
         monitor=cfg.monitor,
-        seed=tcfg.seed,
+        generators=generators,
     )
 
 
-def evaluate_best(trainer: Trainer, monitor: str) -> dict[str, Any]:
+def evaluate_best(trainer: Trainer, splits: Splits, monitor: str) -> dict[str, Any]:
     """Load the best weights and score them on the test split; with the training curves.
 
     With no test split (``data.test_size=0``) the test figures are null, never 0.
     """
-    state, splits = trainer.state, trainer.splits
-    trainer.model.load_state_dict(trainer.best_model_state)
+    state = trainer.state.members[0]
+    trainer.use_best_weights()
     report, test_loss = None, None
     if len(splits.y_test):
-        test_loss, _, pred = trainer.evaluate(splits.x_test, splits.y_test)
+        [(test_loss, _, pred)] = trainer.evaluate([splits.x_test], [splits.y_test])
         report = classification_report(
             splits.y_test.cpu().numpy(), pred.cpu().numpy(), trainer.head.num_classes
         )
@@ -144,7 +141,7 @@ def evaluate_best(trainer: Trainer, monitor: str) -> dict[str, Any]:
     return {
         "status": "done",
         "monitor": monitor,
-        "selection_split": trainer.val_split,
+        "selection_split": "val" if len(splits.y_val) else "train",
         "val_acc": state.history["val_acc"][best],
         "val_loss": state.history["val_loss"][best],
         "test_acc": report["accuracy"] if report else None,
@@ -270,7 +267,7 @@ def _train(
     progress = reporters(cfg.report, run_dir, multirun, name)
     trainer.callbacks = [
         CsvLogger(run_dir / "metrics.csv"),
-        Checkpointer(run_dir, meta, tcfg.checkpoint_every),
+        Checkpointer(run_dir, meta, tcfg.checkpoint_interval_s),
         *progress,
     ]
     if resumed is not None:
@@ -295,10 +292,13 @@ def _train(
         }
         _write_json(run_dir / METRICS, failed)
         raise
+    except FitInterrupted as stop:
+        log.warning("%s; %s holds it: resume with trainer.resume=%s", stop, LAST, run_dir)
+        raise SystemExit(128 + stop.signum) from None
     finally:
         close_reporters(progress)
 
-    metrics = evaluate_best(trainer, cfg.monitor)
+    metrics = evaluate_best(trainer, splits, cfg.monitor)
     _write_json(run_dir / METRICS, metrics)
     _write_json(
         run_dir / "run.json",
