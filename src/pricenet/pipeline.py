@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pricenet.checkpoint import BEST, LAST, Checkpointer, atomic_write_text, resume_state
+from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
 from pricenet.data import FEATURES, Splits, load_table, make_splits
 from pricenet.engine import Trainer
@@ -44,31 +45,6 @@ def model_summary(model: torch.nn.Module, device: torch.device) -> str:
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
-
-
-def _innermost(err: BaseException) -> BaseException:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return err
-
-
-def check_factories(cfg: DictConfig) -> None:
-    """Build the optimizer and scheduler on a probe parameter, before any data is read.
-
-    An argument torch rejects (betas, momentum, ``+optim.typo=1``) becomes a ConfigError.
-    """
-    probe = [torch.nn.Parameter(torch.zeros(1))]
-    optimizer = None
-    for key in ("optim", "scheduler"):
-        try:
-            factory = instantiate(cfg[key], _convert_="all")
-            optimizer = factory(probe) if key == "optim" else factory(optimizer)
-        except Exception as err:
-            cause = _innermost(err)
-            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-            raise ConfigError(
-                f"{key} ({cfg[key].get('_target_')}): {type(cause).__name__}: {detail}"
-            ) from err
 
 
 def build_trainer(cfg: DictConfig, splits: Splits) -> Trainer:
