@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_reporting import assert_png
+from helpers import assert_png
 
 from pricenet.explain import ExplainOptions, explain, lr_curve, main
 
