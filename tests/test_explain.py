@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_reporting import assert_png
+from helpers import assert_png
 
 from pricenet.attribution import HeldOut, integrated_gradients, permutation_importance
 from pricenet.data import FEATURES, make_synthetic

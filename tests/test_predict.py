@@ -6,25 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import run_cli
-from hydra.utils import instantiate
+from helpers import train
 
-from pricenet.data import LABEL, Table, stratified_split
+from pricenet.data import LABEL
 from pricenet.errors import DataError
-from pricenet.pipeline import run
 from pricenet.predict import Predictor, main
-
-
-def train(compose_cfg, run_dir, *overrides: str) -> tuple[dict, pd.DataFrame]:
-    """Train a small run; return its metrics and its test split as a Kaggle frame with ids."""
-    cfg = compose_cfg("data.n_rows=400", "trainer.epochs=3", "report.plots=false", *overrides)
-    metrics, _ = run(cfg, run_dir)
-    table = instantiate(cfg.data.source)
-    _, _, test = stratified_split(
-        table.labels, cfg.data.val_size, cfg.data.test_size, cfg.trainer.seed
-    )
-    ids = np.array([f"phone-{i:04d}" for i in test])
-    frame = Table(table.features[test], table.labels[test], ids).to_frame()
-    return metrics, frame
 
 
 @pytest.fixture

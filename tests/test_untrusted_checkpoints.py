@@ -271,8 +271,8 @@ def _wider_scaler(payload: dict) -> None:
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (_wider_network, "0.weight has shape \\(8, 20\\), but .* needs \\(16, 20\\)"),
-        (_set("network.num_classes", 5), "has shape .* needs \\(5, 8\\)"),
+        (_wider_network, "0.weight has shape \\(1, 20, 8\\), but .* needs \\(1, 20, 16\\)"),
+        (_set("network.num_classes", 5), "has shape .* needs \\(1, 8, 5\\)"),
         (_drop("model"), "holds no model weights"),
         (_drop("scaler.mean"), "scaler: does not fit the stored network \\(missing 'mean'\\)"),
         (_wider_scaler, "scaler: mean has shape \\(21,\\), but .* needs \\(20,\\)"),

@@ -93,14 +93,25 @@ class PricenetConfig:
 PROGRESS = ("auto", "bar", "lines", "none")
 
 
+SCHEMAS: dict[str, type] = {
+    "pricenet_schema": PricenetConfig,
+    "synthetic_schema": SyntheticDataConfig,
+    "csv_schema": CsvDataConfig,
+    "mlp_schema": MLPConfig,
+    "trainer_schema": TrainerConfig,
+}
+
+
 def register_configs() -> None:
-    """Put the schemas where the group YAMLs find them (``defaults: [<name>_schema]``)."""
+    """Put the schemas where the YAMLs find them: ``defaults: [/<name>_schema@_here_]``.
+
+    They are stored outside every config group, so ``--help`` does not list them as choices
+    of a group (``data=csv_schema`` is not a data source); each group YAML types itself by
+    naming its schema with an absolute path, merged into its own package (``@_here_``).
+    """
     cs = ConfigStore.instance()
-    cs.store(name="pricenet_schema", node=PricenetConfig)
-    cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
-    cs.store(group="data", name="csv_schema", node=CsvDataConfig)
-    cs.store(group="model", name="mlp_schema", node=MLPConfig)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    for name, node in SCHEMAS.items():
+        cs.store(name=name, node=node)
 
 
 register_configs()
@@ -112,6 +123,10 @@ def _fail(key: str, value: Any, allowed: str) -> None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)
 
 
 def _is_count(value: Any) -> bool:
@@ -137,6 +152,21 @@ def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
             _check_known_keys(child, f"{prefix}{key}.")
 
 
+SEED_LIMIT = 2**63
+
+
+def _check_seed(key: str, value: Any) -> None:
+    """Seeds go to torch.manual_seed (a signed 64-bit integer) and numpy: 0 <= seed < 2**63."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < SEED_LIMIT:
+        _fail(key, value, "must be an integer with 0 <= seed < 2**63")
+
+
+def model_has_batch_norm(cfg: DictConfig) -> bool:
+    """True when the model config asks for BatchNorm layers (and has a hidden layer to put them)."""
+    model = cfg.model
+    return bool(model.get("batch_norm", False)) and len(model.get("hidden", [])) > 0
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values before any training starts; raise :class:`ConfigError` naming the key."""
     _check_known_keys(cfg)
@@ -146,6 +176,13 @@ def validate(cfg: DictConfig) -> None:
     if trainer.batch_size < 1:
         _fail("trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
     check_device_name(trainer.device)
+    _check_seed("trainer.seed", trainer.seed)
+    if model_has_batch_norm(cfg) and trainer.batch_size < 2:
+        raise ConfigError(
+            f"model.batch_norm=true needs trainer.batch_size >= 2 (got {trainer.batch_size}): "
+            "BatchNorm cannot normalize a batch of one row; set model.batch_norm=false or a "
+            "larger trainer.batch_size"
+        )
     if trainer.patience is not None and trainer.patience < 1:
         _fail("trainer.patience", trainer.patience, "must be >= 1, or null to turn it off")
     if trainer.grad_clip is not None:
@@ -184,13 +221,17 @@ def validate(cfg: DictConfig) -> None:
         _fail("data.val_size + data.test_size", data.val_size + data.test_size, "must be < 1")
     if "n_rows" in data and data.n_rows < 8:
         _fail("data.n_rows", data.n_rows, "must be >= 8")
+    if "seed" in data:
+        _check_seed("data.seed", data.seed)
+    if "noise" in data and not (_is_finite_number(data.noise) and data.noise >= 0):
+        _fail("data.noise", data.noise, "must be a finite number >= 0")
 
     optim = cfg.optim
     if "lr" in optim:
         _positive("optim.lr", optim.lr)
     weight_decay = optim.get("weight_decay", 0)
-    if not _is_number(weight_decay) or not weight_decay >= 0:
-        _fail("optim.weight_decay", weight_decay, "must be a number >= 0")
+    if not _is_finite_number(weight_decay) or not weight_decay >= 0:
+        _fail("optim.weight_decay", weight_decay, "must be a finite number >= 0")
 
     scheduler = cfg.scheduler
     milestones = scheduler.get("milestones")

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pricenet.callbacks import Checkpointer
 from pricenet.checkpoint import BEST, LAST, atomic_write_text, flatten_settings
+from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
 from pricenet.data import FEATURES, Splits, load_table, make_splits
 from pricenet.engine import FitInterrupted, MemberData, Trainer
@@ -69,31 +70,6 @@ def table_sha256(table: Any) -> str:
     if table.labels is not None:
         digest.update(np.ascontiguousarray(table.labels).tobytes())
     return digest.hexdigest()
-
-
-def _innermost(err: BaseException) -> BaseException:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return err
-
-
-def check_factories(cfg: DictConfig) -> None:
-    """Build the optimizer and scheduler on a probe parameter, before any data is read.
-
-    An argument torch rejects (betas, momentum, ``+optim.typo=1``) becomes a ConfigError.
-    """
-    probe = [torch.nn.Parameter(torch.zeros(1))]
-    optimizer = None
-    for key in ("optim", "scheduler"):
-        try:
-            factory = instantiate(cfg[key], _convert_="all")
-            optimizer = factory(probe) if key == "optim" else factory(optimizer)
-        except Exception as err:
-            cause = _innermost(err)
-            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-            raise ConfigError(
-                f"{key} ({cfg[key].get('_target_')}): {type(cause).__name__}: {detail}"
-            ) from err
 
 
 def build_trainer(cfg: DictConfig, splits: Splits) -> Trainer:

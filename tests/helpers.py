@@ -1,0 +1,122 @@
+"""Helpers shared by the test modules (so no test module imports another).
+
+The model-inspecting helpers (``linear_weights``, ``activation_types``, ``output_width`` ...)
+are the one place that knows how a built model holds its layers: when the model's layout
+changes (e.g. several models packed into batched weights), only these change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from pricenet.config import to_container
+from pricenet.data import Table, load_table, make_splits, stratified_split
+from pricenet.engine import Trainer
+from pricenet.pipeline import build_trainer, run
+from pricenet.seed import set_seed
+
+# Modules that are layers of an MLP but not its activation.
+_NOT_ACTIVATIONS = (nn.Linear, nn.Dropout, nn.modules.batchnorm._BatchNorm, nn.Sequential)
+
+
+# ---------------------------------------------------------------- building without training
+
+
+def build(cfg: DictConfig) -> Trainer:
+    """Data, head, model, optimizer and scheduler of ``cfg`` on the CPU, wired, not trained."""
+    set_seed(cfg.trainer.seed)
+    table = load_table(to_container(cfg)["data"]["source"])
+    splits = make_splits(
+        table, cfg.data.val_size, cfg.data.test_size, cfg.data.standardize, cfg.trainer.seed
+    )
+    return build_trainer(cfg, splits)
+
+
+# ---------------------------------------------------------------- what a built model holds
+
+
+def linears(model: nn.Module) -> list[nn.Linear]:
+    """The model's linear layers, input first."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def linear_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Each linear layer's weight as an ``(out, in)`` tensor, input layer first."""
+    return [layer.weight.detach() for layer in linears(model)]
+
+
+def linear_biases(model: nn.Module) -> list[torch.Tensor]:
+    """Each linear layer's bias as an ``(out,)`` tensor, input layer first."""
+    return [layer.bias.detach() for layer in linears(model)]
+
+
+def layer_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    """``(out, in)`` of each linear layer, input layer first."""
+    return [tuple(w.shape) for w in linear_weights(model)]
+
+
+def activations(model: nn.Module) -> list[nn.Module]:
+    """The activation modules between the linear layers, in order."""
+    return [
+        m
+        for m in model.modules()
+        if not isinstance(m, _NOT_ACTIVATIONS)
+        and not list(m.children())
+        and type(m).__module__.startswith("torch.nn")
+    ]
+
+
+def activation_types(model: nn.Module) -> list[type[nn.Module]]:
+    """The class of each activation module, in order."""
+    return [type(m) for m in activations(model)]
+
+
+def modules_of(model: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
+    """Every module of class ``kind`` (Dropout, BatchNorm1d ...) in the model."""
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def output_width(model: nn.Module, n_features: int) -> int:
+    """How many outputs the model gives per row (in eval mode, on a probe batch)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(3, n_features))
+    model.train(was_training)
+    return int(out.shape[-1])
+
+
+# ---------------------------------------------------------------- shared by several modules
+
+
+def train(compose_cfg: Callable[..., DictConfig], run_dir: Path, *overrides: str):
+    """Train a small run; return its metrics and its test split as a Kaggle frame with ids."""
+    cfg = compose_cfg("data.n_rows=400", "trainer.epochs=3", "report.plots=false", *overrides)
+    metrics, _ = run(cfg, run_dir)
+    table = instantiate(cfg.data.source)
+    _, _, test = stratified_split(
+        table.labels, cfg.data.val_size, cfg.data.test_size, cfg.trainer.seed
+    )
+    ids = np.array([f"phone-{i:04d}" for i in test])
+    frame: pd.DataFrame = Table(table.features[test], table.labels[test], ids).to_frame()
+    return metrics, frame
+
+
+def assert_png(path: Path, min_size: tuple[int, int] = (400, 300)) -> None:
+    """A real PNG, at least ``min_size`` pixels, and not a blank canvas."""
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert path.stat().st_size > 10_000, path
+    with Image.open(path) as image:
+        assert image.width >= min_size[0] and image.height >= min_size[1], image.size
+        pixels = np.asarray(image.convert("L"))
+    assert (pixels < 128).mean() > 0.005, f"{path}: almost nothing drawn"
