@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from pricenet.config import to_container
-from pricenet.data import Table, load_table, make_splits, stratified_split
 from pricenet.engine import Trainer
-from pricenet.pipeline import build_trainer, run
+from pricenet.pipeline import build_trainer, load_data, plan_for, prepare, run
 from pricenet.seed import set_seed
+from pricenet.tables import MOBILE_PRICE
+
+FEATURES = list(MOBILE_PRICE.feature_names)
+LABEL = MOBILE_PRICE.label
 
 # Modules that are layers of an MLP but not its activation.
 _NOT_ACTIVATIONS = (nn.Linear, nn.Dropout, nn.modules.batchnorm._BatchNorm, nn.Sequential)
@@ -33,11 +34,9 @@ _NOT_ACTIVATIONS = (nn.Linear, nn.Dropout, nn.modules.batchnorm._BatchNorm, nn.S
 def build(cfg: DictConfig) -> Trainer:
     """Data, head, model, optimizer and scheduler of ``cfg`` on the CPU, wired, not trained."""
     set_seed(cfg.trainer.seed)
-    table = load_table(to_container(cfg)["data"]["source"])
-    splits = make_splits(
-        table, cfg.data.val_size, cfg.data.test_size, cfg.data.standardize, cfg.trainer.seed
-    )
-    return build_trainer(cfg, splits)
+    table = load_data(cfg)
+    prepared = prepare(cfg, table, plan_for(cfg, table), torch.device("cpu"))
+    return build_trainer(cfg, prepared)
 
 
 # ---------------------------------------------------------------- what a built model holds
@@ -101,12 +100,10 @@ def train(compose_cfg: Callable[..., DictConfig], run_dir: Path, *overrides: str
     """Train a small run; return its metrics and its test split as a Kaggle frame with ids."""
     cfg = compose_cfg("data.n_rows=400", "trainer.epochs=3", "report.plots=false", *overrides)
     metrics, _ = run(cfg, run_dir)
-    table = instantiate(cfg.data.source)
-    _, _, test = stratified_split(
-        table.labels, cfg.data.val_size, cfg.data.test_size, cfg.trainer.seed
-    )
-    ids = np.array([f"phone-{i:04d}" for i in test])
-    frame: pd.DataFrame = Table(table.features[test], table.labels[test], ids).to_frame()
+    table = load_data(cfg)
+    test = plan_for(cfg, table)[0].test
+    frame: pd.DataFrame = table.to_frame().iloc[test].reset_index(drop=True)
+    frame.insert(0, "id", [f"phone-{i:04d}" for i in test])
     return metrics, frame
 
 

@@ -203,7 +203,10 @@ def test_the_largest_seed_and_batch_norm_without_hidden_layers_are_accepted(comp
             ["init.weight._partial_=false"],
             "init.weight (torch.nn.init.kaiming_normal_): TypeError: ",
         ),
-        (["+data.source.foo=1"], "data.source (pricenet.data.make_synthetic): unexpected argument"),
+        (
+            ["+data.source.foo=1"],
+            "data.source (pricenet.tables.sources.synthetic): unexpected argument",
+        ),
         (
             ["model.hidden=[8,8]", "+model.layer_activations.1={_target_:torch.nn.ELU,foo:1}"],
             "model.layer_activations.1 (torch.nn.ELU): unexpected argument 'foo'",

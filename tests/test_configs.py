@@ -17,6 +17,7 @@ from importlib.resources import files
 import pytest
 import torch
 from helpers import (
+    FEATURES,
     activation_types,
     activations,
     build,
@@ -30,9 +31,9 @@ from torch import nn
 
 from pricenet import heads
 from pricenet.config import validate
-from pricenet.data import FEATURES, make_synthetic
 from pricenet.engine import Trainer
 from pricenet.pipeline import run
+from pricenet.tables import make_synthetic
 
 GROUPS = ("data", "model", "activation", "init", "loss", "optim", "scheduler", "experiment")
 N_FEATURES = len(FEATURES)

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import assert_png
+from helpers import FEATURES, assert_png
 
 from pricenet.attribution import HeldOut, integrated_gradients, permutation_importance
-from pricenet.data import FEATURES, make_synthetic
 from pricenet.explain import ExplainOptions, explain, lr_curve, main
 from pricenet.pipeline import run
 from pricenet.predict import Predictor
+from pricenet.tables import make_synthetic
 
 
 def test_every_figure_is_a_valid_png(tmp_path):
@@ -123,7 +123,7 @@ def test_integrated_gradients_of_a_linear_map_are_exact():
 def test_integrated_gradients_add_up_to_the_change_in_probability(compose_cfg, tmp_path):
     run(compose_cfg("report.plots=false", "model=mlp"), tmp_path / "run")
     module = Predictor.from_checkpoint(tmp_path / "run").probability_module()
-    x = torch.as_tensor(make_synthetic(50, seed=3).features)
+    x = torch.as_tensor(make_synthetic(50, seed=3).frame.to_numpy(np.float32))
     baseline = x.mean(dim=0)
     ig = integrated_gradients(module, x, baseline, steps=256)
     with torch.no_grad():

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 from conftest import run_cli
+from helpers import FEATURES, LABEL
 from hydra.utils import instantiate
 
-from pricenet.data import FEATURES, LABEL
 from pricenet.errors import CheckpointError
 from pricenet.export import INPUT, ExportOptions, export, main, onnx_session, read_schema
 from pricenet.pipeline import run

@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import run_cli
-from helpers import train
+from helpers import LABEL, train
 
-from pricenet.data import LABEL
 from pricenet.errors import DataError
 from pricenet.predict import Predictor, main
 

@@ -140,7 +140,7 @@ def test_resume_with_no_epochs_left_is_refused(compose_cfg, tmp_path):
 
 
 def test_resume_onto_changed_data_is_refused(compose_cfg, tmp_path):
-    from pricenet.data import make_synthetic
+    from pricenet.tables import make_synthetic
 
     csv = tmp_path / "train.csv"
     make_synthetic(120, seed=1).to_frame().to_csv(csv, index=False)

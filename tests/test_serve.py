@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import FEATURES, LABEL
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from pricenet.data import FEATURES, LABEL
 from pricenet.pipeline import run
 from pricenet.predict import Predictor
 from pricenet.serve import json_rows, main

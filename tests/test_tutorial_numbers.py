@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import FEATURES
 from hydra.utils import instantiate
 
-from pricenet.data import FEATURES
 from pricenet.model import build_model, count_parameters
 from pricenet.packed import PackedDropout
 from pricenet.spec import network_spec

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from pricenet.checkpoint import BEST, LAST, save_checkpoint
+from pricenet.checkpoint import LAST, save_checkpoint
 
 
 def score(monitor: str, loss: float, acc: float) -> list[float]:
@@ -123,10 +123,12 @@ class SchedulerStep:
 
 class Checkpointer:
     """``last.pt`` at most every ``interval_s`` seconds of wall time, at the end of the fit and
-    when the process is asked to stop; ``best.pt`` with it whenever a member's best epoch moved.
+    when the process is asked to stop (``interval_s=0``: after every epoch).
 
-    ``meta`` goes into both files, so either is enough to predict; ``last.pt`` also holds the
-    full trainer state to resume. ``interval_s=0`` writes after every epoch.
+    ``last.pt`` holds ``meta`` (network, schema, preprocessors, settings) and the full trainer
+    state, so it can resume the run or, if the run never finished, predict with its last
+    weights. The run's model to predict with, ``best.pt``, is written once the fit is
+    evaluated, by the pipeline.
     """
 
     def __init__(self, run_dir: str | Path, meta: dict[str, Any], interval_s: float = 30.0) -> None:
@@ -134,24 +136,17 @@ class Checkpointer:
         self.meta = meta
         self.interval_s = interval_s
         self.saved_epoch = -1
-        self.saved_best: list[int] | None = None
         self.saved_at = -math.inf
 
     def _save(self, trainer: Any) -> None:
         state = trainer.state
         payload = {"epoch": state.epoch, "trainer": trainer.state_dict()}
         save_checkpoint(self.run_dir / LAST, {**self.meta, **payload})
-        best = [member.best_epoch for member in state.members]
-        if best != self.saved_best:
-            epoch: int | list[int] = best[0] if len(best) == 1 else best
-            payload = {"epoch": epoch, "model": trainer.best_state()}
-            save_checkpoint(self.run_dir / BEST, {**self.meta, **payload})
-            self.saved_best = best
         self.saved_epoch = state.epoch
         self.saved_at = time.monotonic()
 
     def on_fit_start(self, trainer: Any) -> None:
-        """A resumed run's own folder holds both checkpoints from the start."""
+        """A resumed run's own folder holds its state from the start."""
         if trainer.state.epoch > 0:
             self._save(trainer)
         self.saved_at = time.monotonic()

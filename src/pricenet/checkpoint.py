@@ -114,13 +114,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 # refused: a checkpoint is data in a fixed layout, never a config to interpret.
 PAYLOAD_KEYS: dict[str, type | tuple[type, ...]] = {
     "format_version": int,
-    "epoch": int,
+    "epoch": (int, list),  # an int per member when there are several
     "network": dict,  # a NetworkSpec, checked by whoever builds it
     "model": dict,  # the selected weights (best.pt)
     "trainer": dict,  # the full trainer state (last.pt)
-    "scaler": dict,
-    "features": list,
-    "temperature": float,
+    "schema": dict,  # the table's schema (features, label, classes), checked on load
+    "preprocessors": list,  # one fitted Preprocessor state per member
+    "temperatures": list,  # one calibration temperature per member
     "settings": dict,  # the run's resolved config, flat: compared on resume, never built
     "data_sha256": str,
 }
@@ -138,9 +138,6 @@ def check_payload(payload: dict[str, Any], where: str) -> None:
                 f"{where}: {key} is a {type(value).__name__}, expected "
                 f"{getattr(expected, '__name__', expected)}"
             )
-    features = payload.get("features", [])
-    if not all(isinstance(name, str) for name in features):
-        raise CheckpointError(f"{where}: features: every feature name must be a string")
     for key, value in payload.get("settings", {}).items():
         items = value if isinstance(value, list) else [value]
         if not isinstance(key, str) or not all(isinstance(v, _PLAIN) for v in items):

@@ -18,6 +18,8 @@ from pricenet.errors import ConfigError
 from pricenet.seed import check_device_name
 
 MONITORS = ("val_acc", "val_loss")
+MISSING_POLICIES = ("error", "impute")
+RANGE_POLICIES = ("error", "warn", "ignore")
 
 
 @dataclass
@@ -35,6 +37,12 @@ class SyntheticDataConfig:
 class CsvDataConfig:
     source: Any = MISSING
     path: str = MISSING
+    schema: Any = None  # a schema mapping (data/schema=...), a YAML file's path, or null: infer
+    label: str | None = "price_range"  # the label column (for inference; a schema names its own)
+    id: str | None = None  # an id column kept for predictions (inferred when named id/*_id)
+    missing: str = "error"  # error | impute
+    ranges: str = "error"  # error | warn | ignore
+    max_bytes: int = 2 * 1024**3
     val_size: float = 0.15
     test_size: float = 0.15
     standardize: bool = True
@@ -42,7 +50,6 @@ class CsvDataConfig:
 
 @dataclass
 class MLPConfig:
-    _target_: str = "pricenet.model.MLP"
     hidden: list[int] = field(default_factory=lambda: [64])
     dropout: float = 0.0
     batch_norm: bool = False
@@ -63,6 +70,15 @@ class TrainerConfig:
     resume: str | None = None
     threads: int | None = 1
     checkpoint_interval_s: float = 30.0
+    seeds: int = 1
+    calibrate: bool = True
+
+
+@dataclass
+class CvConfig:
+    folds: int | None = None  # null: one train/val/test split (cv=none)
+    repeats: int = 1
+    keep: str = "ensemble"  # ensemble | refit | none: the model best.pt holds
 
 
 @dataclass
@@ -87,6 +103,7 @@ class PricenetConfig:
     optim: Any = MISSING
     scheduler: Any = MISSING
     trainer: Any = MISSING
+    cv: Any = MISSING
     paths: Any = MISSING
 
 
@@ -99,6 +116,7 @@ SCHEMAS: dict[str, type] = {
     "csv_schema": CsvDataConfig,
     "mlp_schema": MLPConfig,
     "trainer_schema": TrainerConfig,
+    "cv_schema": CvConfig,
 }
 
 
@@ -225,6 +243,12 @@ def validate(cfg: DictConfig) -> None:
         _check_seed("data.seed", data.seed)
     if "noise" in data and not (_is_finite_number(data.noise) and data.noise >= 0):
         _fail("data.noise", data.noise, "must be a finite number >= 0")
+    if data.get("missing", "error") not in MISSING_POLICIES:
+        _fail("data.missing", data.missing, f"must be one of {', '.join(MISSING_POLICIES)}")
+    if data.get("ranges", "error") not in RANGE_POLICIES:
+        _fail("data.ranges", data.ranges, f"must be one of {', '.join(RANGE_POLICIES)}")
+    if "max_bytes" in data and data.max_bytes < 1:
+        _fail("data.max_bytes", data.max_bytes, "must be a size in bytes >= 1")
 
     optim = cfg.optim
     if "lr" in optim:

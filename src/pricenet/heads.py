@@ -9,6 +9,11 @@
 
 A head may also add an output layer to the model (:meth:`Head.output_layer`): the CORAL head
 makes the model emit one shared score and adds K-1 learnable biases, ``logit_k = score + b_k``.
+
+The ordinal, CORAL and regression heads read the classes as ranks (``needs_order``): a label
+whose classes have no order is refused for them. An ensemble's members are combined in the
+head's own space (:meth:`Head.combine`): averaged probabilities for the categorical head,
+averaged P(y > k) for the ordinal ones, averaged scores for regression.
 """
 
 from __future__ import annotations
@@ -21,9 +26,20 @@ class Head:
     """Base: subclasses define ``num_outputs``, ``encode``, ``probabilities`` and ``decode``."""
 
     name: str = "head"
+    needs_order: bool = False  # reads the classes as ranks
 
     def __init__(self, num_classes: int = 4) -> None:
         self.num_classes = num_classes
+
+    def combine(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Members' outputs ``[M, ..., o]`` -> one output ``[..., o]`` whose probabilities and
+        decoding are the ensemble's (a single member's outputs are returned unchanged)."""
+        if outputs.shape[0] == 1:
+            return outputs[0]
+        return self._combine(outputs)
+
+    def _combine(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.mean(dim=0)
 
     @property
     def num_outputs(self) -> int:
@@ -69,6 +85,9 @@ class CategoricalHead(Head):
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         return torch.softmax(outputs, dim=-1)
 
+    def _combine(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.softmax(outputs, dim=-1).mean(dim=0))
+
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.argmax(dim=-1)
 
@@ -77,6 +96,7 @@ class OrdinalHead(Head):
     """K-1 sigmoid outputs for P(y > k), trained with binary cross-entropy; decoded by counting."""
 
     name = "ordinal"
+    needs_order = True
 
     @property
     def num_outputs(self) -> int:
@@ -97,6 +117,10 @@ class OrdinalHead(Head):
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         return (outputs > 0).sum(dim=-1)
+
+    def _combine(self, outputs: torch.Tensor) -> torch.Tensor:
+        above = torch.sigmoid(outputs).mean(dim=0).clamp(1e-7, 1 - 1e-7)
+        return torch.log(above) - torch.log1p(-above)
 
 
 class RankBiases(nn.Module):
@@ -132,6 +156,7 @@ class RegressionHead(Head):
     """One output regressing the class index; decoded by rounding and clipping to 0..K-1."""
 
     name = "regression"
+    needs_order = True
 
     @property
     def num_outputs(self) -> int:

@@ -8,6 +8,7 @@ all ``num_classes``, counting an absent class as F1 = 0 (scikit-learn's ``labels
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -55,12 +56,19 @@ def present_classes(cm: np.ndarray) -> np.ndarray:
 
 
 def classification_report(
-    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    num_classes: int,
+    labels: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Accuracy, both macro-F1s, per-class precision/recall/F1/support and the confusion matrix.
 
+    ``y_true``/``y_pred`` are class indices; ``labels`` (the schema's class values, e.g.
+    ``[3, ..., 8]`` or ``["low", "high"]``) name the per-class entries, else the indices do.
     With no rows at all every score is 0.0 and ``classes_present`` is empty.
     """
+    values = list(labels) if labels is not None else list(range(num_classes))
+    names = [str(v) for v in values]
     cm = confusion_matrix(y_true, y_pred, num_classes)
     precision, recall, f1 = per_class_scores(cm)
     present = present_classes(cm)
@@ -70,9 +78,9 @@ def classification_report(
         "accuracy": float(np.trace(cm) / total) if total else 0.0,
         "macro_f1": float(f1[present].mean()) if present.size else 0.0,
         "macro_f1_all_classes": float(f1.mean()),
-        "classes_present": [int(k) for k in present],
+        "classes_present": [values[k] for k in present],
         "per_class": {
-            str(k): {
+            names[k]: {
                 "precision": float(precision[k]),
                 "recall": float(recall[k]),
                 "f1": float(f1[k]),

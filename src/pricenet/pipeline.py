@@ -1,4 +1,19 @@
-"""One run: data -> head -> model -> optimizer/scheduler -> fit -> test -> artifacts."""
+"""One run, as named steps: check → data → plan → prep → fit → evaluate → finalize.
+
+:func:`run` checks everything it can, reads the data, claims the run folder, then:
+
+- **plan** (:mod:`pricenet.plan`): which fits to make: one split (× ``trainer.seeds``), or
+  ``cv.folds`` × ``cv.repeats`` folds (× seeds). Each fit is a *member*.
+- **prep**: each member's :class:`~pricenet.tables.Preprocessor`, fitted on its own
+  training rows only, turns the table into its tensors.
+- **fit** (:mod:`pricenet.engine`): every member trains in one packed model, or one by one
+  when the config cannot be packed exactly (one log line says why).
+- **evaluate**: each member's best weights on its held-out rows; the ``cv``/``seeds``
+  summary; a calibration temperature per member, fitted on its validation rows.
+- **finalize**: ``metrics.json``, ``best.pt`` (the members as one ensemble, a refit on all
+  rows, or nothing: ``cv.keep``), plots. Each output has one writer: the checkpointer
+  callback writes ``last.pt``; this module everything else.
+"""
 
 from __future__ import annotations
 
@@ -10,43 +25,42 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pricenet.callbacks import Checkpointer
-from pricenet.checkpoint import BEST, LAST, atomic_write_text, flatten_settings
+from pricenet.checkpoint import BEST, LAST, atomic_write_text, flatten_settings, save_checkpoint
 from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
-from pricenet.data import FEATURES, Splits, load_table, make_splits
-from pricenet.engine import FitInterrupted, MemberData, Trainer
-from pricenet.errors import CheckpointError, ConfigError, DivergenceError
+from pricenet.cv import headline, summarize
+from pricenet.engine import FitInterrupted, MemberData, Trainer, member_groups
+from pricenet.errors import CheckpointError, ConfigError, DataError
+from pricenet.heads import Head
 from pricenet.logs import CsvLogger, close_reporters, reporters
 from pricenet.metrics import classification_report
 from pricenet.model import build_model, count_parameters
+from pricenet.packed import stack_members
+from pricenet.plan import Member, check_plan, make_plan, refit_member
 from pricenet.restore import Resume, resume_state
 from pricenet.runs import claim_run_dir
 from pricenet.seed import resolve_device, set_seed, set_threads
 from pricenet.spec import NetworkSpec, network_spec
+from pricenet.tables import Preprocessor, Schema, Table
+from pricenet.tables.sources import load_table
 
 log = logging.getLogger("pricenet")
 
 METRICS = "metrics.json"
 
 
-def model_summary(model: torch.nn.Module, device: torch.device) -> str:
-    """The torchsummary table, computed on a copy so the real model's state is untouched."""
-    from torchsummary import summary
-
-    probe = copy.deepcopy(model)
-    buffer = io.StringIO()
-    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(buffer):
-        summary(probe, input_size=(len(FEATURES),), device=device.type)
-    return buffer.getvalue()
+# --------------------------------------------------------------------------- small helpers
 
 
 def _strict(value: Any) -> Any:
@@ -64,21 +78,180 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
 
 
-def table_sha256(table: Any) -> str:
+def table_sha256(table: Table) -> str:
     """A fingerprint of a table's values (not its file's bytes): resume refuses other data."""
-    digest = hashlib.sha256(np.ascontiguousarray(table.features).tobytes())
+    digest = hashlib.sha256(pd.util.hash_pandas_object(table.frame, index=False).to_numpy())
     if table.labels is not None:
         digest.update(np.ascontiguousarray(table.labels).tobytes())
     return digest.hexdigest()
 
 
-def build_trainer(cfg: DictConfig, splits: Splits) -> Trainer:
-    """Head, criterion, model, optimizer and scheduler from ``cfg``, wired into a Trainer."""
-    device = splits.x_train.device
-    head = instantiate(cfg.loss.head)
+def model_summary(model: torch.nn.Module, width: int, device: torch.device) -> str:
+    """The torchsummary table of one member, computed on a copy (the model is untouched)."""
+    from torchsummary import summary
+
+    probe = copy.deepcopy(model.member(0) if model.members > 1 else model)
+    buffer = io.StringIO()
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(buffer):
+        summary(probe, input_size=(width,), device=device.type)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- check
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no data: values, device, every ``_target_`` node, the plan, and
+    whether a checkpoint could describe this network. Run before any folder or data."""
+    validate(cfg)
+    resolve_device(cfg.trainer.device)
+    check_factories(cfg)
+    check_plan(cfg.cv, cfg.trainer.seeds)
+    network_spec(cfg, in_features=1, num_classes=2)
+
+
+def member_count(cfg: DictConfig) -> int:
+    """How many fits the config asks for (folds × repeats × seeds)."""
+    folds = cfg.cv.folds or 1
+    return folds * (cfg.cv.repeats if cfg.cv.folds else 1) * cfg.trainer.seeds
+
+
+def _check_resume(resumed: Resume, cfg: DictConfig) -> None:
+    """A resume that would train nothing, or cannot continue exactly, is refused up front."""
+    where = cfg.trainer.resume
+    if len(member_groups(cfg, member_count(cfg))) > 1:
+        raise ConfigError(
+            f"trainer.resume={where}: this run fits its models one by one (not packed), "
+            "which cannot be resumed; rerun it"
+        )
+    fit = resumed.state.get("fit", {})
+    done = fit.get("epoch", 0)
+    members = fit.get("members", [])
+    if members and all(m.get("stopped_early") or m.get("error") for m in members):
+        raise ConfigError(f"trainer.resume={where}: that run stopped early at epoch {done}")
+    if done >= cfg.trainer.epochs:
+        raise ConfigError(
+            f"trainer.resume={where}: that run already trained {done} epochs and "
+            f"trainer.epochs={cfg.trainer.epochs}; raise trainer.epochs to train longer"
+        )
+
+
+# --------------------------------------------------------------------------- data and plan
+
+
+def build_head(cfg: DictConfig, schema: Schema) -> Head:
+    """The loss's head for the schema's classes; an order-reading head needs ordered classes."""
+    head = instantiate(cfg.loss.head, num_classes=schema.num_classes)
+    if head.needs_order and not schema.ordered:
+        raise ConfigError(
+            f"loss.head ({type(head).__name__}) reads the classes as ranks, but the schema's "
+            f"label {schema.label!r} is not ordered (ordered: false); use loss=cross_entropy"
+        )
+    return head
+
+
+def load_data(cfg: DictConfig) -> Table:
+    """The labelled table the data config describes (generated, or read and validated)."""
+    table = load_table(to_container(cfg.data)["source"])
+    if table.labels is None:
+        raise DataError(f"{table.source}: no {table.schema.label!r} column to train on")
+    if len(np.unique(table.labels)) < 2:
+        only = table.schema.decode_labels(table.labels[:1])[0]
+        raise DataError(
+            f"{table.source}: column {table.schema.label!r}: every row has class {only!r}; "
+            "at least two classes are needed to train"
+        )
+    return table
+
+
+@dataclass
+class Prepared:
+    """The data side of a run: the table, its plan, and each member's tensors."""
+
+    table: Table
+    plan: list[Member]
+    preprocessors: list[Preprocessor]
+    members: list[MemberData]
+    tests: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def width(self) -> int:
+        return self.preprocessors[0].width
+
+
+def plan_for(cfg: DictConfig, table: Table) -> list[Member]:
+    """The run's members (see :mod:`pricenet.plan`)."""
+    return make_plan(
+        table.labels,
+        table.schema,
+        cv=cfg.cv,
+        val_size=cfg.data.val_size,
+        test_size=cfg.data.test_size,
+        seed=cfg.trainer.seed,
+        seeds=cfg.trainer.seeds,
+        source=table.source,
+    )
+
+
+def prepare(cfg: DictConfig, table: Table, plan: list[Member], device: torch.device) -> Prepared:
+    """Fit each member's preprocessor on its training rows; its rows as tensors on ``device``."""
+    frame, labels = table.frame, torch.from_numpy(table.labels)
+    missing = to_container(cfg.data).get("missing", "error")
+    # Every member gets a was-missing input for the same columns, so all share one width.
+    gaps = [name for name in frame.columns if frame[name].isna().any()]
+    preprocessors, members, tests = [], [], []
+    for member in plan:
+        prep = Preprocessor.fit(
+            frame.iloc[member.train],
+            table.schema,
+            standardize=cfg.data.standardize,
+            missing=missing,
+            indicators=gaps,
+        )
+
+        def tensors(rows: np.ndarray, prep: Preprocessor = prep) -> tuple[Any, Any]:
+            x = torch.from_numpy(prep.transform(frame.iloc[rows]))
+            return x.to(device), labels[rows].to(device)
+
+        preprocessors.append(prep)
+        members.append(MemberData(*tensors(member.train), *tensors(member.val)))
+        tests.append(tensors(member.test))
+    return Prepared(table, plan, preprocessors, members, tests)
+
+
+def _warn_absent_classes(prepared: Prepared) -> None:
+    schema = prepared.table.schema
+    for member, data in zip(prepared.plan, prepared.members, strict=True):
+        absent = sorted(set(range(schema.num_classes)) - set(data.y_train.unique().tolist()))
+        if absent:
+            names = ", ".join(map(str, schema.decode_labels(np.array(absent))))
+            log.warning(
+                "%s: the training rows of %s have no example of class(es) %s: the model "
+                "cannot learn them",
+                prepared.table.source,
+                member.name,
+                names,
+            )
+            return
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def build_trainer(
+    cfg: DictConfig,
+    prepared: Prepared,
+    group: list[int] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Trainer:
+    """Head, criterion, packed model, optimizer and scheduler for the members in ``group``."""
+    group = list(range(len(prepared.plan))) if group is None else group
+    schema = prepared.table.schema
+    device = prepared.members[0].x_train.device
+    head = build_head(cfg, schema)
     criterion = instantiate(cfg.loss.criterion).to(device)
-    spec = network_spec(cfg, len(FEATURES), head.num_classes, members=1)
-    generators = [torch.Generator().manual_seed(cfg.trainer.seed)]
+    spec = network_spec(cfg, prepared.width, schema.num_classes, members=len(group))
+    generators = [torch.Generator().manual_seed(prepared.plan[m].seed) for m in group]
     model = build_model(cfg, spec, generators).to(device)
     optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
     scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
@@ -89,7 +262,7 @@ def build_trainer(cfg: DictConfig, splits: Splits) -> Trainer:
         criterion,
         optimizer,
         scheduler,
-        [MemberData(splits.x_train, splits.y_train, splits.x_val, splits.y_val)],
+        [prepared.members[m] for m in group],
         epochs=tcfg.epochs,
         batch_size=tcfg.batch_size,
         patience=tcfg.patience,
@@ -97,194 +270,437 @@ def build_trainer(cfg: DictConfig, splits: Splits) -> Trainer:
         l1=tcfg.l1,
         monitor=cfg.monitor,
         generators=generators,
+        callbacks=callbacks,
     )
 
 
-def evaluate_best(trainer: Trainer, splits: Splits, monitor: str) -> dict[str, Any]:
-    """Load the best weights and score them on the test split; with the training curves.
+@dataclass
+class Fitted:
+    """The trainers of a run and which members each fitted."""
 
-    With no test split (``data.test_size=0``) the test figures are null, never 0.
-    """
-    state = trainer.state.members[0]
-    trainer.use_best_weights()
-    report, test_loss = None, None
-    if len(splits.y_test):
-        [(test_loss, _, pred)] = trainer.evaluate([splits.x_test], [splits.y_test])
-        report = classification_report(
-            splits.y_test.cpu().numpy(), pred.cpu().numpy(), trainer.head.num_classes
-        )
+    groups: list[list[int]]
+    trainers: list[Trainer]
+
+    def member(self, m: int) -> tuple[Trainer, int]:
+        """The trainer that fitted member ``m`` and ``m``'s index inside it."""
+        for group, trainer in zip(self.groups, self.trainers, strict=True):
+            if m in group:
+                return trainer, group.index(m)
+        raise IndexError(m)
+
+
+def fit(
+    cfg: DictConfig,
+    prepared: Prepared,
+    callbacks: list[Any],
+    resumed: Resume | None,
+) -> Fitted:
+    """Train every member: packed in one trainer, or one trainer per member (the fallback)."""
+    groups = member_groups(cfg, len(prepared.plan))
+    trainers = []
+    for group in groups:
+        trainer = build_trainer(cfg, prepared, group, callbacks if len(groups) == 1 else [])
+        if resumed is not None:
+            try:
+                trainer.load_state_dict(resumed.state)
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise CheckpointError(
+                    f"trainer.resume={cfg.trainer.resume}: its state does not fit this run "
+                    f"({first or type(err).__name__})"
+                ) from err
+            log.info("resumed from %s at epoch %d", cfg.trainer.resume, trainer.state.epoch)
+        trainer.fit()
+        trainer.use_best_weights()
+        trainers.append(trainer)
+    return Fitted(groups, trainers)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _member_record(member: Member, trainer: Trainer, index: int) -> dict[str, Any]:
+    state = trainer.state.members[index]
     best = state.best_epoch - 1
-    return {
-        "status": "done",
-        "monitor": monitor,
-        "selection_split": "val" if len(splits.y_val) else "train",
-        "val_acc": state.history["val_acc"][best],
-        "val_loss": state.history["val_loss"][best],
-        "test_acc": report["accuracy"] if report else None,
-        "test_loss": test_loss,
-        "test_macro_f1": report["macro_f1"] if report else None,
-        "test": report,
+    record: dict[str, Any] = {
+        "seed": member.seed,
+        "fold": member.fold,
+        "repeat": member.repeat,
+        "rows": {"train": len(member.train), "val": len(member.val), "test": len(member.test)},
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
         "stopped_early": state.stopped_early,
-        "parameters": count_parameters(trainer.model),
-        "history": state.history,
+        "error": state.error,
+    }
+    if state.error is None and best >= 0:
+        record["val_acc"] = state.history["val_acc"][best]
+        record["val_loss"] = state.history["val_loss"][best]
+    return record
+
+
+def evaluate(cfg: DictConfig, prepared: Prepared, fitted: Fitted) -> dict[str, Any]:
+    """Each member's best weights on its held-out rows, the summary, and calibration."""
+    from pricenet.calibration import calibratable, fit_temperature
+
+    schema = prepared.table.schema
+    records, temperatures, held = [], [], []
+    for m, member in enumerate(prepared.plan):
+        trainer, index = fitted.member(m)
+        record = _member_record(member, trainer, index)
+        x_test, y_test = prepared.tests[m]
+        outputs = _member_outputs(trainer, index, x_test)
+        temperature = 1.0
+        if record["error"] is None:
+            data = prepared.members[m]
+            if cfg.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
+                val_outputs = _member_outputs(trainer, index, data.x_val)
+                temperature = fit_temperature(val_outputs, data.y_val, trainer.head)
+            if len(y_test):
+                loss = float(trainer.criterion(outputs, trainer.head.encode(y_test)).mean())
+                pred = trainer.head.decode(outputs).cpu().numpy()
+                report = classification_report(
+                    y_test.cpu().numpy(), pred, schema.num_classes, labels=schema.classes
+                )
+                record.update(
+                    test_acc=report["accuracy"],
+                    test_macro_f1=report["macro_f1"],
+                    test_loss=loss,
+                    test=report,
+                )
+                held.append((outputs, y_test, temperature))
+        temperatures.append(temperature)
+        records.append(record)
+    return {
+        "records": records,
+        "temperatures": temperatures,
+        "calibration": _calibration(prepared, fitted, held),
+        "held": held,
     }
 
 
-def check_config(cfg: DictConfig) -> NetworkSpec:
-    """Every check that needs no data: values, device, factories, and what a checkpoint of
-    this network would hold. Run before any folder is made or any data is read."""
-    validate(cfg)
-    resolve_device(cfg.trainer.device)
-    check_factories(cfg)
-    return network_spec(cfg, len(FEATURES), int(cfg.loss.head.num_classes))
+@torch.no_grad()
+def _member_outputs(trainer: Trainer, index: int, x: torch.Tensor) -> torch.Tensor:
+    """Member ``index``'s outputs ``(n, outputs)`` on its own rows ``x`` (best weights)."""
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    padded = torch.zeros(model.members, len(x), x.shape[1], device=x.device)
+    padded[index] = x
+    out = model(padded)[index]
+    model.train(was_training)
+    return out
 
 
-def _check_resume(resumed: Resume, epochs: int, where: str) -> None:
-    """A resume that would train nothing is a mistake, not a silent success."""
-    fit = resumed.state.get("fit", {})
-    done = fit.get("epoch", 0)
-    if fit.get("stopped_early"):
-        raise ConfigError(f"trainer.resume={where}: that run stopped early at epoch {done}")
-    if done >= epochs:
-        raise ConfigError(
-            f"trainer.resume={where}: that run already trained {done} epochs and "
-            f"trainer.epochs={epochs}; raise trainer.epochs to train longer"
-        )
+def _calibration(prepared: Prepared, fitted: Fitted, held: list) -> dict[str, Any] | None:
+    """ECE and NLL on the held-out rows, pooled over members, before and after scaling."""
+    from pricenet.calibration import calibratable, calibration_report
+
+    head = fitted.trainers[0].head
+    if not held or not calibratable(head):
+        return None
+    outputs = torch.cat([o for o, _, _ in held]).cpu()
+    scaled = torch.cat([o / t for o, _, t in held]).cpu()
+    labels = torch.cat([y for _, y, _ in held]).cpu()
+    before = calibration_report(outputs, labels, head, 1.0)
+    after = calibration_report(scaled, labels, head, 1.0)
+    temperatures = [t for _, _, t in held]
+    return {
+        "temperature": temperatures[0] if len(temperatures) == 1 else temperatures,
+        "split": "test",
+        "rows": before["rows"],
+        "ece_before": before["ece_before"],
+        "ece_after": after["ece_before"],
+        "nll_before": before["nll_before"],
+        "nll_after": after["nll_before"],
+    }
+
+
+SUMMARY_KEYS = {
+    "acc": "test_acc",
+    "macro_f1": "test_macro_f1",
+    "loss": "test_loss",
+    "val_acc": "val_acc",
+}
+
+
+def summarize_members(cfg: DictConfig, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``cv`` (or ``seeds``) block: mean, std and 95% interval over the members."""
+    if len(records) < 2:
+        return None
+    fits = [
+        {short: r.get(key) for short, key in SUMMARY_KEYS.items()}
+        for r in records
+        if r["error"] is None
+    ]
+    block = {
+        **summarize(fits, list(SUMMARY_KEYS)),
+        "members": len(records),
+        "diverged": sum(r["error"] is not None for r in records),
+    }
+    if cfg.cv.folds:
+        block.update(folds=cfg.cv.folds, repeats=cfg.cv.repeats, seeds=cfg.trainer.seeds)
+    else:
+        block.update(seeds=cfg.trainer.seeds)
+    return block
+
+
+def _label(cfg: DictConfig) -> str:
+    if cfg.cv.folds:
+        seeds = f"x{cfg.trainer.seeds}" if cfg.trainer.seeds > 1 else ""
+        return f"cv {cfg.cv.folds}x{cfg.cv.repeats}{seeds}"
+    return f"seeds {cfg.trainer.seeds}"
+
+
+def metrics_of(
+    cfg: DictConfig, prepared: Prepared, fitted: Fitted, evaluation: dict[str, Any]
+) -> dict[str, Any]:
+    """metrics.json: one model's figures as always; with several, their summary on top."""
+    records = evaluation["records"]
+    first = records[0]
+    state = fitted.trainers[0].state
+    metrics: dict[str, Any] = {
+        "status": "done",
+        "monitor": cfg.monitor,
+        "selection_split": "val" if len(prepared.members[0].y_val) else "train",
+        "val_acc": first.get("val_acc"),
+        "val_loss": first.get("val_loss"),
+        "test_acc": first.get("test_acc"),
+        "test_loss": first.get("test_loss"),
+        "test_macro_f1": first.get("test_macro_f1"),
+        "test": first.get("test"),
+        "best_epoch": first["best_epoch"],
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "parameters": count_parameters(fitted.trainers[0].model) // fitted.trainers[0].count,
+        "history": state.history,
+        "classes": [_plain(c) for c in prepared.table.schema.classes],
+    }
+    summary = summarize_members(cfg, records)
+    if summary is not None:
+        # With several fits, the headline figures are their means (the held-out folds' in cv).
+        for short, key in SUMMARY_KEYS.items():
+            metrics[key] = summary[short]["mean"] if summary[short] else None
+        metrics["test"] = None
+        metrics["best_epoch"] = first["best_epoch"]
+        metrics["cv" if cfg.cv.folds else "seeds"] = summary
+        metrics["members"] = records
+        metrics["headline"] = headline(_label(cfg), summary)
+    metrics["calibration"] = evaluation["calibration"]
+    return metrics
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# --------------------------------------------------------------------------- finalize
+
+
+def _meta(prepared: Prepared, spec: NetworkSpec, resolved: dict, sha: str) -> dict[str, Any]:
+    """What every checkpoint of the run holds besides weights and trainer state."""
+    return {
+        "network": spec.to_dict(),
+        "schema": prepared.table.schema.to_dict(),
+        "preprocessors": [p.state_dict() for p in prepared.preprocessors],
+        "settings": flatten_settings(resolved),
+        "data_sha256": sha,
+    }
+
+
+def keep_model(
+    cfg: DictConfig,
+    prepared: Prepared,
+    fitted: Fitted,
+    evaluation: dict[str, Any],
+    meta: dict[str, Any],
+    run_dir: Path,
+) -> Path | None:
+    """``best.pt``: the members as one ensemble (diverged ones left out), a refit, or none."""
+    keep = cfg.cv.keep
+    if keep == "none":
+        return None
+    if keep == "refit":
+        return _refit(cfg, prepared, meta, run_dir)
+    kept = [m for m, r in enumerate(evaluation["records"]) if r["error"] is None]
+    states = []
+    for m in kept:
+        trainer, index = fitted.member(m)
+        states.append({k: v[index : index + 1] for k, v in trainer.best_state().items()})
+    spec = NetworkSpec.from_dict({**meta["network"], "members": len(kept)})
+    epochs = [evaluation["records"][m]["best_epoch"] for m in kept]
+    payload = {
+        **meta,
+        "network": spec.to_dict(),
+        "preprocessors": [meta["preprocessors"][m] for m in kept],
+        "temperatures": [float(evaluation["temperatures"][m]) for m in kept],
+        "model": {k: v.cpu() for k, v in stack_members(states).items()},
+        "epoch": epochs[0] if len(epochs) == 1 else epochs,
+    }
+    return save_checkpoint(run_dir / BEST, payload)
+
+
+def _refit(cfg: DictConfig, prepared: Prepared, meta: dict[str, Any], run_dir: Path) -> Path:
+    """``cv.keep=refit``: one more fit on every labelled row, saved as the run's model."""
+    table = prepared.table
+    member = refit_member(
+        table.labels, table.schema, cfg.data.val_size, cfg.trainer.seed, table.source
+    )
+    device = prepared.members[0].x_train.device
+    single = prepare(cfg, table, [member], device)
+    trainer = build_trainer(cfg, single)
+    trainer.fit()
+    trainer.use_best_weights()
+    log.info("refit on all %d labelled rows: best epoch %d", len(table), trainer.state.best_epoch)
+    spec = NetworkSpec.from_dict({**meta["network"], "members": 1})
+    payload = {
+        **meta,
+        "network": spec.to_dict(),
+        "preprocessors": [single.preprocessors[0].state_dict()],
+        "model": {k: v.cpu() for k, v in trainer.best_state().items()},
+        "epoch": trainer.state.best_epoch,
+    }
+    return save_checkpoint(run_dir / BEST, payload)
+
+
+# --------------------------------------------------------------------------- the run
 
 
 def run(
-    cfg: DictConfig, run_dir: str | Path, multirun: bool = False, name: str = "default"
+    cfg: DictConfig,
+    run_dir: str | Path,
+    multirun: bool = False,
+    name: str = "default",
+    callbacks: list[Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Train and test the model ``cfg`` describes; write its artifacts into ``run_dir``.
+    """Train and test the model(s) ``cfg`` describes; write the artifacts into ``run_dir``.
 
-    ``multirun`` makes the console quiet (one summary line per job). ``name`` (the job's
-    overrides) names the run in TensorBoard and in that summary line.
+    ``multirun`` makes the console quiet (one summary line per job); ``name`` (the job's
+    overrides) names the run in TensorBoard and that line; ``callbacks`` join the trainer's
+    (a sweeper's pruning, for instance).
 
-    Everything that can be checked is, before the run folder is claimed; a run that fails
-    after that leaves ``metrics.json`` with ``"status": "failed"`` and its error.
-
+    Everything that can be checked is, and the data is read, before the run folder is
+    claimed; a run that fails after that leaves ``metrics.json`` with ``"status": "failed"``.
     Returns the metrics (also in ``metrics.json``) and the paths of the artifacts.
     """
     started = time.perf_counter()
-    network = check_config(cfg)
-    tcfg = cfg.trainer
+    check_config(cfg)
     resolved = to_container(cfg)
     resumed = None
-    if tcfg.resume:
-        resumed = resume_state(tcfg.resume, resolved)
-        _check_resume(resumed, tcfg.epochs, tcfg.resume)
+    if cfg.trainer.resume:
+        resumed = resume_state(cfg.trainer.resume, resolved)
+        _check_resume(resumed, cfg)
+    threads = set_threads(cfg.trainer.threads)
+    table = load_data(cfg)
+    build_head(cfg, table.schema)  # an ordinal loss on unordered classes fails here
     run_dir = claim_run_dir(run_dir, hydra_wrote=multirun)
     try:
-        return _train(cfg, run_dir, network, resolved, resumed, multirun, name, started)
+        metrics, artifacts = _run(
+            cfg, run_dir, table, resolved, resumed, multirun, name, callbacks or []
+        )
+    except FitInterrupted as stop:
+        log.warning("%s; %s holds it: resume with trainer.resume=%s", stop, LAST, run_dir)
+        raise SystemExit(128 + stop.signum) from None
     except Exception as err:
         if not (run_dir / METRICS).exists():
             _write_json(run_dir / METRICS, {"status": "failed", "error": str(err)})
         raise
-
-
-def _train(
-    cfg: DictConfig,
-    run_dir: Path,
-    network: NetworkSpec,
-    resolved: dict[str, Any],
-    resumed: Resume | None,
-    multirun: bool,
-    name: str,
-    started: float,
-) -> tuple[dict[str, Any], dict[str, Path]]:
-    tcfg = cfg.trainer
-    device = resolve_device(tcfg.device)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
-    threads = set_threads(tcfg.threads)
-    set_seed(tcfg.seed, tcfg.deterministic)
-
-    table = load_table(resolved["data"]["source"])
-    data_sha256 = table_sha256(table)
-    if resumed is not None and resumed.data_sha256 not in (None, data_sha256):
-        raise CheckpointError(
-            f"trainer.resume={tcfg.resume}: that run was trained on other data than "
-            f"{table.source} (its content changed); resume on the same data, or start a new run"
-        )
-    splits = make_splits(
-        table, cfg.data.val_size, cfg.data.test_size, cfg.data.standardize, tcfg.seed, device
-    )
-    absent = sorted(set(range(network.num_classes)) - set(splits.y_train.unique().tolist()))
-    if absent:
-        log.warning(
-            "%s: the training rows have no example of class(es) %s: the model cannot learn them",
-            table.source,
-            ", ".join(map(str, absent)),
-        )
-    trainer = build_trainer(cfg, splits)
-    model = trainer.model
-    summary = model_summary(model, device)
-    (run_dir / "summary.txt").write_text(summary)
-    detail = logging.DEBUG if multirun else logging.INFO  # a multirun job logs one line
-    log.log(
-        detail,
-        "data %s: %d train / %d val / %d test rows on %s",
-        table.source,
-        len(splits.y_train),
-        len(splits.y_val),
-        len(splits.y_test),
-        device,
-    )
-    log.log(detail, "model (%d parameters):\n%s", count_parameters(model), summary.rstrip())
-    meta = {
-        "network": network.to_dict(),
-        "scaler": splits.scaler.state_dict(),
-        "features": list(FEATURES),
-        "settings": flatten_settings(resolved),
-        "data_sha256": data_sha256,
-    }
-    progress = reporters(cfg.report, run_dir, multirun, name)
-    trainer.callbacks = [
-        CsvLogger(run_dir / "metrics.csv"),
-        Checkpointer(run_dir, meta, tcfg.checkpoint_interval_s),
-        *progress,
-    ]
-    if resumed is not None:
-        try:
-            trainer.load_state_dict(resumed.state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(
-                f"trainer.resume={tcfg.resume}: its state does not fit this model ({reason})"
-            ) from err
-        log.info("resumed from %s at epoch %d", tcfg.resume, trainer.state.epoch)
-
-    try:
-        trainer.fit()
-    except DivergenceError as err:
-        failed = {
-            "status": "failed",
-            "error": f"{type(err).__name__}: {err}",
-            "epochs_run": trainer.state.epoch,
-            "best_epoch": trainer.state.best_epoch,
-            "history": trainer.state.history,
-        }
-        _write_json(run_dir / METRICS, failed)
-        raise
-    except FitInterrupted as stop:
-        log.warning("%s; %s holds it: resume with trainer.resume=%s", stop, LAST, run_dir)
-        raise SystemExit(128 + stop.signum) from None
-    finally:
-        close_reporters(progress)
-
-    metrics = evaluate_best(trainer, splits, cfg.monitor)
-    _write_json(run_dir / METRICS, metrics)
     _write_json(
         run_dir / "run.json",
         {
             "wall_time_s": round(time.perf_counter() - started, 3),
-            "device": str(device),
+            "device": str(resolve_device(cfg.trainer.device)),
             "threads": threads,
+            "members": len(metrics.get("members", [])) or 1,
             "torch": torch.__version__,
         },
     )
+    return metrics, artifacts
+
+
+def _run(
+    cfg: DictConfig,
+    run_dir: Path,
+    table: Table,
+    resolved: dict[str, Any],
+    resumed: Resume | None,
+    multirun: bool,
+    name: str,
+    extra_callbacks: list[Any],
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    tcfg = cfg.trainer
+    device = resolve_device(tcfg.device)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    set_seed(tcfg.seed, tcfg.deterministic)
+    sha = table_sha256(table)
+    if resumed is not None and resumed.data_sha256 not in (None, sha):
+        raise CheckpointError(
+            f"trainer.resume={tcfg.resume}: that run was trained on other data than "
+            f"{table.source} (its content changed); resume on the same data, or start a new run"
+        )
+    plan = plan_for(cfg, table)
+    prepared = prepare(cfg, table, plan, device)
+    _warn_absent_classes(prepared)
+    spec = network_spec(cfg, prepared.width, table.schema.num_classes, members=len(plan))
+    meta = _meta(prepared, spec, resolved, sha)
+
+    detail = logging.DEBUG if multirun else logging.INFO  # a multirun job logs one line
+    first = prepared.plan[0]
+    log.log(
+        detail,
+        "data %s: %d rows, %d features -> %d inputs; %d fit(s), the first with %d train / "
+        "%d val / %d test rows, on %s",
+        table.source,
+        len(table),
+        len(table.schema.features),
+        prepared.width,
+        len(plan),
+        len(first.train),
+        len(first.val),
+        len(first.test),
+        device,
+    )
+    progress = reporters(cfg.report, run_dir, multirun, name)
+    callbacks = [
+        CsvLogger(run_dir / "metrics.csv"),
+        Checkpointer(run_dir, meta, tcfg.checkpoint_interval_s),
+        *progress,
+        *extra_callbacks,
+    ]
+    try:
+        fitted = fit(cfg, prepared, callbacks, resumed)
+    finally:
+        close_reporters(progress)
+    model = fitted.trainers[0].model
+    summary = model_summary(model, prepared.width, device)
+    (run_dir / "summary.txt").write_text(summary)
+    per_fit = count_parameters(model) // model.members
+    log.log(detail, "model (%d parameters per fit):\n%s", per_fit, summary.rstrip())
+
+    evaluation = evaluate(cfg, prepared, fitted)
+    metrics = metrics_of(cfg, prepared, fitted, evaluation)
+    for record in metrics.get("members", []):
+        if record["error"] is not None:
+            log.warning("fit %d excluded: %s", metrics["members"].index(record), record["error"])
+    best = keep_model(cfg, prepared, fitted, evaluation, meta, run_dir)
+    _write_json(run_dir / METRICS, metrics)
+    _report(metrics, multirun, name)
+
+    files = ("config.yaml", METRICS, "metrics.csv", "summary.txt", LAST)
+    artifacts = {file: run_dir / file for file in files}
+    if best is not None:
+        artifacts[BEST] = best
+    if cfg.report.plots is True or (cfg.report.plots == "auto" and not multirun):
+        from pricenet.plots import plot_run
+
+        artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta, evaluation["held"]))
+    return metrics, artifacts
+
+
+def _report(metrics: dict[str, Any], multirun: bool, name: str) -> None:
+    prefix = f"{name}: " if multirun else ""
+    if "headline" in metrics:
+        log.info("%s%s", prefix, metrics["headline"])
+        return
     tested = (
         f"test_acc {metrics['test_acc']:.4f}  test_macro_f1 {metrics['test_macro_f1']:.4f}"
         if metrics["test"]
@@ -292,24 +708,16 @@ def _train(
     )
     log.info(
         "%sbest epoch %d: val_acc %.4f  %s",
-        f"{name}: " if multirun else "",
+        prefix,
         metrics["best_epoch"],
         metrics["val_acc"],
         tested,
     )
-    artifacts = {
-        file: run_dir / file
-        for file in ("config.yaml", METRICS, "metrics.csv", "summary.txt", BEST, LAST)
-    }
-    if cfg.report.plots is True or (cfg.report.plots == "auto" and not multirun):
-        from pricenet.plots import plot_run
-
-        artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta))
-    return metrics, artifacts
 
 
-def run_job(cfg: DictConfig) -> float:
-    """The entry point's job: run in Hydra's output folder and return the monitored metric.
+def run_job(cfg: DictConfig, callbacks: list[Any] | None = None) -> float:
+    """The entry point's job: run in Hydra's output folder and return the monitored metric
+    (with several fits, their mean; in cross-validation, over the held-out folds).
 
     In a multirun a failing job is recorded as failed (``metrics.json`` with its error) and
     returns NaN, so the sweep goes on; in a single run the error propagates.
@@ -320,8 +728,9 @@ def run_job(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    name = hydra_cfg.job.override_dirname or "default"
     try:
-        metrics, _ = run(cfg, run_dir, multirun, hydra_cfg.job.override_dirname or "default")
+        metrics, _ = run(cfg, run_dir, multirun, name, callbacks)
     except Exception as err:
         if not multirun:
             raise
@@ -329,4 +738,14 @@ def run_job(cfg: DictConfig) -> float:
         if not (run_dir / METRICS).exists():  # refused before its folder was claimed
             _write_json(run_dir / METRICS, {"status": "failed", "error": str(err)})
         return math.nan
-    return float(metrics[cfg.monitor])
+    return job_value(cfg, metrics)
+
+
+def job_value(cfg: DictConfig, metrics: dict[str, Any]) -> float:
+    """What a sweep ranks: the monitor, or with cross-validation the held-out folds' mean."""
+    if cfg.cv.folds:
+        key = "test_acc" if cfg.monitor.endswith("acc") else "test_loss"
+        value = metrics.get(key)
+    else:
+        value = metrics.get(cfg.monitor)
+    return math.nan if value is None else float(value)

@@ -15,9 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from pricenet.checkpoint import (
     LAST,
     check_tensors,
@@ -25,25 +22,27 @@ from pricenet.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from pricenet.data import FEATURES, Standardizer
-from pricenet.errors import CheckpointError
+from pricenet.errors import CheckpointError, PricenetError
 from pricenet.heads import Head
 from pricenet.model import build_network
+from pricenet.packed import PackedMLP
 from pricenet.spec import HEADS, NetworkSpec, SpecError, build_head
+from pricenet.tables import Preprocessor, Schema
 
 
 @dataclass
 class Restored:
-    """A trained network with what it needs to predict, rebuilt from a checked checkpoint."""
+    """A trained (packed) network with what it needs to predict, from a checked checkpoint."""
 
     spec: NetworkSpec
-    network: nn.Module
+    network: PackedMLP
     head: Head
-    scaler: Standardizer
-    temperature: float
+    schema: Schema
+    preprocessors: list[Preprocessor]
+    temperatures: list[float]
 
 
-def _model_state(payload: dict[str, Any], where: Path) -> Any:
+def _model_state(payload: dict[str, Any], where: str | Path) -> Any:
     """best.pt holds the selected weights; last.pt the last epoch's, inside its trainer state."""
     if "model" in payload:
         return payload["model"]
@@ -53,7 +52,7 @@ def _model_state(payload: dict[str, Any], where: Path) -> Any:
     raise CheckpointError(f"{where}: holds no model weights (no 'model' or 'trainer.model')")
 
 
-def _check_settings_agree(settings: dict[str, Any], spec: NetworkSpec, where: Path) -> None:
+def _check_settings_agree(settings: dict[str, Any], spec: NetworkSpec, where: str | Path) -> None:
     """The stored settings are informational; ones that contradict the network are refused."""
     target = settings.get("loss.head._target_")
     expected = f"pricenet.heads.{HEADS[spec.head].__name__}"
@@ -69,46 +68,64 @@ def _check_settings_agree(settings: dict[str, Any], spec: NetworkSpec, where: Pa
         )
 
 
+def _checked(where: str | Path, build: Any, *args: Any) -> Any:
+    """``build(*args)``, its checks' errors (ConfigError from the tables) as CheckpointError."""
+    try:
+        return build(*args)
+    except (SpecError, PricenetError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{where}: {err}") from None
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def restore_model(payload: dict[str, Any], where: str | Path) -> Restored:
-    """The network, head, scaler and temperature of a loaded checkpoint, every value checked."""
-    missing = [k for k in ("network", "scaler", "settings", "features") if k not in payload]
+    """The network, head, schema, preprocessors and temperatures of a loaded checkpoint,
+    every value checked before anything is built."""
+    needed = ("network", "schema", "preprocessors", "settings")
+    missing = [k for k in needed if k not in payload]
     if missing:
         raise CheckpointError(f"{where}: not a model checkpoint (no {', '.join(missing)})")
-    try:
-        spec = NetworkSpec.from_dict(payload["network"])
-    except SpecError as err:
-        raise CheckpointError(f"{where}: {err}") from None
-    if payload["features"] != list(FEATURES):
-        raise CheckpointError(f"{where}: trained on other features than this pricenet reads")
-    if spec.in_features != len(FEATURES):
+    spec = _checked(where, NetworkSpec.from_dict, payload["network"])
+    schema = _checked(where, Schema.from_dict, payload["schema"], "schema")
+    if spec.num_classes != schema.num_classes:
         raise CheckpointError(
-            f"{where}: network.in_features={spec.in_features} does not fit the "
-            f"{len(FEATURES)} features"
+            f"{where}: network.num_classes={spec.num_classes} but the schema has "
+            f"{schema.num_classes} classes"
         )
     _check_settings_agree(payload["settings"], spec, where)
+    states = payload["preprocessors"]
+    if len(states) != spec.members:
+        raise CheckpointError(
+            f"{where}: {len(states)} preprocessors for {spec.members} network member(s)"
+        )
+    preprocessors = [
+        _checked(where, Preprocessor.from_state_dict, state, f"preprocessors[{m}]", schema)
+        for m, state in enumerate(states)
+    ]
+    for m, prep in enumerate(preprocessors):
+        if prep.width != spec.in_features:
+            raise CheckpointError(
+                f"{where}: preprocessors[{m}] gives {prep.width} inputs, but "
+                f"network.in_features={spec.in_features}"
+            )
+    temperatures = payload.get("temperatures", [1.0] * spec.members)
+    if len(temperatures) != spec.members or not all(
+        isinstance(t, float | int) and not isinstance(t, bool) and 0 < t < math.inf
+        for t in temperatures
+    ):
+        raise CheckpointError(
+            f"{where}: temperatures {_shown(temperatures)} must be {spec.members} number(s) > 0"
+        )
     network = build_network(spec)
     state = check_tensors(_model_state(payload, where), network.state_dict(), f"{where}: model")
     network.load_state_dict(state)
-    width = spec.in_features
-    scaler = Standardizer.from_state_dict(
-        check_tensors(
-            payload["scaler"],
-            {"mean": torch.zeros(width), "std": torch.ones(width)},
-            f"{where}: scaler",
-        )
-    )
-    if not bool((scaler.std > 0).all()):
-        raise CheckpointError(f"{where}: scaler: std must be > 0")
-    temperature = payload.get("temperature", 1.0)
-    if not 0 < temperature < math.inf:
-        raise CheckpointError(f"{where}: temperature {_shown(temperature)} is not > 0")
     head = build_head(spec.head, spec.num_classes)
-    return Restored(spec, network, head, scaler, float(temperature))
+    return Restored(spec, network, head, schema, preprocessors, [float(t) for t in temperatures])
 
 
 @dataclass

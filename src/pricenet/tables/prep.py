@@ -19,7 +19,7 @@ rebuild the transform from ``numeric_names``, ``numeric_mean``, ``numeric_std``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,15 +96,21 @@ class Preprocessor:
         *,
         standardize: bool = True,
         missing: str = "error",
+        indicators: Sequence[str] | None = None,
     ) -> Preprocessor:
-        """Fit on the training rows ``frame`` (a validated table's frame, or the table)."""
+        """Fit on the training rows ``frame`` (a validated table's frame, or the table).
+
+        ``indicators`` names the columns that get a was-missing input; by default those with
+        gaps in these rows. Fits that must share one input width (the members of a packed
+        run) pass the same list: the columns with gaps anywhere in the table.
+        """
         if missing not in MISSING_POLICIES:
             raise ConfigError(f"data.missing={missing!r}: expected one of error, impute")
         frame = frame.frame if isinstance(frame, Table) else frame
         if len(frame) == 0:
             raise DataError("no training rows to fit the preprocessing on")
         numeric = tuple(f.name for f in schema.features if f.numeric)
-        x = torch.from_numpy(frame[list(numeric)].to_numpy(dtype=np.float32, copy=True))
+        x = torch.from_numpy(np.ascontiguousarray(frame[list(numeric)].to_numpy(dtype=np.float32)))
         absent = torch.isnan(x)
         had_missing = absent.any(dim=0).numpy()
         if missing == "error" and had_missing.any():
@@ -119,7 +125,7 @@ class Preprocessor:
             std = torch.where(std > 0, std, torch.ones_like(std))
         else:
             mean, std = torch.zeros(len(numeric)), torch.ones(len(numeric))
-        indicators = [n for n, m in zip(numeric, had_missing, strict=True) if m]
+        gaps = [n for n, m in zip(numeric, had_missing, strict=True) if m]
         encodings = []
         for feature in schema.features:
             if feature.kind != "categorical":
@@ -129,7 +135,7 @@ class Preprocessor:
             if missing == "error" and len(present) < len(column):
                 raise DataError(f"column {feature.name!r}: missing values need data.missing=impute")
             if len(present) < len(column):
-                indicators.append(feature.name)
+                gaps.append(feature.name)
             known = present[present.isin(feature.categories)]
             counts = known.value_counts()
             fill_value = (
@@ -149,7 +155,9 @@ class Preprocessor:
             numeric_std=std.numpy(),
             numeric_fill=fill.numpy(),
             categorical=tuple(encodings),
-            indicators=tuple(sorted(indicators, key=order.__getitem__)),
+            indicators=tuple(
+                sorted(gaps if indicators is None else indicators, key=order.__getitem__)
+            ),
             standardize=standardize,
             missing=missing,
         )
@@ -177,7 +185,9 @@ class Preprocessor:
         """The (n, width) float32 model input for validated rows."""
         frame = frame.frame if isinstance(frame, Table) else frame
         n = len(frame)
-        x = torch.from_numpy(frame[list(self.numeric_names)].to_numpy(dtype=np.float32, copy=True))
+        x = torch.from_numpy(
+            np.ascontiguousarray(frame[list(self.numeric_names)].to_numpy(dtype=np.float32))
+        )
         absent = torch.isnan(x)
         if absent.any():
             if self.missing != "impute":
