@@ -4,8 +4,8 @@
 
 Writes a synthetic phone-price CSV (20 features + label + id) to a temporary folder, then
 reads and validates it in fresh subprocesses (one per case, so each peak RSS is its own):
-``read_csv`` with the default policies, with ``missing=impute`` on a file where 1% of two
-columns are empty, and the old hand-written loader (``pricenet.data.read_csv``) for reference.
+``read_csv`` with the default policies, and with ``missing=impute`` on a file where 1% of
+two columns are empty.
 Peak RSS is the process's VmHWM; the baseline is the same process after its imports.
 """
 
@@ -27,15 +27,11 @@ def rss(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) / 1024
-import pricenet.data, pricenet.tables
 from pricenet.tables import MOBILE_PRICE, read_csv
 base = rss("VmRSS:")
 path, case = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
-if case == "old":
-    n = len(pricenet.data.read_csv(path))
-else:
-    n = len(read_csv(path, MOBILE_PRICE, missing="impute" if case == "impute" else "error"))
+n = len(read_csv(path, MOBILE_PRICE, missing="impute" if case == "impute" else "error"))
 seconds = time.perf_counter() - start
 print(json.dumps({"rows": n, "seconds": seconds, "base_mb": base, "peak_mb": rss("VmHWM:")}))
 """
@@ -71,7 +67,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--old", action="store_true", help="also time the old loader (slow)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -81,11 +76,11 @@ def main() -> None:
             f"wrote {args.rows:,} rows in {time.perf_counter() - start:.1f} s "
             f"({clean.stat().st_size / 1e6:.0f} MB)"
         )
-        cases = [("error", clean), ("impute", holes)] + ([("old", clean)] if args.old else [])
+        cases = [("error", clean), ("impute", holes)]
         print("| case | rows | best s | rows/s | peak RSS MB | after imports MB |")
         print("|---|---:|---:|---:|---:|---:|")
         for case, path in cases:
-            runs = [measure(path, case) for _ in range(args.repeats if case != "old" else 1)]
+            runs = [measure(path, case) for _ in range(args.repeats)]
             best = min(runs, key=lambda r: r["seconds"])
             print(
                 f"| {case} | {best['rows']:,} | {best['seconds']:.2f} | "

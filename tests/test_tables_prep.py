@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from pricenet import data
 from pricenet.errors import ConfigError, DataError
 from pricenet.tables import (
     MOBILE_PRICE,
@@ -25,15 +24,6 @@ from pricenet.tables import (
 # --------------------------------------------------------------------------- synthetic
 
 
-@pytest.mark.parametrize("args", [(2000, 0.05, 0), (40, 0.05, 1), (333, 0.3, 7)])
-def test_synthetic_equals_the_old_generator(args):
-    old, new = data.make_synthetic(*args), make_synthetic(*args)
-    np.testing.assert_array_equal(new.numeric_array(), old.features)
-    np.testing.assert_array_equal(new.labels, old.labels)
-    assert new.to_frame().to_csv(index=False) == old.to_frame().to_csv(index=False)
-    assert new.source == old.source
-
-
 def test_synthetic_golden_checksum():
     table = make_synthetic(2000, 0.05, 0)
     digest = hashlib.sha256(table.numeric_array().tobytes() + table.labels.tobytes()).hexdigest()
@@ -46,18 +36,19 @@ GOLDEN = "a215bdeefeae299f"
 # --------------------------------------------------------------------------- preprocessor
 
 
-def test_mobile_price_transform_is_todays_scaler_bit_for_bit():
+def test_mobile_price_transform_is_the_standard_scaler_bit_for_bit():
+    """(x - mean) / std with float32 torch reductions over the training rows, as pricenet
+    always scaled: the mobile-price numbers did not move with the schema."""
     table = make_synthetic(500, seed=3)
     train, _, _ = stratified_split(table.labels, 0.15, 0.15, 0)
-    old = data.make_synthetic(500, seed=3)
-    scaler = data.Standardizer.fit(torch.from_numpy(old.features)[train])
+    x = torch.from_numpy(np.ascontiguousarray(table.frame.to_numpy(np.float32)))
+    mean, std = x[train].mean(dim=0), x[train].std(dim=0, unbiased=False)
     prep = Preprocessor.fit(table.frame.iloc[train], MOBILE_PRICE)
-    expected = scaler(torch.from_numpy(old.features)).numpy()
-    np.testing.assert_array_equal(prep.transform(table), expected)
+    np.testing.assert_array_equal(prep.transform(table), ((x - mean) / std).numpy())
     assert prep.width == 20 and prep.output_names == MOBILE_PRICE.feature_names
-    np.testing.assert_array_equal(prep.numeric_mean, scaler.mean.numpy())
+    np.testing.assert_array_equal(prep.numeric_mean, mean.numpy())
     off = Preprocessor.fit(table.frame.iloc[train], MOBILE_PRICE, standardize=False)
-    np.testing.assert_array_equal(off.transform(table), old.features)
+    np.testing.assert_array_equal(off.transform(table), x.numpy())
 
 
 SCHEMA = Schema(
@@ -194,15 +185,20 @@ def test_from_state_dict_checks_the_schema():
 # --------------------------------------------------------------------------- splits
 
 
+# sha256 prefixes of (train, val, test) of the split pricenet has always made (before the
+# tables package): the same rows for the same seed.
+SPLITS = {
+    0: ["9d7a9665ec66", "dd3ea50359f3", "03d224f30084"],
+    1: ["4e939ae256bd", "3dc4d4486c0b", "8bfb56ca68ec"],
+    17: ["706d6ea7c63e", "2dfa8b6c03f3", "2d8f4e0a4ac6"],
+}
+
+
 def test_stratified_split_is_unchanged():
     labels = make_synthetic(500, seed=2).labels
-    for seed in (0, 1, 17):
-        for new, old in zip(
-            stratified_split(labels, 0.15, 0.2, seed),
-            data.stratified_split(labels, 0.15, 0.2, seed),
-            strict=True,
-        ):
-            np.testing.assert_array_equal(new, old)
+    for seed, expected in SPLITS.items():
+        parts = stratified_split(labels, 0.15, 0.2, seed)
+        assert [hashlib.sha256(p.tobytes()).hexdigest()[:12] for p in parts] == expected
 
 
 def test_split_errors_name_the_label_and_class():

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pricenet.predict import Predictor
 
 # The data sources a run's config.yaml may name; anything else is refused, never imported.
-KNOWN_SOURCES = ("pricenet.data.read_csv", "pricenet.data.make_synthetic")
+KNOWN_SOURCES = ("pricenet.tables.sources.csv", "pricenet.tables.sources.synthetic")
 
 
 @dataclass
@@ -87,16 +87,12 @@ class Attributions:
 
 
 def run_test_rows(run_dir: Path, feature_names: list[str]) -> HeldOut:
-    """The run's held-out test rows, re-created from its ``config.yaml``.
-
-    ISOLATED ON PURPOSE: this repeats the pipeline's data loading (``load_table`` +
-    ``make_splits`` with the run's split sizes and seed), the only code here that depends on
-    the data module, which is being generalised (issue 10).
-    """
-    import pandas as pd
+    """The run's held-out test rows, re-created from its ``config.yaml`` by replaying its plan
+    (the same data source, split sizes and seed). A cross-validated run has none: every row
+    was seen by some fold model of its ensemble."""
     from omegaconf import OmegaConf
 
-    from pricenet.data import load_table, make_splits
+    from pricenet.members import load_data, plan_for
 
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
@@ -105,17 +101,20 @@ def run_test_rows(run_dir: Path, feature_names: list[str]) -> HeldOut:
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
     if not isinstance(source, dict) or source.get("_target_") not in KNOWN_SOURCES:
         raise ConfigError(f"{config_file}: data.source is not one of {', '.join(KNOWN_SOURCES)}")
-    table = load_table(source)
-    splits = make_splits(
-        table, cfg.data.val_size, cfg.data.test_size, False, cfg.trainer.seed, "cpu"
-    )
-    test = splits.index["test"]
+    if cfg.get("cv", {}).get("folds"):
+        raise ConfigError(
+            f"{config_file}: a cross-validated run has no rows its ensemble never saw; "
+            "pass data=<a labelled CSV>"
+        )
+    table = load_data(cfg)
+    test = plan_for(cfg, table)[0].test
     if len(test) == 0:
         raise ConfigError(
             f"{config_file}: the run has no test split (data.test_size=0); pass data="
         )
-    frame = pd.DataFrame(table.features[test], columns=feature_names)
-    return HeldOut(frame, table.labels[test], f"test split of {run_dir} ({len(test)} rows)")
+    frame = table.to_frame(with_labels=False).iloc[test][feature_names].reset_index(drop=True)
+    labels = table.schema.decode_labels(table.labels[test])
+    return HeldOut(frame, labels, f"test split of {run_dir} ({len(test)} rows)")
 
 
 def csv_rows(path: str | Path, feature_names: list[str], label: str) -> HeldOut:

@@ -25,35 +25,41 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pricenet.callbacks import Checkpointer
 from pricenet.checkpoint import BEST, LAST, atomic_write_text, flatten_settings, save_checkpoint
 from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
-from pricenet.cv import headline, summarize
-from pricenet.engine import FitInterrupted, MemberData, Trainer, member_groups
-from pricenet.errors import CheckpointError, ConfigError, DataError
-from pricenet.heads import Head
+from pricenet.engine import FitInterrupted, member_groups
+from pricenet.errors import CheckpointError, ConfigError
+from pricenet.evaluation import evaluate, metrics_of
 from pricenet.logs import CsvLogger, close_reporters, reporters
-from pricenet.metrics import classification_report
-from pricenet.model import build_model, count_parameters
+from pricenet.members import (
+    Fitted,
+    Prepared,
+    build_head,
+    build_trainer,
+    fit,
+    load_data,
+    plan_for,
+    prepare,
+    warn_absent_classes,
+)
+from pricenet.model import count_parameters
 from pricenet.packed import stack_members
-from pricenet.plan import Member, check_plan, make_plan, refit_member
+from pricenet.plan import check_plan, refit_member
 from pricenet.restore import Resume, resume_state
 from pricenet.runs import claim_run_dir
 from pricenet.seed import resolve_device, set_seed, set_threads
 from pricenet.spec import NetworkSpec, network_spec
-from pricenet.tables import Preprocessor, Schema, Table
-from pricenet.tables.sources import load_table
+from pricenet.tables import Table
 
 log = logging.getLogger("pricenet")
 
@@ -134,363 +140,6 @@ def _check_resume(resumed: Resume, cfg: DictConfig) -> None:
             f"trainer.resume={where}: that run already trained {done} epochs and "
             f"trainer.epochs={cfg.trainer.epochs}; raise trainer.epochs to train longer"
         )
-
-
-# --------------------------------------------------------------------------- data and plan
-
-
-def build_head(cfg: DictConfig, schema: Schema) -> Head:
-    """The loss's head for the schema's classes; an order-reading head needs ordered classes."""
-    head = instantiate(cfg.loss.head, num_classes=schema.num_classes)
-    if head.needs_order and not schema.ordered:
-        raise ConfigError(
-            f"loss.head ({type(head).__name__}) reads the classes as ranks, but the schema's "
-            f"label {schema.label!r} is not ordered (ordered: false); use loss=cross_entropy"
-        )
-    return head
-
-
-def load_data(cfg: DictConfig) -> Table:
-    """The labelled table the data config describes (generated, or read and validated)."""
-    table = load_table(to_container(cfg.data)["source"])
-    if table.labels is None:
-        raise DataError(f"{table.source}: no {table.schema.label!r} column to train on")
-    if len(np.unique(table.labels)) < 2:
-        only = table.schema.decode_labels(table.labels[:1])[0]
-        raise DataError(
-            f"{table.source}: column {table.schema.label!r}: every row has class {only!r}; "
-            "at least two classes are needed to train"
-        )
-    return table
-
-
-@dataclass
-class Prepared:
-    """The data side of a run: the table, its plan, and each member's tensors."""
-
-    table: Table
-    plan: list[Member]
-    preprocessors: list[Preprocessor]
-    members: list[MemberData]
-    tests: list[tuple[torch.Tensor, torch.Tensor]]
-
-    @property
-    def width(self) -> int:
-        return self.preprocessors[0].width
-
-
-def plan_for(cfg: DictConfig, table: Table) -> list[Member]:
-    """The run's members (see :mod:`pricenet.plan`)."""
-    return make_plan(
-        table.labels,
-        table.schema,
-        cv=cfg.cv,
-        val_size=cfg.data.val_size,
-        test_size=cfg.data.test_size,
-        seed=cfg.trainer.seed,
-        seeds=cfg.trainer.seeds,
-        source=table.source,
-    )
-
-
-def prepare(cfg: DictConfig, table: Table, plan: list[Member], device: torch.device) -> Prepared:
-    """Fit each member's preprocessor on its training rows; its rows as tensors on ``device``."""
-    frame, labels = table.frame, torch.from_numpy(table.labels)
-    missing = to_container(cfg.data).get("missing", "error")
-    # Every member gets a was-missing input for the same columns, so all share one width.
-    gaps = [name for name in frame.columns if frame[name].isna().any()]
-    preprocessors, members, tests = [], [], []
-    for member in plan:
-        prep = Preprocessor.fit(
-            frame.iloc[member.train],
-            table.schema,
-            standardize=cfg.data.standardize,
-            missing=missing,
-            indicators=gaps,
-        )
-
-        def tensors(rows: np.ndarray, prep: Preprocessor = prep) -> tuple[Any, Any]:
-            x = torch.from_numpy(prep.transform(frame.iloc[rows]))
-            return x.to(device), labels[rows].to(device)
-
-        preprocessors.append(prep)
-        members.append(MemberData(*tensors(member.train), *tensors(member.val)))
-        tests.append(tensors(member.test))
-    return Prepared(table, plan, preprocessors, members, tests)
-
-
-def _warn_absent_classes(prepared: Prepared) -> None:
-    schema = prepared.table.schema
-    for member, data in zip(prepared.plan, prepared.members, strict=True):
-        absent = sorted(set(range(schema.num_classes)) - set(data.y_train.unique().tolist()))
-        if absent:
-            names = ", ".join(map(str, schema.decode_labels(np.array(absent))))
-            log.warning(
-                "%s: the training rows of %s have no example of class(es) %s: the model "
-                "cannot learn them",
-                prepared.table.source,
-                member.name,
-                names,
-            )
-            return
-
-
-# --------------------------------------------------------------------------- fit
-
-
-def build_trainer(
-    cfg: DictConfig,
-    prepared: Prepared,
-    group: list[int] | None = None,
-    callbacks: list[Any] | None = None,
-) -> Trainer:
-    """Head, criterion, packed model, optimizer and scheduler for the members in ``group``."""
-    group = list(range(len(prepared.plan))) if group is None else group
-    schema = prepared.table.schema
-    device = prepared.members[0].x_train.device
-    head = build_head(cfg, schema)
-    criterion = instantiate(cfg.loss.criterion).to(device)
-    spec = network_spec(cfg, prepared.width, schema.num_classes, members=len(group))
-    generators = [torch.Generator().manual_seed(prepared.plan[m].seed) for m in group]
-    model = build_model(cfg, spec, generators).to(device)
-    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
-    scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
-    tcfg = cfg.trainer
-    return Trainer(
-        model,
-        head,
-        criterion,
-        optimizer,
-        scheduler,
-        [prepared.members[m] for m in group],
-        epochs=tcfg.epochs,
-        batch_size=tcfg.batch_size,
-        patience=tcfg.patience,
-        grad_clip=tcfg.grad_clip,
-        l1=tcfg.l1,
-        monitor=cfg.monitor,
-        generators=generators,
-        callbacks=callbacks,
-    )
-
-
-@dataclass
-class Fitted:
-    """The trainers of a run and which members each fitted."""
-
-    groups: list[list[int]]
-    trainers: list[Trainer]
-
-    def member(self, m: int) -> tuple[Trainer, int]:
-        """The trainer that fitted member ``m`` and ``m``'s index inside it."""
-        for group, trainer in zip(self.groups, self.trainers, strict=True):
-            if m in group:
-                return trainer, group.index(m)
-        raise IndexError(m)
-
-
-def fit(
-    cfg: DictConfig,
-    prepared: Prepared,
-    callbacks: list[Any],
-    resumed: Resume | None,
-) -> Fitted:
-    """Train every member: packed in one trainer, or one trainer per member (the fallback)."""
-    groups = member_groups(cfg, len(prepared.plan))
-    trainers = []
-    for group in groups:
-        trainer = build_trainer(cfg, prepared, group, callbacks if len(groups) == 1 else [])
-        if resumed is not None:
-            try:
-                trainer.load_state_dict(resumed.state)
-            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                raise CheckpointError(
-                    f"trainer.resume={cfg.trainer.resume}: its state does not fit this run "
-                    f"({first or type(err).__name__})"
-                ) from err
-            log.info("resumed from %s at epoch %d", cfg.trainer.resume, trainer.state.epoch)
-        trainer.fit()
-        trainer.use_best_weights()
-        trainers.append(trainer)
-    return Fitted(groups, trainers)
-
-
-# --------------------------------------------------------------------------- evaluate
-
-
-def _member_record(member: Member, trainer: Trainer, index: int) -> dict[str, Any]:
-    state = trainer.state.members[index]
-    best = state.best_epoch - 1
-    record: dict[str, Any] = {
-        "seed": member.seed,
-        "fold": member.fold,
-        "repeat": member.repeat,
-        "rows": {"train": len(member.train), "val": len(member.val), "test": len(member.test)},
-        "best_epoch": state.best_epoch,
-        "epochs_run": state.epoch,
-        "stopped_early": state.stopped_early,
-        "error": state.error,
-    }
-    if state.error is None and best >= 0:
-        record["val_acc"] = state.history["val_acc"][best]
-        record["val_loss"] = state.history["val_loss"][best]
-    return record
-
-
-def evaluate(cfg: DictConfig, prepared: Prepared, fitted: Fitted) -> dict[str, Any]:
-    """Each member's best weights on its held-out rows, the summary, and calibration."""
-    from pricenet.calibration import calibratable, fit_temperature
-
-    schema = prepared.table.schema
-    records, temperatures, held = [], [], []
-    for m, member in enumerate(prepared.plan):
-        trainer, index = fitted.member(m)
-        record = _member_record(member, trainer, index)
-        x_test, y_test = prepared.tests[m]
-        outputs = _member_outputs(trainer, index, x_test)
-        temperature = 1.0
-        if record["error"] is None:
-            data = prepared.members[m]
-            if cfg.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
-                val_outputs = _member_outputs(trainer, index, data.x_val)
-                temperature = fit_temperature(val_outputs, data.y_val, trainer.head)
-            if len(y_test):
-                loss = float(trainer.criterion(outputs, trainer.head.encode(y_test)).mean())
-                pred = trainer.head.decode(outputs).cpu().numpy()
-                report = classification_report(
-                    y_test.cpu().numpy(), pred, schema.num_classes, labels=schema.classes
-                )
-                record.update(
-                    test_acc=report["accuracy"],
-                    test_macro_f1=report["macro_f1"],
-                    test_loss=loss,
-                    test=report,
-                )
-                held.append((outputs, y_test, temperature))
-        temperatures.append(temperature)
-        records.append(record)
-    return {
-        "records": records,
-        "temperatures": temperatures,
-        "calibration": _calibration(prepared, fitted, held),
-        "held": held,
-    }
-
-
-@torch.no_grad()
-def _member_outputs(trainer: Trainer, index: int, x: torch.Tensor) -> torch.Tensor:
-    """Member ``index``'s outputs ``(n, outputs)`` on its own rows ``x`` (best weights)."""
-    model = trainer.model
-    was_training = model.training
-    model.eval()
-    padded = torch.zeros(model.members, len(x), x.shape[1], device=x.device)
-    padded[index] = x
-    out = model(padded)[index]
-    model.train(was_training)
-    return out
-
-
-def _calibration(prepared: Prepared, fitted: Fitted, held: list) -> dict[str, Any] | None:
-    """ECE and NLL on the held-out rows, pooled over members, before and after scaling."""
-    from pricenet.calibration import calibratable, calibration_report
-
-    head = fitted.trainers[0].head
-    if not held or not calibratable(head):
-        return None
-    outputs = torch.cat([o for o, _, _ in held]).cpu()
-    scaled = torch.cat([o / t for o, _, t in held]).cpu()
-    labels = torch.cat([y for _, y, _ in held]).cpu()
-    before = calibration_report(outputs, labels, head, 1.0)
-    after = calibration_report(scaled, labels, head, 1.0)
-    temperatures = [t for _, _, t in held]
-    return {
-        "temperature": temperatures[0] if len(temperatures) == 1 else temperatures,
-        "split": "test",
-        "rows": before["rows"],
-        "ece_before": before["ece_before"],
-        "ece_after": after["ece_before"],
-        "nll_before": before["nll_before"],
-        "nll_after": after["nll_before"],
-    }
-
-
-SUMMARY_KEYS = {
-    "acc": "test_acc",
-    "macro_f1": "test_macro_f1",
-    "loss": "test_loss",
-    "val_acc": "val_acc",
-}
-
-
-def summarize_members(cfg: DictConfig, records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The ``cv`` (or ``seeds``) block: mean, std and 95% interval over the members."""
-    if len(records) < 2:
-        return None
-    fits = [
-        {short: r.get(key) for short, key in SUMMARY_KEYS.items()}
-        for r in records
-        if r["error"] is None
-    ]
-    block = {
-        **summarize(fits, list(SUMMARY_KEYS)),
-        "members": len(records),
-        "diverged": sum(r["error"] is not None for r in records),
-    }
-    if cfg.cv.folds:
-        block.update(folds=cfg.cv.folds, repeats=cfg.cv.repeats, seeds=cfg.trainer.seeds)
-    else:
-        block.update(seeds=cfg.trainer.seeds)
-    return block
-
-
-def _label(cfg: DictConfig) -> str:
-    if cfg.cv.folds:
-        seeds = f"x{cfg.trainer.seeds}" if cfg.trainer.seeds > 1 else ""
-        return f"cv {cfg.cv.folds}x{cfg.cv.repeats}{seeds}"
-    return f"seeds {cfg.trainer.seeds}"
-
-
-def metrics_of(
-    cfg: DictConfig, prepared: Prepared, fitted: Fitted, evaluation: dict[str, Any]
-) -> dict[str, Any]:
-    """metrics.json: one model's figures as always; with several, their summary on top."""
-    records = evaluation["records"]
-    first = records[0]
-    state = fitted.trainers[0].state
-    metrics: dict[str, Any] = {
-        "status": "done",
-        "monitor": cfg.monitor,
-        "selection_split": "val" if len(prepared.members[0].y_val) else "train",
-        "val_acc": first.get("val_acc"),
-        "val_loss": first.get("val_loss"),
-        "test_acc": first.get("test_acc"),
-        "test_loss": first.get("test_loss"),
-        "test_macro_f1": first.get("test_macro_f1"),
-        "test": first.get("test"),
-        "best_epoch": first["best_epoch"],
-        "epochs_run": state.epoch,
-        "stopped_early": state.stopped_early,
-        "parameters": count_parameters(fitted.trainers[0].model) // fitted.trainers[0].count,
-        "history": state.history,
-        "classes": [_plain(c) for c in prepared.table.schema.classes],
-    }
-    summary = summarize_members(cfg, records)
-    if summary is not None:
-        # With several fits, the headline figures are their means (the held-out folds' in cv).
-        for short, key in SUMMARY_KEYS.items():
-            metrics[key] = summary[short]["mean"] if summary[short] else None
-        metrics["test"] = None
-        metrics["best_epoch"] = first["best_epoch"]
-        metrics["cv" if cfg.cv.folds else "seeds"] = summary
-        metrics["members"] = records
-        metrics["headline"] = headline(_label(cfg), summary)
-    metrics["calibration"] = evaluation["calibration"]
-    return metrics
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # --------------------------------------------------------------------------- finalize
@@ -639,7 +288,7 @@ def _run(
         )
     plan = plan_for(cfg, table)
     prepared = prepare(cfg, table, plan, device)
-    _warn_absent_classes(prepared)
+    warn_absent_classes(prepared)
     spec = network_spec(cfg, prepared.width, table.schema.num_classes, members=len(plan))
     meta = _meta(prepared, spec, resolved, sha)
 
@@ -692,7 +341,14 @@ def _run(
     if cfg.report.plots is True or (cfg.report.plots == "auto" and not multirun):
         from pricenet.plots import plot_run
 
-        artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta, evaluation["held"]))
+        artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta, table.schema.label))
+        if evaluation["calibration"]:
+            from pricenet.calibration import plot_reliability
+
+            before, after, labels = evaluation["calibration"]["reliability"]
+            artifacts["reliability.png"] = plot_reliability(
+                before, after, labels, run_dir / "reliability.png"
+            )
     return metrics, artifacts
 
 
