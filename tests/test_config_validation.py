@@ -6,6 +6,10 @@ the right type that make no sense fail in ``validate``; everything before any da
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 import pytest
 import torch
 from conftest import run_cli
@@ -274,3 +278,44 @@ def test_help_command_shows_the_groups_without_schemas(tmp_path):
     assert "data: csv, synthetic\n" in result.stdout
     assert "trainer: default\n" in result.stdout
     assert "_schema" not in result.stdout
+
+
+@contextlib.contextmanager
+def keep_logging() -> Iterator[None]:
+    """Undo the logging set-up Hydra's main does (handlers on captured streams, levels)."""
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, handlers, level, propagate, disabled in saved:
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate, lg.disabled = propagate, disabled
+
+
+def test_train_entry_point_in_process_reports_a_bad_argument_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    """``pricenet.train.main`` (no subprocess): one ``error:`` line, exit 2, no model built."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pricenet.train import main
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv("PRICENET_DEBUG", raising=False)
+    monkeypatch.setenv("PRICENET_ROOT", str(tmp_path))
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(
+        "sys.argv", ["pricenet-train", "+activation.foo=1", f"hydra.run.dir={run_dir}"]
+    )
+    GlobalHydra.instance().clear()
+    with keep_logging(), pytest.raises(SystemExit) as caught:
+        main()
+    GlobalHydra.instance().clear()
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "error: activation (torch.nn.ReLU): unexpected argument 'foo'; allowed: inplace"
+    )
+    assert not (run_dir / "config.yaml").exists()
