@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from pricenet import packed
 from pricenet.engine import Trainer
 from pricenet.pipeline import build_trainer, load_data, plan_for, prepare, run
 from pricenet.seed import set_seed
@@ -24,37 +25,57 @@ from pricenet.tables import MOBILE_PRICE
 FEATURES = list(MOBILE_PRICE.feature_names)
 LABEL = MOBILE_PRICE.label
 
+# The packed model's layers, and the torch module each stands for (member by member).
+PACKED_AS = {
+    packed.PackedLinear: nn.Linear,
+    packed.PackedDropout: nn.Dropout,
+    packed.PackedBatchNorm1d: nn.BatchNorm1d,
+    packed.PackedPReLU: nn.PReLU,
+    packed.PackedRReLU: nn.RReLU,
+}
 # Modules that are layers of an MLP but not its activation.
-_NOT_ACTIVATIONS = (nn.Linear, nn.Dropout, nn.modules.batchnorm._BatchNorm, nn.Sequential)
+_NOT_ACTIVATIONS = (
+    packed.PackedLinear,
+    packed.PackedDropout,
+    packed.PackedBatchNorm1d,
+    packed.PackedRankBiases,
+    packed.PackedMLP,
+)
 
 
 # ---------------------------------------------------------------- building without training
 
 
 def build(cfg: DictConfig) -> Trainer:
-    """Data, head, model, optimizer and scheduler of ``cfg`` on the CPU, wired, not trained."""
+    """Data, head, model, optimizer and scheduler of ``cfg`` on the CPU, wired, not trained.
+
+    The trainer also carries ``prepared`` (the table, plan and member tensors) for the checks.
+    """
     set_seed(cfg.trainer.seed)
     table = load_data(cfg)
     prepared = prepare(cfg, table, plan_for(cfg, table), torch.device("cpu"))
-    return build_trainer(cfg, prepared)
+    trainer = build_trainer(cfg, prepared)
+    trainer.prepared = prepared
+    return trainer
 
 
 # ---------------------------------------------------------------- what a built model holds
+# The model is packed (weights [M, in, out]); these read member 0 as a plain MLP would hold it.
 
 
-def linears(model: nn.Module) -> list[nn.Linear]:
+def linears(model: nn.Module) -> list[packed.PackedLinear]:
     """The model's linear layers, input first."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return [m for m in model.modules() if isinstance(m, packed.PackedLinear)]
 
 
 def linear_weights(model: nn.Module) -> list[torch.Tensor]:
-    """Each linear layer's weight as an ``(out, in)`` tensor, input layer first."""
-    return [layer.weight.detach() for layer in linears(model)]
+    """Each linear layer's weight (member 0) as an ``(out, in)`` tensor, input layer first."""
+    return [layer.weight.detach()[0].T for layer in linears(model)]
 
 
 def linear_biases(model: nn.Module) -> list[torch.Tensor]:
-    """Each linear layer's bias as an ``(out,)`` tensor, input layer first."""
-    return [layer.bias.detach() for layer in linears(model)]
+    """Each linear layer's bias (member 0) as an ``(out,)`` tensor, input layer first."""
+    return [layer.bias.detach()[0, 0] for layer in linears(model)]
 
 
 def layer_shapes(model: nn.Module) -> list[tuple[int, int]]:
@@ -65,22 +86,18 @@ def layer_shapes(model: nn.Module) -> list[tuple[int, int]]:
 def activations(model: nn.Module) -> list[nn.Module]:
     """The activation modules between the linear layers, in order."""
     return [
-        m
-        for m in model.modules()
-        if not isinstance(m, _NOT_ACTIVATIONS)
-        and not list(m.children())
-        and type(m).__module__.startswith("torch.nn")
+        m for m in model.modules() if not isinstance(m, _NOT_ACTIVATIONS) and not list(m.children())
     ]
 
 
 def activation_types(model: nn.Module) -> list[type[nn.Module]]:
-    """The class of each activation module, in order."""
-    return [type(m) for m in activations(model)]
+    """The torch class each activation module is (or stands for, when packed), in order."""
+    return [PACKED_AS.get(type(m), type(m)) for m in activations(model)]
 
 
 def modules_of(model: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
-    """Every module of class ``kind`` (Dropout, BatchNorm1d ...) in the model."""
-    return [m for m in model.modules() if isinstance(m, kind)]
+    """Every module that is, or stands for, ``kind`` (Dropout, BatchNorm1d ...)."""
+    return [m for m in model.modules() if PACKED_AS.get(type(m), type(m)) is kind]
 
 
 def output_width(model: nn.Module, n_features: int) -> int:

@@ -135,7 +135,7 @@ def test_run_checkpoints_load_with_weights_only(compose_cfg, tmp_path, scheduler
     assert set(last["trainer"]) == {"model", "optimizer", "fit", "steps", "callbacks", "rng"}
     assert best["epoch"] == metrics["best_epoch"]
     assert best["model"].keys() == last["trainer"]["model"].keys()
-    assert {"network", "scaler", "features", "settings"} <= best.keys()
+    assert {"network", "schema", "preprocessors", "temperatures", "settings"} <= best.keys()
     assert best["network"]["head"] == "categorical"
     assert resume_state(tmp_path / "run", to_container(cfg)).state["fit"]["epoch"] == 3
 

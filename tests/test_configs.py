@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from importlib.resources import files
 
+import numpy as np
 import pytest
 import torch
 from helpers import (
@@ -35,7 +36,7 @@ from pricenet.engine import Trainer
 from pricenet.pipeline import run
 from pricenet.tables import make_synthetic
 
-GROUPS = ("data", "model", "activation", "init", "loss", "optim", "scheduler", "experiment")
+GROUPS = ("data", "model", "activation", "init", "loss", "optim", "scheduler", "cv", "experiment")
 N_FEATURES = len(FEATURES)
 WIDE = 256  # a hidden width that gives the init statistics enough samples
 
@@ -64,10 +65,11 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module], dict[str, float]]] = {
     "gelu": (nn.GELU, {}),
     "identity": (nn.Identity, {}),
     "leaky_relu": (nn.LeakyReLU, {"negative_slope": 0.01}),
-    "prelu": (nn.PReLU, {"num_parameters": 1}),
+    "prelu": (nn.PReLU, {}),  # one learned slope per member, checked below
     "relu": (nn.ReLU, {}),
     "rrelu": (nn.RReLU, {"lower": 0.125, "upper": 0.3333333333}),
     "sigmoid": (nn.Sigmoid, {}),
+    "softmax": (nn.Softmax, {"dim": -1}),
     "silu": (nn.SiLU, {}),
     "tanh": (nn.Tanh, {}),
 }
@@ -84,6 +86,7 @@ GAINS = {
     "tanh": 5 / 3,
     "sigmoid": 1.0,
     "identity": 1.0,
+    "softmax": math.sqrt(2),  # no gain of its own: kaiming treats it as ReLU-like
 }
 
 LOSSES: dict[str, tuple[type[heads.Head], type[nn.Module], int]] = {
@@ -99,6 +102,7 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, object]]] = {
     "adagrad": (torch.optim.Adagrad, {"lr": 0.01, "weight_decay": 0.0}),
     "adam": (torch.optim.Adam, {"lr": 0.01, "betas": (0.9, 0.999), "weight_decay": 0.0}),
     "adamw": (torch.optim.AdamW, {"lr": 0.01, "betas": (0.9, 0.999), "weight_decay": 0.01}),
+    "lbfgs": (torch.optim.LBFGS, {"lr": 1.0, "max_iter": 20, "line_search_fn": "strong_wolfe"}),
     "momentum": (torch.optim.SGD, {"lr": 0.01, "momentum": 0.9, "nesterov": False}),
     "rmsprop": (torch.optim.RMSprop, {"lr": 0.001, "alpha": 0.99, "momentum": 0.0}),
     "sgd": (torch.optim.SGD, {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}),
@@ -121,9 +125,10 @@ MODELS = {
 
 
 def check_data(trainer: Trainer, choice: str) -> None:
-    table, splits = trainer.splits.table, trainer.splits
+    table, data = trainer.prepared.table, trainer.members[0]
+    y_test = trainer.prepared.tests[0][1]
     assert len(table) == 200
-    assert len(splits.y_train) + len(splits.y_val) + len(splits.y_test) == 200
+    assert len(data.y_train) + len(data.y_val) + len(y_test) == 200
     if choice == "synthetic":
         assert table.source.startswith("synthetic(n_rows=200"), table.source
     else:
@@ -147,7 +152,8 @@ def check_activation(trainer: Trainer, choice: str) -> None:
         for name, value in attrs.items():
             assert getattr(module, name) == pytest.approx(value), name
     if choice == "prelu":
-        assert float(found[0].weight.detach()) == pytest.approx(0.25)
+        assert found[0].weight.shape[-1] == 1
+        assert float(found[0].weight.detach()[0].squeeze()) == pytest.approx(0.25)
 
 
 def _std_close(w: torch.Tensor, expected: float, rel: float) -> None:
@@ -223,26 +229,37 @@ def check_scheduler(trainer: Trainer, choice: str) -> None:
 
 
 def check_experiment(trainer: Trainer, choice: str) -> None:
-    splits = trainer.splits
-    assert len(splits.y_val) == 0  # both recipes train on every non-test row
+    data, (_, y_test) = trainer.members[0], trainer.prepared.tests[0]
+    assert len(data.y_val) == 0  # both recipes train on every non-test row
     if choice == "tutorial":
         assert layer_shapes(trainer.model) == MODELS["tutorial"][0]
         assert [m.p for m in modules_of(trainer.model, nn.Dropout)] == [0.9, 0.9]
         assert type(trainer.optimizer) is torch.optim.SGD
         assert trainer.optimizer.param_groups[0]["lr"] == 0.1
         assert trainer.batch_size == 8
-        assert len(splits.y_test) == 40  # 20% of 200
+        assert len(y_test) == 40  # 20% of 200
         # raw features: the training split is not centred
-        assert float(splits.x_train.mean(dim=0).abs().max()) > 1.0
+        assert float(data.x_train.mean(dim=0).abs().max()) > 1.0
     else:
         assert choice == "recommended"
         assert layer_shapes(trainer.model) == [(1, N_FEATURES)]
         assert type(trainer.head) is heads.CoralHead
-        assert type(trainer.optimizer) is torch.optim.Adam
-        assert trainer.optimizer.param_groups[0]["lr"] == 0.1
-        assert type(trainer.scheduler) is torch.optim.lr_scheduler.CosineAnnealingLR
-        assert trainer.patience is None
-        assert float(splits.x_train.mean(dim=0).abs().max()) < 1e-4  # standardized
+        assert type(trainer.optimizer) is torch.optim.LBFGS
+        assert trainer.optimizer.param_groups[0]["line_search_fn"] == "strong_wolfe"
+        assert type(trainer.scheduler) is torch.optim.lr_scheduler.ConstantLR
+        assert trainer.early_stopping.patience is None
+        assert float(data.x_train.mean(dim=0).abs().max()) < 1e-4  # standardized
+
+
+def check_cv(trainer: Trainer, choice: str) -> None:
+    prepared = trainer.prepared
+    if choice == "none":
+        assert len(prepared.plan) == 1 and prepared.plan[0].fold is None
+        return
+    assert [m.fold for m in prepared.plan] == [0, 1, 2, 3, 4]
+    assert trainer.model.members == 5
+    held = np.concatenate([m.test for m in prepared.plan])
+    assert sorted(held) == list(range(200))  # every row held out exactly once
 
 
 CHECKS: dict[str, Callable[[Trainer, str], None]] = {
@@ -253,6 +270,7 @@ CHECKS: dict[str, Callable[[Trainer, str], None]] = {
     "loss": check_loss,
     "optim": check_optim,
     "scheduler": check_scheduler,
+    "cv": check_cv,
     "experiment": check_experiment,
 }
 
@@ -359,7 +377,7 @@ def test_batch_norm_and_per_layer_overrides(compose_cfg, tmp_path):
     )
     trainer = build(cfg)
     assert activation_types(trainer.model) == [nn.ReLU, nn.Tanh]
-    assert [m.num_features for m in modules_of(trainer.model, nn.BatchNorm1d)] == [16, 8]
+    assert [m.features for m in modules_of(trainer.model, nn.BatchNorm1d)] == [16, 8]
     assert len(modules_of(trainer.model, nn.Dropout)) == 2
     weights = linear_weights(trainer.model)
     assert float(weights[-1].abs().sum()) == 0.0

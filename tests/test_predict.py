@@ -121,7 +121,7 @@ def test_bad_arguments_give_one_line_and_exit_2(args, message, capsys, tmp_path,
 
 def test_dataframe_without_a_feature_is_refused(trained):
     run_dir, _, frame = trained
-    with pytest.raises(DataError, match="column 'ram' missing from the DataFrame"):
+    with pytest.raises(DataError, match="column 'ram': missing from the DataFrame"):
         Predictor.from_checkpoint(run_dir).predict(frame.drop(columns="ram"))
 
 

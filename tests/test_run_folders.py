@@ -13,7 +13,7 @@ import pytest
 from conftest import run_cli
 
 from pricenet.cli import check_output_path
-from pricenet.errors import CheckpointError, ConfigError
+from pricenet.errors import CheckpointError, ConfigError, DataError
 from pricenet.pipeline import run
 from pricenet.runs import MARKER, claim_run_dir
 
@@ -104,13 +104,20 @@ def test_nan_in_metrics_is_written_as_null(compose_cfg, tmp_path):
     assert saved["status"] == "failed" and "diverged at epoch" in saved["error"]
 
 
-def test_a_run_failing_after_its_folder_was_claimed_is_marked_failed(compose_cfg, tmp_path):
+def test_bad_data_is_refused_before_a_run_folder_exists(compose_cfg, tmp_path):
     (tmp_path / "bad.csv").write_text("ram,price_range\n1,0\n")
     cfg = compose_cfg("data=csv", f"data.path={tmp_path / 'bad.csv'}", *CSV_TINY)
-    with pytest.raises(Exception, match="missing from the header"):
+    with pytest.raises(DataError, match="bad.csv: column 'price_range': every row has the value 0"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_failing_after_its_folder_was_claimed_is_marked_failed(compose_cfg, tmp_path):
+    cfg = compose_cfg("data.n_rows=8", "trainer.epochs=1", *LEAN)  # 2 rows a class: no split
+    with pytest.raises(DataError, match="too few rows to split stratified"):
         run(cfg, tmp_path / "run")
     saved = strict_json(tmp_path / "run" / "metrics.json")
-    assert saved["status"] == "failed" and "missing from the header" in saved["error"]
+    assert saved["status"] == "failed" and "too few rows to split" in saved["error"]
 
 
 def test_a_training_split_missing_a_class_is_warned_about(compose_cfg, tmp_path, caplog):
@@ -126,7 +133,9 @@ def test_a_training_split_missing_a_class_is_warned_about(compose_cfg, tmp_path,
             f"10,5,10,0,0,0,{label}"
         )
     (tmp_path / "three.csv").write_text("\n".join(rows) + "\n")
-    cfg = compose_cfg("data=csv", f"data.path={tmp_path / 'three.csv'}", *CSV_TINY)
+    cfg = compose_cfg(
+        "data=csv", f"data.path={tmp_path / 'three.csv'}", "data/schema=mobile_price", *CSV_TINY
+    )
     run(cfg, tmp_path / "run")
     assert "no example of class(es) 2" in caplog.text
 

@@ -131,7 +131,7 @@ NETWORK_NODES = [
     ("settings.activation", "is not a plain value"),
     ("settings.init.weight", "is not a plain value"),
     ("model", "model: does not fit the stored network"),
-    ("scaler", "scaler: does not fit the stored network"),
+    ("preprocessors", "preprocessors\\[0\\]._target_: unknown key"),
 ]
 BUILDERS = {"target": touch, "partial": partial_touch, "recursive": recursive_touch}
 
@@ -140,11 +140,12 @@ def _place(where: str, node: Any) -> Callable[[dict], None]:
     if where.startswith("settings."):
         key = where.removeprefix("settings.")
         return lambda payload: payload["settings"].__setitem__(key, node)
-    if where in ("model", "scaler"):  # a config node among the tensors
+    if where in ("model", "preprocessors"):  # a config node among the tensors
 
         def edit(payload: dict) -> None:
             home = payload if where in payload else payload["trainer"]
-            home[where]["_target_"] = node
+            target = home[where][0] if where == "preprocessors" else home[where]
+            target["_target_"] = node
 
         return edit
     return _set(where, node)
@@ -159,7 +160,7 @@ def test_config_nodes_in_every_place_are_refused(
     marker = tmp_path / "pwned"
     node = BUILDERS[builder](marker)
     proves_effect(node, marker)
-    if where in ("model", "scaler"):
+    if where in ("model", "preprocessors"):
         node = torch.zeros(1)  # tensors sit there; a stray entry is refused all the same
     path = poisoned(trained, tmp_path, name, _place(where, node))
     refused_by_every_loader(path, trained[1], capsys, match)
@@ -226,10 +227,11 @@ def test_interpolations_are_refused(trained, tmp_path, capsys, monkeypatch, kind
         ("network", "relu", "network is a str, expected dict"),
         ("network.activations.0", "leaky_relu", "activations\\[0\\]: expected a mapping"),
         ("network.hidden", "8", "network.hidden: expected a list"),
-        ("scaler", "standard", "scaler is a str, expected dict"),
+        ("preprocessors", "standard", "preprocessors is a str, expected list"),
         ("model", "weights", "model is a str, expected dict"),
         ("settings", "lr=0.1", "settings is a str, expected dict"),
-        ("features", "ram", "features is a str, expected list"),
+        ("schema", "ram", "schema is a str, expected dict"),
+        ("schema.features", "ram", "schema.features"),
     ],
 )
 def test_strings_where_mappings_belong_are_refused(trained, tmp_path, capsys, where, value, match):
@@ -248,7 +250,7 @@ def _drop(path: str) -> Callable[[dict], None]:
         *parents, last = path.split(".")
         node = payload
         for key in parents:
-            node = node[key]
+            node = node[int(key)] if key.isdigit() else node[key]
         del node[last]
 
     return edit
@@ -265,26 +267,29 @@ def _wider_network(payload: dict) -> None:
 
 
 def _wider_scaler(payload: dict) -> None:
-    payload["scaler"] = {k: torch.cat([v, v[:1]]) for k, v in payload["scaler"].items()}
+    prep = payload["preprocessors"][0]
+    prep["mean"] = torch.cat([prep["mean"], prep["mean"][:1]])
 
 
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
         (_wider_network, "0.weight has shape \\(1, 20, 8\\), but .* needs \\(1, 20, 16\\)"),
-        (_set("network.num_classes", 5), "has shape .* needs \\(1, 8, 5\\)"),
+        (_set("network.num_classes", 5), "network.num_classes=5 but the schema has 4 classes"),
+        (_set("schema.classes", [0, 1, 2, 3, 4]), "the schema has 5 classes"),
         (_drop("model"), "holds no model weights"),
-        (_drop("scaler.mean"), "scaler: does not fit the stored network \\(missing 'mean'\\)"),
-        (_wider_scaler, "scaler: mean has shape \\(21,\\), but .* needs \\(20,\\)"),
+        (_drop("preprocessors.0.mean"), "preprocessors\\[0\\].mean: missing"),
+        (_wider_scaler, "preprocessors\\[0\\].mean"),
         (_set("network.head", 3), "network.head: 3 is not one of"),
         (_set("network.head", ["categorical"]), "network.head: \\['categorical'\\] is not one of"),
         (_nan_weights, "model: 0.weight holds NaN or infinite values"),
-        (_set("temperature", -1.0), "temperature -1.0 is not > 0"),
+        (_set("temperatures", [-1.0]), "temperatures \\[-1.0\\] must be 1 number"),
         (_set("network.members", 10**9), "network.members: 1000000000 is not in 1..1024"),
     ],
     ids=[
         "hidden",
         "classes",
+        "schema-classes",
         "no-model",
         "no-mean",
         "scaler-width",

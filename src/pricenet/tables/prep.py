@@ -110,7 +110,7 @@ class Preprocessor:
         if len(frame) == 0:
             raise DataError("no training rows to fit the preprocessing on")
         numeric = tuple(f.name for f in schema.features if f.numeric)
-        x = torch.from_numpy(np.ascontiguousarray(frame[list(numeric)].to_numpy(dtype=np.float32)))
+        x = torch.from_numpy(np.array(frame[list(numeric)].to_numpy(dtype=np.float32), order="C"))
         absent = torch.isnan(x)
         had_missing = absent.any(dim=0).numpy()
         if missing == "error" and had_missing.any():
@@ -186,7 +186,7 @@ class Preprocessor:
         frame = frame.frame if isinstance(frame, Table) else frame
         n = len(frame)
         x = torch.from_numpy(
-            np.ascontiguousarray(frame[list(self.numeric_names)].to_numpy(dtype=np.float32))
+            np.array(frame[list(self.numeric_names)].to_numpy(dtype=np.float32), order="C")
         )
         absent = torch.isnan(x)
         if absent.any():

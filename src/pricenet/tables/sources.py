@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pricenet.errors import ConfigError
+from pricenet.errors import ConfigError, user_error
 from pricenet.tables.read import DEFAULT_MAX_BYTES, read_csv
 from pricenet.tables.schema import Schema
 from pricenet.tables.synthetic import make_synthetic
@@ -88,7 +88,13 @@ def load_table(source: dict[str, Any]) -> Table:
             key += (stat.st_size, stat.st_mtime_ns)
     table = _TABLES.get(key)
     if table is None:
-        table = instantiate(source, _convert_="all")
+        try:
+            table = instantiate(source, _convert_="all")
+        except Exception as err:  # Hydra wraps the source's own one-line error: unwrap it
+            cause = user_error(err)
+            if cause is None:
+                raise
+            raise cause from None
         _TABLES[key] = table
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
