@@ -86,7 +86,7 @@ def test_unknown_key_or_wrong_type_fails_at_composition(compose_cfg, override, k
         (["scheduler=multistep", "scheduler.milestones=[0,5]"], "scheduler.milestones=[0, 5]"),
         (["scheduler=multistep", "scheduler.milestones=30"], "scheduler.milestones=30 is invalid"),
         (["+trainer.epoch=3"], "trainer.epoch=3 is invalid: unknown key; allowed: epochs,"),
-        (["+model.width=3"], "model.width=3 is invalid: unknown key; allowed: _target_, hidden"),
+        (["+model.width=3"], "model.width=3 is invalid: unknown key; allowed: hidden, dropout"),
         (
             ["optim.weight_decay=-1"],
             "optim.weight_decay=-1 is invalid: must be a finite number >= 0",
@@ -220,7 +220,10 @@ def test_the_largest_seed_and_batch_norm_without_hidden_layers_are_accepted(comp
             "model.layer_inits.1.weight (torch.nn.init.zeros_): unexpected argument 'foo'",
         ),
         (["activation._target_=torch.nn.Nope"], "activation (torch.nn.Nope): "),
-        (["loss.head._target_=torch.nn.ReLU"], "loss.head (torch.nn.ReLU): unexpected argument"),
+        (
+            ["loss.head._target_=torch.nn.ReLU"],
+            "loss.head (torch.nn.ReLU): TypeError: builds a ReLU, which is not a pricenet head",
+        ),
     ],
 )
 def test_every_target_node_is_checked_up_front(compose_cfg, overrides, message):
