@@ -297,7 +297,7 @@ class Trainer:
         self.model.eval()
         out = self.model(data.x)
         self.model.train(was_training)
-        loss = self._member_loss(out, data.target, data.mask, data.count)
+        loss = self._member_loss(out, data.target, data.mask, data.count.clamp_min(1))
         pred = self.head.decode(out)
         acc = ((pred == data.y) & data.mask).sum(1) / data.count.clamp_min(1)
         return loss, acc, pred
@@ -312,10 +312,13 @@ class Trainer:
         return [(losses[m], accs[m], pred[m, : data.sizes[m]]) for m in range(self.count)]
 
     def _member_loss(self, out: Tensor, target: Tensor, mask: Tensor, count: Tensor) -> Tensor:
-        """The criterion's mean over each member's real rows: ``[M]``."""
+        """The criterion's mean over each member's real rows: ``[M]`` (``count`` >= 1)."""
         per_row = self.criterion(out.flatten(0, 1), target.flatten(0, 1))
-        per_row = per_row.reshape(*mask.shape, -1).mean(-1)
-        return torch.where(mask, per_row, 0.0).sum(1) / count.clamp_min(1)
+        if per_row.dim() == 1:  # one loss per row (cross entropy)
+            per_row = per_row.view(mask.shape)
+        else:  # one per output: their mean per row
+            per_row = per_row.reshape(*mask.shape, -1).mean(-1)
+        return torch.where(mask, per_row, 0.0).sum(1) / count
 
     def monitor_value(self) -> float:
         """The latest monitored value, mean over the members that have not diverged."""
@@ -342,54 +345,77 @@ class Trainer:
     def _epoch_plan(
         self, live: list[int]
     ) -> tuple[Tensor, Tensor, Tensor, list[int], list[Tensor]]:
-        """Batch indices ``[S, M, W]``, masks, rows per batch ``[S, M]``, batches per member and
-        the epoch's noise per noisy layer, each member drawing from its own generator."""
+        """Flat row indices ``[S, M, W]`` into ``train.x`` viewed ``[M * N, F]``, masks, rows per
+        batch ``[S, M]``, batches per member and the epoch's noise per noisy layer (``[M, S, W,
+        F_l]``), each member drawing from its own generator: its batch order, then its noise.
+
+        Member ``m``'s batches are consecutive ``batch_size`` slices of its permutation, so its
+        slot ``s * W + j`` holds its permutation's entry ``s * batch_size + j`` (``W`` is
+        ``batch_size`` unless every member has fewer rows, and then there is one batch).
+        """
         width = min(self.batch_size, max(self.train.sizes))
-        plans: dict[int, tuple[Tensor, int]] = {}
+        n_max = self.train.x.shape[1]
+        steps = [0] * self.count
+        perms: dict[int, Tensor] = {}
         for m in live:
             n = self.train.sizes[m]
-            steps = math.ceil(n / self.batch_size)
-            if self._batch_norm and n - (steps - 1) * self.batch_size < 2:
-                steps -= 1  # BatchNorm needs 2 rows: drop a 1-row last batch, as torch would fail
-            plans[m] = (torch.randperm(n, generator=self.generators[m]), steps)
-        steps = [plans[m][1] if m in plans else 0 for m in range(self.count)]
+            k = math.ceil(n / self.batch_size)
+            if self._batch_norm and n - (k - 1) * self.batch_size < 2:
+                k -= 1  # BatchNorm needs 2 rows: drop a 1-row last batch, as torch would fail
+            steps[m] = k
+            perms[m] = torch.randperm(n, generator=self.generators[m])
         total = max(max(steps), 1)
-        index = torch.zeros(total * width, self.count, dtype=torch.long)
-        mask = torch.zeros(total * width, self.count, dtype=torch.bool)
-        for m, (perm, k) in plans.items():
-            used = min(len(perm), k * self.batch_size)
-            rows = perm[:used].view(-1)
-            # each member's batches are slices of its permutation, of batch_size rows
-            position = torch.arange(used)
-            slot = (position // self.batch_size) * width + position % self.batch_size
-            index[slot, m] = rows
-            mask[slot, m] = True
-        index = index.view(total, width, self.count).transpose(1, 2).to(self.device)
-        mask = mask.view(total, width, self.count).transpose(1, 2).to(self.device)
+        index = torch.zeros(self.count, total * width, dtype=torch.long)
+        mask = torch.zeros(self.count, total * width, dtype=torch.bool)
+        for m, perm in perms.items():
+            used = min(len(perm), steps[m] * self.batch_size)
+            index[m, :used] = perm[:used] + m * n_max
+            mask[m, :used] = True
+        index = index.view(self.count, total, width).transpose(0, 1).contiguous()
+        mask = mask.view(self.count, total, width).transpose(0, 1).contiguous()
+        rows = mask.sum(2).to(self.train.x.dtype)
         noise = []
         if self._noise_widths:
             features = sum(self._noise_widths)
-            buffer = torch.zeros(total, self.count, width, features)
-            for m, (perm, k) in plans.items():
-                rows = min(self.batch_size, len(perm))  # what this member alone would draw
-                buffer[:k, m, :rows] = torch.rand(k, rows, features, generator=self.generators[m])
-            uniforms = buffer.to(self.device).split(self._noise_widths, dim=-1)
-            noise = self.model.prepare_noise(uniforms)  # dropout masks, RReLU slopes
-        return index, mask, mask.sum(2).to(self.train.x.dtype), steps, noise
+            buffer = torch.zeros(self.count, total, width, features)
+            for m, perm in perms.items():
+                k, drawn = steps[m], min(self.batch_size, len(perm))  # what it draws alone
+                if drawn == width:  # draw straight into its slice: what torch.rand would draw
+                    buffer[m, :k].uniform_(0.0, 1.0, generator=self.generators[m])
+                else:
+                    buffer[m, :k, :drawn] = torch.rand(
+                        k, drawn, features, generator=self.generators[m]
+                    )
+            uniforms = (
+                [buffer]
+                if len(self._noise_widths) == 1
+                else buffer.split(self._noise_widths, dim=-1)
+            )
+            noise = self.model.prepare_noise([u.to(self.device) for u in uniforms])
+        return (
+            index.to(self.device),
+            mask.to(self.device),
+            rows.to(self.device),
+            steps,
+            noise,
+        )
 
     def _train_epoch(self, live: list[int]) -> Tensor:
         """One pass over each live member's shuffled rows; their mean training losses ``[M]``."""
         self.model.train()
         index, mask, rows, steps, noise = self._epoch_plan(live)
-        members = torch.arange(self.count, device=self.device).view(1, -1, 1)
-        x_batches = self.train.x[members, index]  # [S, M, W, F]: one gather per epoch
-        t_batches = self.train.target[members, index]
+        x = self.train.x.flatten(0, 1)
+        target = self.train.target.flatten(0, 1)
+        x_batches = x.index_select(0, index.view(-1)).view(*index.shape, *x.shape[1:])
+        t_batches = target.index_select(0, index.view(-1)).view(*index.shape, *target.shape[1:])
+        counts = rows.clamp_min(1)
+        # every member steps together (one plain optimizer step) up to the shortest one's end
+        together = min(steps) if len(live) == self.count else 0
         losses = []
         for s in range(len(index)):
-            active = [m for m in live if steps[m] > s]
             if noise:
-                self.model.set_noise([n[s] for n in noise])
-            xb, tb, mb, nb = x_batches[s], t_batches[s], mask[s], rows[s]
+                self.model.set_noise([n[:, s] for n in noise])
+            xb, tb, mb, nb = x_batches[s], t_batches[s], mask[s], counts[s]
             if self._closure:
                 loss = self._closure_step(xb, tb, mb, nb)
             else:
@@ -398,10 +424,15 @@ class Trainer:
                 loss.sum().backward()
                 if self.grad_clip:
                     self._clip_gradients()
-                self._step(active)
+                if s < together:
+                    self._step_all()
+                else:
+                    self._step([m for m in live if steps[m] > s])
             losses.append(loss.detach())
         self.model.set_noise(None)
-        return (torch.stack(losses) * rows).sum(0) / rows.sum(0).clamp_min(1)
+        # member-major, so each member's sum runs over its own steps as it does alone
+        rows = rows.T.contiguous()
+        return (torch.stack(losses, 1) * rows).sum(1) / rows.sum(1).clamp_min(1)
 
     def _loss(self, xb: Tensor, tb: Tensor, mb: Tensor, nb: Tensor) -> Tensor:
         loss = self._member_loss(self.model(xb, mb), tb, mb, nb)
@@ -455,6 +486,15 @@ class Trainer:
                 state["step"].fill_(count)
             else:
                 state["step"] = count
+
+    @torch.no_grad()
+    def _step_all(self) -> None:
+        """``optimizer.step()`` for every member, all with the same step count."""
+        if not self._counts_written:
+            self._step(list(range(self.count)))
+            return
+        self.optimizer.step()
+        self.member_steps = [n + 1 for n in self.member_steps]
 
     @torch.no_grad()
     def _step(self, active: list[int]) -> None:

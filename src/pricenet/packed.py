@@ -140,8 +140,9 @@ class PackedDropout(_Noisy):
         self.p = p
 
     def prepare(self, uniform: Tensor) -> Tensor:
-        """Keep where ``u >= p``, scaled by ``1 / (1 - p)``."""
-        return (uniform >= self.p).to(uniform.dtype) * (1.0 / (1.0 - self.p))
+        """Keep where ``u >= p``, scaled by ``1 / (1 - p)`` (one pass: the float32 factor is
+        the same ``1 / (1 - p)`` rounding that ``mask * (1 / (1 - p))`` gives)."""
+        return torch.where(uniform >= self.p, 1.0 / (1.0 - self.p), 0.0).to(uniform.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
@@ -275,6 +276,13 @@ class PackedMLP(nn.Sequential):
         """Layers that draw noise in training, in forward order."""
         return [m for m in self if isinstance(m, _Noisy) and not _noise_free(m)]
 
+    def _noisy(self) -> list[_Noisy]:
+        """:meth:`noisy_layers`, cached (the trainer hands noise over at every step)."""
+        cached = self.__dict__.get("_noisy_cache")
+        if cached is None:
+            cached = self.__dict__["_noisy_cache"] = self.noisy_layers()
+        return cached
+
     def noise_widths(self) -> list[int]:
         """Features of each noisy layer's input (the width of the noise it needs)."""
         widths, width = [], None
@@ -287,22 +295,26 @@ class PackedMLP(nn.Sequential):
 
     def prepare_noise(self, uniforms: Sequence[Tensor]) -> list[Tensor]:
         """Each noisy layer's factors (mask, slopes) from its uniforms, contiguous, any shape."""
-        layers = self.noisy_layers()
+        layers = self._noisy()
         return [layer.prepare(u).contiguous() for layer, u in zip(layers, uniforms, strict=True)]
 
     def set_noise(self, noise: Sequence[Tensor] | None) -> None:
         """Hand each noisy layer its prepared ``[M, B, F]`` factors for the next forward
         (None: clear; the layers then draw from torch's global RNG)."""
-        layers = self.noisy_layers()
-        for i, layer in enumerate(layers):
-            layer.noise = None if noise is None else noise[i]
+        layers = self._noisy()
+        if noise is None:
+            for layer in layers:
+                layer.noise = None
+        else:
+            for layer, factors in zip(layers, noise, strict=True):
+                layer.noise = factors
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``mask`` ``[M, B]`` marks real rows; BatchNorm statistics skip the others."""
         if x.dim() == 2:
             x = x.expand(self.members, *x.shape)
-        for module in self:
-            x = module(x, mask) if isinstance(module, PackedBatchNorm1d) else module(x)
+        for module in self._modules.values():
+            x = module(x, mask) if type(module) is PackedBatchNorm1d else module(x)
         return x
 
 
