@@ -2,6 +2,8 @@
 
     python scripts/production_benchmark.py [--csv PATH] [--out FILE] [--requests N]
 
+scripts/benchmark.py calls :func:`sections` for its "production" part (BENCHMARKS.md).
+
 Sections (markdown on stdout, and in --out when given):
   parity       onnxruntime vs Predictor.predict_proba, max |diff|, every head, shared data
   service      single-row latency p50/p99 and 1,000-row CSV throughput over localhost with
@@ -38,12 +40,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 import pricenet.config  # noqa: F401  (registers the schemas)
-from pricenet.calibration import calibration_report, fit_temperature, plot_reliability
-from pricenet.data import LABEL, load_table, make_splits
 from pricenet.export import INPUT, ExportOptions, export, onnx_session
-from pricenet.pipeline import build_trainer, evaluate_best, run
+from pricenet.pipeline import run
 from pricenet.predict import Predictor
-from pricenet.seed import set_seed, set_threads
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "mobile_price.csv"
@@ -53,7 +52,16 @@ HEADS = ["cross_entropy", "bce", "coral", "mse", "l1", "smooth_l1"]
 def compose_cfg(*overrides: str) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_module("pricenet.conf", version_base="1.3"):
-        cfg = compose("config", overrides=["report.plots=false", "trainer.device=cpu", *overrides])
+        cfg = compose(
+            "config",
+            overrides=[
+                "report.plots=false",
+                "report.tensorboard=false",
+                "report.progress=none",
+                "trainer.device=cpu",
+                *overrides,
+            ],
+        )
     GlobalHydra.instance().clear()
     return cfg
 
@@ -76,16 +84,16 @@ def timed(fn: Callable[[], object], repeats: int) -> list[float]:
 # --------------------------------------------------------------------------- sections
 
 
-def parity(csv: Path, work: Path) -> list[str]:
+def parity(csv: Path, work: Path, heads: list[str] = HEADS, epochs: int = 10) -> list[str]:
     frame = pd.read_csv(csv)
     lines = [
         "| head (loss=) | max abs diff, onnxruntime vs Predictor.predict_proba | rows |",
         "|---|---|---|",
     ]
-    for loss in HEADS:
+    for loss in heads:
         run_dir = work / f"parity-{loss}"
         run(
-            compose_cfg("data=csv", f"data.path={csv}", f"loss={loss}", "trainer.epochs=10"),
+            compose_cfg("data=csv", f"data.path={csv}", f"loss={loss}", f"trainer.epochs={epochs}"),
             run_dir,
         )
         export(ExportOptions(checkpoint=str(run_dir), output=str(run_dir / "model.onnx")))
@@ -122,15 +130,16 @@ class Server:
 
 
 def service(run_dir: Path, csv: Path, requests: int) -> list[str]:
-    frame = pd.read_csv(csv).drop(columns=[LABEL])
+    predictor = Predictor.from_checkpoint(run_dir)
+    frame = pd.read_csv(csv).drop(columns=[predictor.label_name])
     rows = frame.to_dict(orient="records")
     batch = frame.iloc[:1000]
     batch_csv = batch.to_csv(index=False)
-    predictor = Predictor.from_checkpoint(run_dir)
+    warm = min(50, requests)
     server = Server(run_dir)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:
-            for i in range(50):  # warm-up
+            for i in range(warm):  # warm-up
                 http.post("/predict", json=rows[i])
             single = []
             for i in range(requests):
@@ -140,7 +149,9 @@ def service(run_dir: Path, csv: Path, requests: int) -> list[str]:
                 single.append(time.perf_counter() - start)
                 assert answer.status_code == 200
             headers = {"content-type": "text/csv"}
-            batches = timed(lambda: http.post("/predict", content=batch_csv, headers=headers), 40)
+            batches = timed(
+                lambda: http.post("/predict", content=batch_csv, headers=headers), max(5, warm)
+            )
     finally:
         code = server.stop()
     torch.set_num_threads(1)  # as the service runs
@@ -150,13 +161,13 @@ def service(run_dir: Path, csv: Path, requests: int) -> list[str]:
         start = time.perf_counter()
         predictor.predict(part)
         in_single.append(time.perf_counter() - start)
-    in_batches = timed(lambda: predictor.predict(batch), 40)
+    in_batches = timed(lambda: predictor.predict(batch), max(5, warm))
     p50, p99, mean = quantiles_ms(single)
     i50, i99, imean = quantiles_ms(in_single)
-    rate = 1000 / statistics.median(batches)
-    in_rate = 1000 / statistics.median(in_batches)
+    rate = len(batch) / statistics.median(batches)
+    in_rate = len(batch) / statistics.median(in_batches)
     return [
-        "| | one row: p50 | p99 | mean | 1,000-row batches: rows/s (median) |",
+        f"| | one row: p50 | p99 | mean | {len(batch):,}-row batches: rows/s (median) |",
         "|---|---|---|---|---|",
         f"| HTTP service (JSON row / CSV body, httpx keep-alive, {requests} requests) "
         f"| {p50:.2f} ms | {p99:.2f} ms | {mean:.2f} ms | {rate:,.0f} |",
@@ -232,7 +243,9 @@ def graph(run_dir: Path, csv: Path) -> list[str]:
     return lines
 
 
-def calibration(csv: Path, work: Path) -> list[str]:
+def calibration(csv: Path, work: Path, epochs: int | None = None) -> list[str]:
+    """ECE/NLL on the test split before and after the temperature each run fits on its
+    validation split, as the run reports them in metrics.json (reliability.png beside it)."""
     lines = [
         "| model | T (fitted on val) | test ECE before | after | test NLL before | after |",
         "|---|---|---|---|---|---|",
@@ -244,35 +257,41 @@ def calibration(csv: Path, work: Path) -> list[str]:
             "data.val_size=0.15",
         ],
     }
+    shrink = [f"trainer.epochs={epochs}"] if epochs else []
     for name, overrides in recipes.items():
-        cfg = compose_cfg("data=csv", f"data.path={csv}", *overrides)
-        set_threads(1)
-        set_seed(cfg.trainer.seed)
-        table = load_table(dict(cfg.data.source))
-        splits = make_splits(
-            table, cfg.data.val_size, cfg.data.test_size, cfg.data.standardize, cfg.trainer.seed
-        )
-        trainer = build_trainer(cfg, splits)
-        trainer.fit()
-        evaluate_best(trainer, cfg.monitor)
-        with torch.no_grad():
-            trainer.model.eval()
-            val, test = trainer.model(splits.x_val), trainer.model(splits.x_test)
-        head = trainer.head
-        t = fit_temperature(val, splits.y_val, head)
-        report = calibration_report(test, splits.y_test, head, t)
         slug = "coral" if "CORAL" in name else "categorical"
-        plot_reliability(
-            head.probabilities(test),
-            head.probabilities(test / t),
-            splits.y_test,
-            work / f"reliability-{slug}.png",
-        )
+        cfg = compose_cfg("data=csv", f"data.path={csv}", *overrides, *shrink, "report.plots=true")
+        metrics, _ = run(cfg, work / f"calibration-{slug}")
+        report = metrics["calibration"]
+        if report is None:
+            lines.append(f"| {name} | not calibratable | | | | |")
+            continue
         lines.append(
-            f"| {name} | {t:.3f} | {report['ece_before']:.4f} | {report['ece_after']:.4f} "
-            f"| {report['nll_before']:.4f} | {report['nll_after']:.4f} |"
+            f"| {name} | {report['temperature']:.3f} | {report['ece_before']:.4f} "
+            f"| {report['ece_after']:.4f} | {report['nll_before']:.4f} "
+            f"| {report['nll_after']:.4f} |"
         )
     return lines
+
+
+def sections(
+    csv: Path,
+    work: Path,
+    requests: int = 2000,
+    heads: list[str] = HEADS,
+    epochs: int = 10,
+) -> dict[str, list[str]]:
+    """Every section's markdown lines, by title (work: a folder for the runs and PNGs)."""
+    run_dir = work / "recommended"
+    run(compose_cfg("experiment=recommended", "data=csv", f"data.path={csv}"), run_dir)
+    return {
+        f"ONNX parity (every head, {epochs} epochs on {csv.name})": parity(
+            csv, work, heads, epochs
+        ),
+        "The service (experiment=recommended)": service(run_dir, csv, requests),
+        "The exported graph (experiment=recommended)": graph(run_dir, csv),
+        "Calibration": calibration(csv, work, None if epochs >= 10 else epochs),
+    }
 
 
 def main() -> None:
@@ -289,21 +308,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        run_dir = work / "recommended"
-        run(compose_cfg("experiment=recommended", "data=csv", f"data.path={args.csv}"), run_dir)
-        sections = {
-            "ONNX parity (every head, 10 epochs on the shared data)": parity(args.csv, work),
-            "The service (experiment=recommended)": service(run_dir, args.csv, args.requests),
-            "The exported graph (experiment=recommended)": graph(run_dir, args.csv),
-            "Calibration (shared data)": calibration(args.csv, work),
-        }
+        found = sections(args.csv, work, args.requests)
     report = [
         "# Production benchmarks",
         "",
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, Python {platform.python_version()}, data {args.csv.name}",
     ]
-    for title, lines in sections.items():
+    for title, lines in found.items():
         report += ["", f"## {title}", "", *lines]
     text = "\n".join(report) + "\n"
     print(text)

@@ -79,19 +79,34 @@ def test_header_names_date_machine_and_versions(report):
     assert "torch " in report and "scikit-learn " in report
 
 
+# Section title (or its start) -> rows in --quick mode.
+EXPECTED_ROWS = {
+    "Where a training step's time goes": 6,
+    "Training speed": 2,
+    "Time to accuracy": 2,
+    "Accuracy": 10,
+    "End to end": 2,
+    "Why the tutorial scored 27%": 7,
+    "Checkpoints by time": 2,
+    "The recommended recipe: L-BFGS vs Adam": 3,
+    "Reading and validating a CSV": 2,
+    "Tables from outside the project": 12,
+    "ONNX parity": 2,
+    "The service": 2,
+    "The exported graph": 3,
+    "Calibration": 2,
+    "Cross-validation at the cost of one run (packed models)": 3,
+}
+
+
 @pytest.mark.slow
 def test_every_section_has_a_table_with_a_number_per_contender(report):
     sections = tables(report)
-    expected = {
-        "Where a training step's time goes": 6,
-        "Training speed": 2,
-        "Time to accuracy": 2,
-        "Accuracy": 8,
-        "End to end": 2,
-        "Why the tutorial scored 27%": 7,
-    }
-    assert set(sections) == set(expected)
-    for title, count in expected.items():
+    search = sections.pop("Search")  # scripts/search_benchmark.py's output, when it exists
+    assert isinstance(search, list)
+    assert len(sections) == len(EXPECTED_ROWS)
+    for start, count in EXPECTED_ROWS.items():
+        (title,) = [t for t in sections if t.startswith(start)]
         rows = sections[title]
         assert len(rows) == count, title
         for row in rows:
@@ -105,6 +120,8 @@ def test_accuracy_lists_pricenet_and_every_scikit_learn_contender(report):
     for name in (
         "pricenet experiment=recommended",
         "pricenet default config",
+        "pricenet MLP + loss=coral",
+        "pricenet MLP + loss=bce",
         "LogisticRegression",
         "LinearSVC",
         "SVC rbf",
@@ -115,3 +132,27 @@ def test_accuracy_lists_pricenet_and_every_scikit_learn_contender(report):
         assert any(n.startswith(name) for n in names), name
     for row in tables(report)["Accuracy"]:
         assert re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", row[1]), row
+        assert row[2] == "3", row  # one figure per fold of the 3-fold quick CV
+
+
+@pytest.mark.slow
+def test_outside_tables_compare_both_datasets_with_one_chosen_recipe(report):
+    rows = tables(report)["Tables from outside the project"]
+    for dataset in ("wine", "breast_cancer"):
+        mine = [row for row in rows if row[0].startswith(dataset)]
+        assert len(mine) == 6, dataset
+        assert sum("(chosen by inner val)" in row[1] for row in mine) == 1, dataset
+        assert any(row[1].startswith("HistGradientBoosting") for row in mine), dataset
+
+
+@pytest.mark.slow
+def test_packed_section_measures_cv_at_both_batches_and_seeds(report):
+    rows = tables(report)["Cross-validation at the cost of one run (packed models)"]
+    assert [row[0].split(",")[0] for row in rows] == [
+        "3x1 CV",
+        "3x1 CV",
+        "3 seeds (`trainer.seeds=3`)",
+    ]
+    for row in rows:
+        assert row[1] == "3", row
+        assert re.fullmatch(r"\*\*\d+\.\d\dx\*\*", row[5]), row
