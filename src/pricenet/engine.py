@@ -105,6 +105,10 @@ class Trainer:
         loss_v, acc_v = torch.stack([loss.float(), acc]).tolist()
         return loss_v, acc_v, pred
 
+    def monitor_value(self) -> float:
+        """The latest value of the monitored validation metric (what a sweeper optimizes)."""
+        return self.state.history[self.monitor][-1]
+
     def _score(self, loss: float, acc: float) -> list[float]:
         """Higher is better; accuracy ties are broken by the lower loss."""
         return [acc, -loss] if self.monitor.endswith("acc") else [-loss]

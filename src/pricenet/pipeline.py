@@ -125,12 +125,17 @@ def evaluate_best(trainer: Trainer, monitor: str) -> dict[str, Any]:
 
 
 def run(
-    cfg: DictConfig, run_dir: str | Path, multirun: bool = False, name: str = "default"
+    cfg: DictConfig,
+    run_dir: str | Path,
+    multirun: bool = False,
+    name: str = "default",
+    callbacks: list | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Train and test the model ``cfg`` describes; write its artifacts into ``run_dir``.
 
     ``multirun`` makes the console quiet (one summary line per job). ``name`` (the job's
-    overrides) names the run in TensorBoard and in that summary line.
+    overrides) names the run in TensorBoard and in that summary line. ``callbacks`` are
+    appended to the trainer's (e.g. Optuna pruning).
 
     Returns the metrics (also in ``metrics.json``) and the paths of the artifacts.
     """
@@ -186,6 +191,7 @@ def run(
         CsvLogger(run_dir / "metrics.csv"),
         Checkpointer(run_dir, meta, tcfg.checkpoint_every),
         *progress,
+        *(callbacks or []),
     ]
     if resumed is not None:
         try:
@@ -246,18 +252,28 @@ def run_job(cfg: DictConfig) -> float:
     """The entry point's job: run in Hydra's output folder and return the monitored metric.
 
     In a multirun a failing job is recorded as failed (``metrics.json`` with its error) and
-    returns NaN, so the sweep goes on; in a single run the error propagates.
+    returns NaN, so the sweep goes on; in a single run the error propagates. A trial of an
+    Optuna search reports every epoch; a pruned one is recorded as pruned and raises
+    ``optuna.TrialPruned`` for the sweeper.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from pricenet.pruning import optuna_pruning
+
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    pruning = optuna_pruning(hydra_cfg, cfg.monitor)
+    name = hydra_cfg.job.override_dirname or "default"
     try:
-        metrics, _ = run(cfg, run_dir, multirun, hydra_cfg.job.override_dirname or "default")
+        metrics, _ = run(cfg, run_dir, multirun, name, callbacks=[pruning] if pruning else None)
     except Exception as err:
         if not multirun:
+            raise
+        if pruning is not None and pruning.pruned is not None:
+            _write_json(run_dir / METRICS, pruning.pruned)
+            log.info("job %s %s", hydra_cfg.job.num, pruning.pruned["error"])
             raise
         log.error("job %s failed: %s", hydra_cfg.job.num, err)
         if not (run_dir / METRICS).exists():
