@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
 from optuna.trial import TrialState
@@ -105,14 +105,19 @@ class Search:
         """COMPLETE with the job's value, PRUNED if the job stopped itself, FAIL otherwise."""
         if ret.hydra_cfg is not None:
             trial.set_user_attr("output_dir", str(ret.hydra_cfg.hydra.runtime.output_dir))
+        if ret.status == JobStatus.FAILED:
+            # The job's exception (reading ret.return_value would log it as an error first).
+            err = ret._return_value  # noqa: SLF001
+            if isinstance(err, optuna.TrialPruned):
+                study.tell(trial, state=TrialState.PRUNED)
+                log.info("trial %d %s", trial.number, err)
+            else:
+                self._fail(study, trial, f"{type(err).__name__}: {err}")
+            return
         try:
             value = float(ret.return_value)
-        except optuna.TrialPruned as pruned:
-            study.tell(trial, state=TrialState.PRUNED)
-            log.info("trial %d pruned: %s", trial.number, pruned)
-            return
-        except Exception as err:  # the job raised: its error is the reason
-            self._fail(study, trial, f"{type(err).__name__}: {err}")
+        except (TypeError, ValueError):
+            self._fail(study, trial, f"the job returned {ret.return_value!r}, not a number")
             return
         if not math.isfinite(value):
             self._fail(study, trial, f"the job returned {value} (see its metrics.json)")

@@ -29,6 +29,7 @@ HEARTBEAT = "pricenet:heartbeat"  # system attr: when a worker last vouched for 
 RETRY_OF = "retry_of"  # user attr of a retry: the number of the trial whose worker died
 RETRIES = "retries"  # user attr: how many times this trial's parameters were retried
 SQLITE_TIMEOUT_S = 60  # workers sharing one SQLite file wait this long for its lock
+SCHEMA_ATTEMPTS = 5  # tries to open a new database that other workers are creating too
 
 
 class SweepConfigError(ValueError):
@@ -59,10 +60,19 @@ def open_storage(url: str) -> BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
-    try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs)
-    except (ImportError, ValueError) as err:  # unknown dialect, malformed URL, missing driver
-        raise SweepConfigError(f"hydra.sweeper.storage={url}: {err}") from err
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (ImportError, ValueError) as err:  # unknown dialect, malformed URL, no driver
+            raise SweepConfigError(f"hydra.sweeper.storage={url}: {err}") from err
+        except DBAPIError:
+            # Workers that start together race to create the schema: the losers find it made.
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def direction(cfg: DictConfig) -> str:
