@@ -122,8 +122,7 @@ class Search:
         if not math.isfinite(value):
             self._fail(study, trial, f"the job returned {value} (see its metrics.json)")
             return
-        study.tell(trial, value)
-        log.info("trial %d: %s", trial.number, value)
+        study.tell(trial, value)  # optuna logs the value and the parameters
 
     @staticmethod
     def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:

@@ -60,17 +60,20 @@ def open_storage(url: str) -> BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import ArgumentError, DBAPIError
 
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             return RDBStorage(url, engine_kwargs=engine_kwargs)
-        except (ImportError, ValueError) as err:  # unknown dialect, malformed URL, no driver
-            raise SweepConfigError(f"hydra.sweeper.storage={url}: {err}") from err
-        except DBAPIError:
+        except (ImportError, ValueError, ArgumentError) as err:  # malformed, unknown, no driver
+            raise SweepConfigError(
+                f"hydra.sweeper.storage={url}: {err} (expected journal:<file>, "
+                "sqlite:///<file> or another SQLAlchemy URL)"
+            ) from err
+        except DBAPIError as err:
             # Workers that start together race to create the schema: the losers find it made.
             if attempt == SCHEMA_ATTEMPTS - 1:
-                raise
+                raise SweepConfigError(f"hydra.sweeper.storage={url}: {err.orig}") from err
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
 
@@ -87,7 +90,7 @@ def _preset(cfg: DictConfig, kind: str) -> DictConfig:
     if choice not in presets:
         raise SweepConfigError(
             f"hydra.sweeper.{kind}={choice}: unknown; choose one of {', '.join(presets)} "
-            f"(or add hydra.sweeper.{kind}s.{choice}._target_=...)"
+            f"(or define hydra.sweeper.{kind}s.{choice} with a _target_)"
         )
     return presets[choice]
 
