@@ -61,6 +61,7 @@ def summarize(sweep_dir: Path) -> dict[str, float | int]:
         "pruned": sum(r["status"] == "pruned" for r in rows),
         "failed": sum(r["status"] == "failed" for r in rows),
         "epochs": sum(int(r["epochs_run"] or 0) for r in rows),
+        "in_jobs": sum(float(r["wall_time_s"] or 0) for r in rows),
         "best_val": float(done[0]["val_acc"]) if done else float("nan"),
         "its_test": float(done[0]["test_acc"]) if done else float("nan"),
     }
@@ -94,9 +95,9 @@ def main() -> None:
         f"Optuna {optuna.__version__}, {args.trials} trials x {args.epochs} epochs (TPE, seed "
         f"{args.seed}), {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start",
         "",
-        "| variant | wall time (s) | done / pruned / failed | epochs trained | best val_acc "
-        "| its test_acc |",
-        "|---|---|---|---|---|---|",
+        "| variant | wall time (s) | time in jobs (s) | done / pruned / failed | epochs trained "
+        "| best val_acc | its test_acc |",
+        "|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="search_bench_") as scratch:
         for name, pruner, workers in VARIANTS:
@@ -105,7 +106,8 @@ def main() -> None:
             wall = search(root, workers, [*common, f"hydra.sweeper.pruner={pruner}"])
             s = summarize(root / "outputs" / "search" / "pricenet")
             lines.append(
-                f"| {name} | {wall:.1f} | {s['done']} / {s['pruned']} / {s['failed']} "
+                f"| {name} | {wall:.1f} | {s['in_jobs']:.1f} | {s['done']} / {s['pruned']} / "
+                f"{s['failed']} "
                 f"| {s['epochs']} | {s['best_val']:.4f} | {s['its_test']:.4f} |"
             )
             print(lines[-1], flush=True)
