@@ -1,4 +1,4 @@
-# Two commands do all the set-up: `make train` and `make test`.
+# Two commands do all the set-up: `make train` and `make test` (`make test-fast` while developing).
 # Both create or refresh .venv from the pinned versions in constraints.txt.
 PYTHON ?= python3.11
 VENV   := .venv
@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup train test lint format bench clean
+.PHONY: setup train test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)  ## the whole test suite, slow tests included
 	$(BIN)/ruff check src tests scripts conf
 	$(BIN)/ruff format --check src tests scripts conf
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)  ## the development loop: lint and every test not marked slow (< 3 min)
+	$(BIN)/ruff check src tests scripts conf
+	$(BIN)/python -m pytest -m "not slow" -q $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts conf

@@ -1,6 +1,6 @@
 """Side-by-side benchmarks for pricenet -> BENCHMARKS.md.
 
-    python scripts/benchmark.py [--quick] [--csv PATH] [--out BENCHMARKS.md] [--only a,b]
+    python scripts/benchmark.py [--quick] [--csv PATH] [--out PATH] [--only a,b]
 
 Sections (all in one process run; contenders alternate so machine noise hits them alike):
   speed     pricenet's loop vs the tutorial's DataLoader loop, and the full-batch limit
@@ -10,6 +10,10 @@ Sections (all in one process run; contenders alternate so machine noise hits the
   ablation  from experiment=tutorial to experiment=recommended, one change at a time
 
 --quick runs everything on small synthetic data in under 2 minutes (used by the tests).
+
+Only a full run (every section, real data) writes the committed BENCHMARKS.md by default; a
+--quick or --only run writes outputs/benchmarks/quick.md or partial.md instead, and quick-mode
+figures are never written over BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pricenet.pipeline import build_trainer, evaluate_best, run
 from pricenet.seed import set_seed
 
 REPO = Path(__file__).resolve().parents[1]
+COMMITTED = REPO / "BENCHMARKS.md"
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "mobile_price.csv"
 SECTIONS = ("speed", "tta", "accuracy", "e2e", "ablation")
 
@@ -439,9 +444,10 @@ def pricenet_cv_score(
     set_seed(seed)
     inner_train, inner_val, _ = stratified_split(table.labels[train], cfg.data.val_size, 0.0, seed)
     index = {"train": train[inner_train], "val": train[inner_val], "test": test}
-    trainer = build_trainer(cfg, splits_from_indices(table, index, cfg.data.standardize))
+    splits = splits_from_indices(table, index, cfg.data.standardize)
+    trainer = build_trainer(cfg, splits)
     trainer.fit()
-    return evaluate_best(trainer, cfg.monitor)["test_acc"]
+    return evaluate_best(trainer, splits, cfg.monitor)["test_acc"]
 
 
 def accuracy(report: Report, table: Table, quick: bool) -> None:
@@ -652,11 +658,27 @@ def ablation(report: Report, csv: Path | None, quick: bool) -> None:
     )
 
 
+def report_path(out: Path | None, quick: bool, only: list[str]) -> Path:
+    """Where the report goes: ``out`` if given; BENCHMARKS.md only for a full run."""
+    if out is not None:
+        return out
+    if quick:
+        return REPO / "outputs" / "benchmarks" / "quick.md"
+    if list(only) != list(SECTIONS):
+        return REPO / "outputs" / "benchmarks" / "partial.md"
+    return COMMITTED
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small synthetic data, < 2 min")
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="labelled CSV (real data)")
-    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the report (default: BENCHMARKS.md for a full run, else outputs/benchmarks/)",
+    )
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     args = parser.parse_args(argv)
     only = [s for s in args.only.split(",") if s]
@@ -665,6 +687,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
     if not args.quick and not args.csv.is_file():
         parser.error(f"{args.csv}: not found (pass --csv PATH, or --quick)")
+    args.out = report_path(args.out, args.quick, only)
+    if args.quick and args.out.resolve() == COMMITTED.resolve():
+        parser.error(f"{args.out}: refusing to write quick-mode figures over the committed report")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     logging.disable(logging.INFO)
     torch.set_num_threads(1)  # every contender on one thread, as pricenet's default runs
     table = load_table(args)

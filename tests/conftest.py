@@ -19,6 +19,27 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = Path(
     os.environ.get("PRICENET_SHARED_CSV", REPO_ROOT.parent / "shared" / "data" / "mobile_price.csv")
 )
+# The slowest in-process tests, each covered in kind by a faster one, are marked slow here, so
+# the fast tier (`make test-fast`: `pytest -m "not slow"`) leaves them out; `make test` (CI)
+# still runs them. "file::test" marks every parametrization, "file::test[id]" only that one.
+SLOW_IN_PROCESS = frozenset(
+    {
+        "test_real_data.py::test_recommended_reaches_96_percent_and_the_tutorial_fails",
+        "test_explain.py::test_every_figure_is_a_valid_png",
+        "test_data_validation.py::test_random_malformed_csv_raises_only_data_error",
+        "test_resume.py::test_resumed_run_equals_uninterrupted_run[plateau-dropout-rrelu]",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests named in :data:`SLOW_IN_PROCESS` slow."""
+    for item in items:
+        test_id = item.nodeid.rsplit("/", 1)[-1]
+        if test_id in SLOW_IN_PROCESS or test_id.split("[", 1)[0] in SLOW_IN_PROCESS:
+            item.add_marker(pytest.mark.slow)
+
+
 # Small and fast: what every "does this choice train" test runs on.
 SHRINK = ["trainer.epochs=2", "data.n_rows=200", "trainer.batch_size=32", "trainer.device=cpu"]
 

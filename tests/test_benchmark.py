@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
-
-pytestmark = pytest.mark.slow
 
 NUMBER = re.compile(r"\d+(\.\d+)?")
 
@@ -23,6 +24,38 @@ def tables(markdown: str) -> dict[str, list[list[str]]]:
         rows = [line.strip("|").split("|") for line in body.splitlines() if line.startswith("|")]
         found[title.strip()] = [[c.strip() for c in row] for row in rows[2:]]
     return found
+
+
+@functools.cache
+def load_script():
+    """scripts/benchmark.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location(
+        "benchmark", REPO_ROOT / "scripts" / "benchmark.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmark"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_only_a_full_run_writes_the_committed_report_by_default():
+    bench = load_script()
+    every = list(bench.SECTIONS)
+    assert bench.report_path(None, False, every) == REPO_ROOT / "BENCHMARKS.md"
+    assert bench.report_path(None, True, every) == REPO_ROOT / "outputs/benchmarks/quick.md"
+    assert bench.report_path(None, False, ["speed"]) == REPO_ROOT / "outputs/benchmarks/partial.md"
+    assert bench.report_path(Path("x.md"), True, every) == Path("x.md")
+
+
+def test_quick_figures_over_the_committed_report_are_refused(capsys):
+    bench = load_script()
+    committed = REPO_ROOT / "BENCHMARKS.md"
+    before = committed.read_bytes() if committed.exists() else None
+    with pytest.raises(SystemExit) as caught:
+        bench.main(["--quick", "--out", str(committed)])
+    assert caught.value.code == 2
+    assert "refusing to write quick-mode figures" in capsys.readouterr().err
+    assert (committed.read_bytes() if committed.exists() else None) == before
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +72,14 @@ def report(tmp_path_factory) -> str:
     return out.read_text()
 
 
+@pytest.mark.slow
 def test_header_names_date_machine_and_versions(report):
     assert re.search(r"- date: \d{4}-\d\d-\d\dT", report)
     assert re.search(r"- machine: \d+ cores, ", report)
     assert "torch " in report and "scikit-learn " in report
 
 
+@pytest.mark.slow
 def test_every_section_has_a_table_with_a_number_per_contender(report):
     sections = tables(report)
     expected = {
@@ -64,6 +99,7 @@ def test_every_section_has_a_table_with_a_number_per_contender(report):
             assert NUMBER.search(" ".join(row[1:])), (title, row)
 
 
+@pytest.mark.slow
 def test_accuracy_lists_pricenet_and_every_scikit_learn_contender(report):
     names = [row[0] for row in tables(report)["Accuracy"]]
     for name in (

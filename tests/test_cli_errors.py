@@ -10,9 +10,9 @@ from conftest import run_cli
 from hydra.utils import instantiate
 
 from pricenet.checkpoint import load_checkpoint
-from pricenet.data import make_synthetic
 from pricenet.errors import ConfigError, DataError, exit_on_user_error
 from pricenet.pipeline import run
+from pricenet.tables import make_synthetic
 
 LEAN = [
     "report.tensorboard=false",
@@ -60,7 +60,7 @@ def test_traceback_only_when_asked_for(tmp_path, monkeypatch, capsys, flag):
     missing = tmp_path / "absent.csv"
     # instantiate wraps the DataError in its own exception: the user still gets one line
     load = exit_on_user_error(
-        lambda: instantiate({"_target_": "pricenet.data.read_csv", "path": str(missing)})
+        lambda: instantiate({"_target_": "pricenet.tables.sources.csv", "path": str(missing)})
     )
     with pytest.raises(SystemExit) as exited:
         load()

@@ -6,12 +6,18 @@ the right type that make no sense fail in ``validate``; everything before any da
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 import pytest
 import torch
+from conftest import run_cli
 
+from pricenet.checks import check_factories
 from pricenet.config import validate
 from pricenet.errors import ConfigError, DataError, PricenetError
-from pricenet.pipeline import check_factories, run
+from pricenet.pipeline import run
 from pricenet.seed import resolve_device
 
 
@@ -80,8 +86,11 @@ def test_unknown_key_or_wrong_type_fails_at_composition(compose_cfg, override, k
         (["scheduler=multistep", "scheduler.milestones=[0,5]"], "scheduler.milestones=[0, 5]"),
         (["scheduler=multistep", "scheduler.milestones=30"], "scheduler.milestones=30 is invalid"),
         (["+trainer.epoch=3"], "trainer.epoch=3 is invalid: unknown key; allowed: epochs,"),
-        (["+model.width=3"], "model.width=3 is invalid: unknown key; allowed: _target_, hidden"),
-        (["optim.weight_decay=-1"], "optim.weight_decay=-1 is invalid: must be a number >= 0"),
+        (["+model.width=3"], "model.width=3 is invalid: unknown key; allowed: hidden, dropout"),
+        (
+            ["optim.weight_decay=-1"],
+            "optim.weight_decay=-1 is invalid: must be a finite number >= 0",
+        ),
         (["data.val_size=1.0"], "data.val_size=1.0 is invalid: must be in [0, 1)"),
         (["trainer.patience=0"], "trainer.patience=0 is invalid: must be >= 1, or null"),
     ],
@@ -143,3 +152,175 @@ def test_config_is_checked_before_data_is_read(compose_cfg, tmp_path, monkeypatc
         run(cfg, tmp_path / "run")
     assert not isinstance(caught.value, DataError), caught.value
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["trainer.seed=-1"],
+            "trainer.seed=-1 is invalid: must be an integer with 0 <= seed < 2**63",
+        ),
+        (["trainer.seed=18446744073709551616"], "trainer.seed=18446744073709551616 is invalid"),
+        (["trainer.seed=9223372036854775808"], "trainer.seed=9223372036854775808 is invalid"),
+        (["data.seed=-2"], "data.seed=-2 is invalid: must be an integer with 0 <= seed < 2**63"),
+        (["optim.weight_decay=inf"], "optim.weight_decay=inf is invalid: must be a finite number"),
+        (["optim.weight_decay=nan"], "optim.weight_decay=nan is invalid: must be a finite number"),
+        (["data.noise=-0.5"], "data.noise=-0.5 is invalid: must be a finite number >= 0"),
+        (
+            ["model.batch_norm=true", "trainer.batch_size=1"],
+            "model.batch_norm=true needs trainer.batch_size >= 2 (got 1)",
+        ),
+    ],
+)
+def test_values_that_gave_tracebacks_are_config_errors(compose_cfg, overrides, message):
+    cfg = compose_cfg(*overrides)
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg)
+    assert str(caught.value).startswith(message), caught.value
+
+
+def test_the_largest_seed_and_batch_norm_without_hidden_layers_are_accepted(compose_cfg):
+    validate(compose_cfg("trainer.seed=9223372036854775807"))
+    validate(compose_cfg("model=linear", "model.batch_norm=true", "trainer.batch_size=1"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+activation.foo=1"], "activation (torch.nn.ReLU): unexpected argument 'foo'"),
+        (
+            ["+loss.criterion.foo=1"],
+            "loss.criterion (torch.nn.CrossEntropyLoss): unexpected argument 'foo'",
+        ),
+        (["+loss.head.foo=1"], "loss.head (pricenet.heads.CategoricalHead): unexpected argument"),
+        (
+            ["+init.weight.foo=1"],
+            "init.weight (torch.nn.init.kaiming_normal_): unexpected argument 'foo'",
+        ),
+        (["+init.bias.foo=1"], "init.bias (torch.nn.init.zeros_): unexpected argument 'foo'"),
+        (
+            ["+init.weight.nonlinearity=bad"],
+            "init.weight (torch.nn.init.kaiming_normal_): ValueError: Unsupported nonlinearity",
+        ),
+        (
+            ["init.weight._partial_=false"],
+            "init.weight (torch.nn.init.kaiming_normal_): TypeError: ",
+        ),
+        (
+            ["+data.source.foo=1"],
+            "data.source (pricenet.tables.sources.synthetic): unexpected argument",
+        ),
+        (
+            ["model.hidden=[8,8]", "+model.layer_activations.1={_target_:torch.nn.ELU,foo:1}"],
+            "model.layer_activations.1 (torch.nn.ELU): unexpected argument 'foo'",
+        ),
+        (
+            ["+model.layer_inits.1={weight:{_target_:torch.nn.init.zeros_,_partial_:true,foo:2}}"],
+            "model.layer_inits.1.weight (torch.nn.init.zeros_): unexpected argument 'foo'",
+        ),
+        (["activation._target_=torch.nn.Nope"], "activation (torch.nn.Nope): "),
+        (
+            ["loss.head._target_=torch.nn.ReLU"],
+            "loss.head (torch.nn.ReLU): TypeError: builds a ReLU, which is not a pricenet head",
+        ),
+    ],
+)
+def test_every_target_node_is_checked_up_front(compose_cfg, overrides, message):
+    cfg = compose_cfg(*overrides)
+    validate(cfg)
+    with pytest.raises(ConfigError) as caught:
+        check_factories(cfg)
+    assert str(caught.value).startswith(message), caught.value
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "bad", ["+activation.foo=1", "+loss.criterion.foo=1", "+loss.head.foo=1", "+init.weight.foo=1"]
+)
+def test_a_bad_target_argument_touches_no_run_folder_and_no_data(
+    compose_cfg, tmp_path, monkeypatch, bad
+):
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_cfg("data=csv", f"data.path={tmp_path / 'absent.csv'}", bad)
+    with pytest.raises(ConfigError, match=r"unexpected argument 'foo'"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_shipped_choice_passes_the_target_checks(compose_cfg):
+    from importlib.resources import files
+
+    for group in ("activation", "init", "loss", "model", "data"):
+        for path in (files("pricenet.conf") / group).iterdir():
+            if not path.name.endswith(".yaml"):
+                continue  # data/schema/ is a nested group
+            choice = path.name.removesuffix(".yaml")
+            cfg = compose_cfg(f"{group}={choice}", "model.hidden=[4]")
+            check_factories(cfg)
+
+
+def test_help_lists_no_schema_as_a_choice_of_a_group(compose_cfg):
+    """``--help`` lists each group's options from the config loader: no ``*_schema`` among them."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    compose_cfg()  # clears Hydra
+    with initialize_config_module("pricenet.conf", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        options = {g: loader.get_group_options(g) for g in ("data", "model", "trainer")}
+    assert options == {
+        "data": ["csv", "synthetic"],
+        "model": ["linear", "mlp", "tutorial"],
+        "trainer": ["default"],
+    }
+
+
+@pytest.mark.slow
+def test_help_command_shows_the_groups_without_schemas(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "data: csv, synthetic\n" in result.stdout
+    assert "trainer: default\n" in result.stdout
+    assert "_schema" not in result.stdout
+
+
+@contextlib.contextmanager
+def keep_logging() -> Iterator[None]:
+    """Undo the logging set-up Hydra's main does (handlers on captured streams, levels)."""
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, handlers, level, propagate, disabled in saved:
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate, lg.disabled = propagate, disabled
+
+
+def test_train_entry_point_in_process_reports_a_bad_argument_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    """``pricenet.train.main`` (no subprocess): one ``error:`` line, exit 2, no model built."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pricenet.train import main
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv("PRICENET_DEBUG", raising=False)
+    monkeypatch.setenv("PRICENET_ROOT", str(tmp_path))
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(
+        "sys.argv", ["pricenet-train", "+activation.foo=1", f"hydra.run.dir={run_dir}"]
+    )
+    GlobalHydra.instance().clear()
+    with keep_logging(), pytest.raises(SystemExit) as caught:
+        main()
+    GlobalHydra.instance().clear()
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "error: activation (torch.nn.ReLU): unexpected argument 'foo'; allowed: inplace"
+    )
+    assert not (run_dir / "config.yaml").exists()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_predict import train
+from helpers import train
 
 from pricenet.pipeline import run
 from pricenet.predict import Predictor

@@ -1,11 +1,18 @@
-"""The tutorial's figures: drawn from pricenet's own configs, saved as PNG."""
+"""The tutorial's figures, drawn from pricenet's own configs; a model's feature importance."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
-from test_reporting import assert_png
+import torch
+from helpers import FEATURES, assert_png
 
+from pricenet.attribution import HeldOut, integrated_gradients, permutation_importance
 from pricenet.explain import ExplainOptions, explain, lr_curve, main
+from pricenet.pipeline import run
+from pricenet.predict import Predictor
+from pricenet.tables import make_synthetic
 
 
 def test_every_figure_is_a_valid_png(tmp_path):
@@ -47,3 +54,128 @@ def test_bad_arguments_exit_2(tmp_path, capsys, args, message):
         main([*args, f"out_dir={tmp_path}"])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- features
+
+
+@pytest.mark.parametrize("figure", ["ema", "features"])
+def test_unwritable_out_dir_fails_before_any_work(tmp_path, capsys, figure):
+    (tmp_path / "afile").write_text("x")
+    for out_dir, message in (
+        ("/proc/pricenet-no/explain", "out_dir=/proc/pricenet-no/explain: cannot write in /proc"),
+        (str(tmp_path / "afile"), "is not a directory"),
+    ):
+        # the checkpoint does not exist: the folder is refused before it is looked at
+        args = [figure, f"out_dir={out_dir}", "checkpoint=/nonexistent/best.pt"]
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["features"], "features: missing checkpoint=..."),
+        (["features", "checkpoint=x", "repeats=0"], "repeats=0 is invalid"),
+        (["features", "checkpoint=x", "steps=0"], "steps=0 is invalid"),
+    ],
+)
+def test_bad_feature_options_exit_2(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, f"out_dir={tmp_path}"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+class _RamOnly:
+    """A stand-in predictor whose label depends on ram alone."""
+
+    feature_names = ["ram", "blue"]
+    label_name = "price_range"
+    class_labels = [0, 1]
+
+    def predict(self, frame):
+        return pd.DataFrame({"price_range": (frame["ram"].to_numpy() > 0.5).astype(int)})
+
+
+def test_permutation_importance_sees_only_the_feature_used():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"ram": rng.random(400), "blue": rng.integers(0, 2, 400)})
+    rows = HeldOut(frame, (frame["ram"].to_numpy() > 0.5).astype(int), "memory")
+    base, mean, std = permutation_importance(_RamOnly(), rows, repeats=5, seed=1)
+    assert base == 1.0
+    assert mean[1] == 0.0 and std[1] == 0.0  # shuffling blue changes no prediction
+    assert 0.4 < mean[0] < 0.6 and std[0] > 0  # shuffled ram: about half the rows wrong
+
+
+def test_integrated_gradients_of_a_linear_map_are_exact():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    x, baseline = torch.randn(5, 3), torch.randn(3)
+    ig = integrated_gradients(layer, x, baseline, steps=4)
+    expected = layer.weight.detach()[None] * (x - baseline)[:, None, :]
+    assert torch.allclose(ig, expected, atol=1e-6)
+
+
+def test_integrated_gradients_add_up_to_the_change_in_probability(compose_cfg, tmp_path):
+    run(compose_cfg("report.plots=false", "model=mlp"), tmp_path / "run")
+    module = Predictor.from_checkpoint(tmp_path / "run").probability_module()
+    x = torch.as_tensor(make_synthetic(50, seed=3).frame.to_numpy(np.float32))
+    baseline = x.mean(dim=0)
+    ig = integrated_gradients(module, x, baseline, steps=256)
+    with torch.no_grad():
+        change = module(x) - module(baseline[None])
+    assert ig.shape == (50, 4, 20)
+    assert (ig.sum(dim=2) - change).abs().max() < 2e-3  # completeness
+    assert change.abs().max() > 0.05  # and it is not trivially 0 = 0
+
+
+def test_features_on_a_labelled_csv_and_the_run_folder_default(compose_cfg, tmp_path, capsys):
+    run(compose_cfg("report.plots=false"), tmp_path / "run")
+    make_synthetic(120, seed=7).to_frame().to_csv(tmp_path / "rows.csv", index=False)
+    main(["features", f"checkpoint={tmp_path / 'run'}", f"data={tmp_path / 'rows.csv'}"])
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'rows.csv'} (120 rows)" in out
+    table = pd.read_csv(tmp_path / "run" / "features.csv")
+    assert sorted(table["feature"]) == sorted(FEATURES)
+    assert table["rank"].tolist() == list(range(1, 21))
+    assert table["permutation_mean"].is_monotonic_decreasing
+    assert [c for c in table.columns if c.startswith("ig_abs_")] == [
+        "ig_abs_mean",
+        "ig_abs_0",
+        "ig_abs_1",
+        "ig_abs_2",
+        "ig_abs_3",
+    ]
+    assert_png(tmp_path / "run" / "features.png", min_size=(800, 500))
+
+
+def test_features_need_labels_in_the_csv(compose_cfg, tmp_path, capsys):
+    run(compose_cfg("report.plots=false"), tmp_path / "run")
+    make_synthetic(30).to_frame(with_labels=False).to_csv(tmp_path / "rows.csv", index=False)
+    with pytest.raises(SystemExit):
+        main(["features", f"checkpoint={tmp_path / 'run'}", f"data={tmp_path / 'rows.csv'}"])
+    assert "column 'price_range' missing" in capsys.readouterr().err
+
+
+def test_top_features_on_the_shared_data(compose_cfg, real_csv, tmp_path, capsys):
+    cfg = compose_cfg(
+        "experiment=recommended",
+        "data=csv",
+        f"data.path={real_csv}",
+        "report.plots=false",
+        "trainer.device=cpu",
+        shrink=False,
+    )
+    run(cfg, tmp_path / "run")
+    main(["features", f"checkpoint={tmp_path / 'run' / 'best.pt'}", f"out_dir={tmp_path / 'x'}"])
+    table = pd.read_csv(tmp_path / "x" / "features.csv")
+    top = table["feature"].head(4).tolist()
+    assert set(top) == {"ram", "battery_power", "px_height", "px_width"}, table.head(6)
+    assert top[0] == "ram"
+    # the 4th most important still clearly above the 5th
+    assert table["permutation_mean"][3] > 3 * max(table["permutation_mean"][4], 0.01)
+    assert "top features: ram" in capsys.readouterr().out

@@ -6,26 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import run_cli
-from hydra.utils import instantiate
+from helpers import LABEL, train
 
-from pricenet.checkpoint import load_checkpoint, save_checkpoint
-from pricenet.data import LABEL, Table, stratified_split
-from pricenet.errors import CheckpointError, DataError
-from pricenet.pipeline import run
+from pricenet.errors import DataError
 from pricenet.predict import Predictor, main
-
-
-def train(compose_cfg, run_dir, *overrides: str) -> tuple[dict, pd.DataFrame]:
-    """Train a small run; return its metrics and its test split as a Kaggle frame with ids."""
-    cfg = compose_cfg("data.n_rows=400", "trainer.epochs=3", "report.plots=false", *overrides)
-    metrics, _ = run(cfg, run_dir)
-    table = instantiate(cfg.data.source)
-    _, _, test = stratified_split(
-        table.labels, cfg.data.val_size, cfg.data.test_size, cfg.trainer.seed
-    )
-    ids = np.array([f"phone-{i:04d}" for i in test])
-    frame = Table(table.features[test], table.labels[test], ids).to_frame()
-    return metrics, frame
 
 
 @pytest.fixture
@@ -137,7 +121,7 @@ def test_bad_arguments_give_one_line_and_exit_2(args, message, capsys, tmp_path,
 
 def test_dataframe_without_a_feature_is_refused(trained):
     run_dir, _, frame = trained
-    with pytest.raises(DataError, match="column 'ram' missing from the DataFrame"):
+    with pytest.raises(DataError, match="column 'ram': missing from the DataFrame"):
         Predictor.from_checkpoint(run_dir).predict(frame.drop(columns="ram"))
 
 
@@ -145,17 +129,3 @@ def test_last_checkpoint_predicts_too(trained):
     run_dir, _, frame = trained
     result = Predictor.from_checkpoint(run_dir / "last.pt").predict(frame)
     assert len(result) == len(frame)
-
-
-@pytest.mark.parametrize("poison", ["head", "config.loss.head", "config.activation"])
-def test_checkpoint_naming_foreign_code_is_refused(trained, tmp_path, poison):
-    run_dir, _, _ = trained
-    payload = load_checkpoint(run_dir / "best.pt")
-    *parents, key = poison.split(".")
-    node = payload
-    for parent in parents:
-        node = node[parent]
-    node[key] = {"_target_": "os.system", "command": "echo pwned"}
-    save_checkpoint(tmp_path / "evil.pt", payload)
-    with pytest.raises(CheckpointError, match="refusing to build 'os.system'"):
-        Predictor.from_checkpoint(tmp_path / "evil.pt")

@@ -8,9 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import run_cli
+from helpers import assert_png
 
 from pricenet.logs import tensorboard_name
 from pricenet.pipeline import run
@@ -30,18 +30,6 @@ class FakeTerminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
-
-
-def assert_png(path: Path, min_size: tuple[int, int] = (400, 300)) -> None:
-    """A real PNG, at least ``min_size`` pixels, and not a blank canvas."""
-    from PIL import Image
-
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
-    assert path.stat().st_size > 10_000, path
-    with Image.open(path) as image:
-        assert image.width >= min_size[0] and image.height >= min_size[1], image.size
-        pixels = np.asarray(image.convert("L"))
-    assert (pixels < 128).mean() > 0.005, f"{path}: almost nothing drawn"
 
 
 def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:

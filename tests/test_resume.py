@@ -37,6 +37,7 @@ CASES = {
         "model.batch_norm=true",
         "optim=sgd",
     ],
+    "cv-packed": ["cv=kfold", "cv.folds=3", "model.dropout=0.3", "optim=adam", "trainer.seeds=2"],
     "multistep-early-stop": [  # stops early at epoch 8 (best: 6), after the resume at 4
         "scheduler=multistep",
         "scheduler.milestones=[2,4]",
@@ -63,7 +64,9 @@ def test_resumed_run_equals_uninterrupted_run(compose_cfg, tmp_path, extra):
     for name in ("metrics.json", "metrics.csv"):  # metrics.csv is rewritten whole on resume
         assert (tmp_path / "resumed" / name).read_text() == (tmp_path / "full" / name).read_text()
     # the new folder holds both checkpoints; the old run's folder is untouched
-    assert load_checkpoint(artifacts["best.pt"])["epoch"] == full["best_epoch"]
+    members = full.get("members")
+    best = [m["best_epoch"] for m in members] if members else full["best_epoch"]
+    assert load_checkpoint(artifacts["best.pt"])["epoch"] == best
     assert load_checkpoint(artifacts["last.pt"])["epoch"] == full["epochs_run"]
     assert first["last.pt"].read_bytes() == first_last
 
@@ -86,7 +89,7 @@ DRIVER = """
 import os, signal, sys
 from pathlib import Path
 
-import pricenet.checkpoint as checkpoint
+import pricenet.callbacks as checkpoint
 from pricenet.train import main
 
 KILL_AT, MARKER = int(sys.argv.pop(1)), Path(sys.argv.pop(1))
@@ -120,19 +123,21 @@ CLI = [
     "scheduler=multistep",
     "scheduler.milestones=[3,6]",
     "trainer.deterministic=true",
+    "trainer.checkpoint_interval_s=0",  # last.pt after every epoch: the kill finds epoch 2's
     *LEAN,
 ]
 
 
 @pytest.mark.slow
-def test_sigkilled_run_resumes_to_the_same_metrics(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["cv=kfold", "cv.folds=3"]], ids=["single", "cv-packed"])
+def test_sigkilled_run_resumes_to_the_same_metrics(tmp_path, extra):
     env = {**os.environ, "PRICENET_ROOT": str(tmp_path)}
     env.pop("HYDRA_FULL_ERROR", None)
     (tmp_path / "driver.py").write_text(DRIVER)
     marker = tmp_path / "stopped"
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "driver.py", "2", str(marker), *CLI, f"hydra.run.dir={killed}"],
+        [sys.executable, "driver.py", "2", str(marker), *CLI, *extra, f"hydra.run.dir={killed}"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -149,10 +154,10 @@ def test_sigkilled_run_resumes_to_the_same_metrics(tmp_path):
     assert load_checkpoint(killed / "last.pt")["epoch"] == 2
 
     resumed = run_cli(
-        *CLI, f"trainer.resume={killed}", f"hydra.run.dir={tmp_path}/resumed", cwd=tmp_path
+        *CLI, *extra, f"trainer.resume={killed}", f"hydra.run.dir={tmp_path}/resumed", cwd=tmp_path
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    full = run_cli(*CLI, f"hydra.run.dir={tmp_path}/full", cwd=tmp_path)
+    full = run_cli(*CLI, *extra, f"hydra.run.dir={tmp_path}/full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr[-2000:]
 
     resumed_metrics = (tmp_path / "resumed/metrics.json").read_text()

@@ -7,11 +7,9 @@ import itertools
 import json
 import os
 import stat
-from collections import OrderedDict
 from importlib.resources import files
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import SHRINK, run_cli
@@ -20,7 +18,6 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pricenet import data
 from pricenet.config import validate
 from pricenet.seed import set_threads
 from pricenet.sweep import main, write_leaderboard
@@ -129,34 +126,6 @@ def test_pruned_rows_come_between_done_and_failed_and_a_cut_json_is_a_failed_row
     assert rows[1]["error"] == "pruned at epoch 4 (val_acc 0.3)"
     assert rows[3]["error"].startswith("metrics.json is unreadable (")
     assert "4 jobs (1 done, 1 pruned, 2 failed)" in (tmp_path / "leaderboard.md").read_text()
-
-
-def test_load_table_builds_each_source_once_and_hands_out_copies(monkeypatch):
-    monkeypatch.setattr(data, "_TABLES", OrderedDict())
-    calls = []
-    real = data.make_synthetic
-    monkeypatch.setattr(data, "make_synthetic", lambda **kw: calls.append(kw) or real(**kw))
-    source = {"_target_": "pricenet.data.make_synthetic", "n_rows": 40, "noise": 0.0, "seed": 1}
-
-    first = data.load_table(source)
-    first.features[:] = -1.0
-    second = data.load_table(dict(source))
-    other = data.load_table({**source, "seed": 2})
-
-    assert len(calls) == 2
-    np.testing.assert_array_equal(second.features, real(n_rows=40, noise=0.0, seed=1).features)
-    assert not np.array_equal(other.features, second.features)
-
-
-def test_load_table_reads_a_changed_csv_again(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "_TABLES", OrderedDict())
-    path = tmp_path / "train.csv"
-    data.make_synthetic(40, seed=0).to_frame().to_csv(path, index=False)
-    source = {"_target_": "pricenet.data.read_csv", "path": str(path)}
-    assert len(data.load_table(source)) == 40
-
-    data.make_synthetic(60, seed=0).to_frame().to_csv(path, index=False)
-    assert len(data.load_table(source)) == 60
 
 
 def test_set_threads_applies_and_restores_the_default():

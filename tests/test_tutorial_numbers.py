@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import FEATURES
 from hydra.utils import instantiate
 
-from pricenet.data import FEATURES
 from pricenet.model import build_model, count_parameters
+from pricenet.packed import PackedDropout
+from pricenet.spec import network_spec
 
 
 def test_tutorial_mlp_has_10180_parameters(compose_cfg):
     cfg = compose_cfg("model=tutorial", "init=default")
-    model = build_model(cfg, len(FEATURES))
+    spec = network_spec(cfg, len(FEATURES), 4)
+    model = build_model(cfg, spec, [torch.Generator().manual_seed(0)])
     assert count_parameters(model) == 10_180
-    assert [m.p for m in model if isinstance(m, torch.nn.Dropout)] == [0.9, 0.9]
+    assert [m.p for m in model if isinstance(m, PackedDropout)] == [0.9, 0.9]
 
 
 def _criterion(compose_cfg, loss: str) -> torch.nn.Module:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from conftest import REPO_ROOT
 
-from pricenet.data import make_synthetic
+from pricenet.tables import make_synthetic
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pickle
 import re
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,7 +22,8 @@ import torch
 
 from pricenet.errors import CheckpointError
 
-FORMAT_VERSION = 1
+# 2: the network is stored as a checked NetworkSpec, never as a config to instantiate.
+FORMAT_VERSION = 2
 BEST = "best.pt"
 LAST = "last.pt"
 
@@ -35,6 +36,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask like open()
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -52,6 +54,12 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus the format version) to ``path`` atomically."""
     body = {"format_version": FORMAT_VERSION, **payload}
@@ -61,45 +69,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 text to ``path`` atomically (metrics.json, config.yaml)."""
     return _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
-
-
-class Checkpointer:
-    """Trainer callback: ``last.pt`` every ``every`` epochs and at the end; ``best.pt`` with it
-    whenever the monitor improved since the last save.
-
-    ``meta`` (scaler, head, class count, resolved config) goes into both, so either file is
-    enough to predict; ``last.pt`` also holds the full trainer state to resume.
-    """
-
-    def __init__(self, run_dir: str | Path, meta: dict[str, Any], every: int = 1) -> None:
-        self.run_dir = Path(run_dir)
-        self.meta = meta
-        self.every = every
-        self.saved_epoch = -1
-        self.saved_best = -1
-
-    def _save(self, trainer: Any) -> None:
-        state = trainer.state
-        payload = {"epoch": state.epoch, "trainer": trainer.state_dict()}
-        save_checkpoint(self.run_dir / LAST, {**self.meta, **payload})
-        if state.best_epoch != self.saved_best:
-            payload = {"epoch": state.best_epoch, "model": trainer.best_model_state}
-            save_checkpoint(self.run_dir / BEST, {**self.meta, **payload})
-            self.saved_best = state.best_epoch
-        self.saved_epoch = state.epoch
-
-    def on_fit_start(self, trainer: Any) -> None:
-        """A resumed run's own folder holds both checkpoints from the start."""
-        if trainer.state.epoch > 0:
-            self._save(trainer)
-
-    def on_epoch_end(self, trainer: Any) -> None:
-        if trainer.state.epoch % self.every == 0:
-            self._save(trainer)
-
-    def on_fit_end(self, trainer: Any) -> None:
-        if trainer.state.epoch != self.saved_epoch:
-            self._save(trainer)
 
 
 def resolve_checkpoint(path: str | Path, name: str = BEST) -> Path:
@@ -134,10 +103,91 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a pricenet checkpoint (no format_version)")
     if payload["format_version"] != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format {payload['format_version']!r} is not supported "
-            f"(this pricenet reads format {FORMAT_VERSION})"
+            f"{path}: checkpoint format {_shown(payload['format_version'])} is not supported "
+            f"(this pricenet reads format {FORMAT_VERSION}; retrain with this version)"
         )
+    check_payload(payload, str(path))
     return payload
+
+
+# Every top-level key a checkpoint may hold, with the type of its value. Anything else is
+# refused: a checkpoint is data in a fixed layout, never a config to interpret.
+PAYLOAD_KEYS: dict[str, type | tuple[type, ...]] = {
+    "format_version": int,
+    "epoch": (int, list),  # an int per member when there are several
+    "network": dict,  # a NetworkSpec, checked by whoever builds it
+    "model": dict,  # the selected weights (best.pt)
+    "trainer": dict,  # the full trainer state (last.pt)
+    "schema": dict,  # the table's schema (features, label, classes), checked on load
+    "preprocessors": list,  # one fitted Preprocessor state per member
+    "temperatures": list,  # one calibration temperature per member
+    "settings": dict,  # the run's resolved config, flat: compared on resume, never built
+    "data_sha256": str,
+}
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def check_payload(payload: dict[str, Any], where: str) -> None:
+    """Refuse unknown top-level keys, values of the wrong type and non-plain settings."""
+    for key, value in payload.items():
+        if key not in PAYLOAD_KEYS:
+            raise CheckpointError(f"{where}: unknown key {_shown(key)} (not a pricenet checkpoint)")
+        expected = PAYLOAD_KEYS[key]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise CheckpointError(
+                f"{where}: {key} is a {type(value).__name__}, expected "
+                f"{getattr(expected, '__name__', expected)}"
+            )
+    for key, value in payload.get("settings", {}).items():
+        items = value if isinstance(value, list) else [value]
+        if not isinstance(key, str) or not all(isinstance(v, _PLAIN) for v in items):
+            raise CheckpointError(
+                f"{where}: settings.{key}: {_shown(value)} is not a plain value (settings are "
+                "flat and are never built)"
+            )
+        if any(isinstance(v, str) and "${" in v for v in items):
+            raise CheckpointError(
+                f"{where}: settings.{key}: {_shown(value)} is an interpolation; a checkpoint "
+                "holds resolved values only"
+            )
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_tensors(
+    state: Any, reference: Mapping[str, torch.Tensor], where: str, *, finite: bool = True
+) -> dict[str, torch.Tensor]:
+    """``state`` if it has exactly ``reference``'s keys, shapes and dtype kinds (and finite
+    floating values); else a :class:`CheckpointError` naming ``where`` and the first problem."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{where}: expected a mapping of tensors, got {type(state).__name__}")
+    missing = [k for k in reference if k not in state]
+    unknown = [k for k in state if k not in reference]
+    if missing or unknown:
+        parts = [f"missing {', '.join(map(_shown, missing[:3]))}" if missing else ""]
+        parts.append(f"unexpected {', '.join(map(_shown, unknown[:3]))}" if unknown else "")
+        raise CheckpointError(
+            f"{where}: does not fit the stored network ({'; '.join(p for p in parts if p)})"
+        )
+    for key, expected in reference.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{where}: {key} is a {type(value).__name__}, not a tensor")
+        if value.shape != expected.shape:
+            raise CheckpointError(
+                f"{where}: {key} has shape {tuple(value.shape)}, but the stored network needs "
+                f"{tuple(expected.shape)}"
+            )
+        if value.is_floating_point() != expected.is_floating_point():
+            raise CheckpointError(
+                f"{where}: {key} has dtype {value.dtype}, expected {expected.dtype}"
+            )
+        if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{where}: {key} holds NaN or infinite values")
+    return dict(state)
 
 
 # Keys a resumed run may change: where things live and how they are shown, not the maths.
@@ -148,7 +198,7 @@ RESUME_MAY_CHANGE = (
     "trainer.epochs",
     "trainer.device",
     "trainer.threads",
-    "trainer.checkpoint_every",
+    "trainer.checkpoint_interval_s",
     "trainer.deterministic",
     "report.",
     "paths.",
@@ -157,18 +207,27 @@ RESUME_MAY_CHANGE = (
 )
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_settings(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A resolved config as ``{"optim.lr": 0.01, "model.hidden": [64], ...}``: plain values
+    and lists of them only, so a checkpoint never holds a node anything could build."""
     if isinstance(node, dict):
         flat: dict[str, Any] = {}
         for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_settings(value, f"{prefix}{key}."))
+        return flat
+    if isinstance(node, list) and not all(isinstance(v, _PLAIN) for v in node):
+        flat = {}
+        for i, value in enumerate(node):
+            flat.update(flatten_settings(value, f"{prefix}{i}."))
         return flat
     return {prefix.rstrip("."): node}
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key (saved there, current here)`` for each setting a resume must keep the same."""
-    old, new = _flatten(saved), _flatten(current)
+    """``key (saved there, current here)`` for each setting a resume must keep the same.
+
+    ``saved`` is a checkpoint's flat settings; ``current`` this run's resolved config."""
+    old, new = saved, flatten_settings(current)
     keys = sorted(k for k in old.keys() | new.keys() if not k.startswith(RESUME_MAY_CHANGE))
     missing = "<unset>"
     return [
@@ -176,27 +235,3 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
         for k in keys
         if old.get(k, missing) != new.get(k, missing)
     ]
-
-
-def resume_state(path: str | Path, config: dict[str, Any]) -> dict[str, Any]:
-    """The trainer state in ``last.pt`` (or a run folder's), checked against this run's config.
-
-    It is loaded on the CPU (RNG states must stay there); the trainer moves the rest.
-
-    Resuming with other settings would silently train a different model, so any difference
-    outside :data:`RESUME_MAY_CHANGE` is a :class:`CheckpointError` that names the keys.
-    """
-    file = resolve_checkpoint(path, LAST)
-    checkpoint = load_checkpoint(file)
-    if not isinstance(checkpoint.get("trainer"), dict):
-        raise CheckpointError(f"{file}: holds no trainer state to resume from (use a last.pt)")
-    differences = config_differences(checkpoint.get("config") or {}, config)
-    if differences:
-        shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
-        overrides = file.parent / ".hydra" / "overrides.yaml"
-        hint = f" (the original overrides are in {overrides})" if overrides.is_file() else ""
-        raise CheckpointError(
-            f"{file}: was trained with other settings: {shown}; resume with the same "
-            f"overrides as the original run{hint}"
-        )
-    return checkpoint["trainer"]

@@ -7,7 +7,10 @@ with the key's name, like ``pricenet-train`` does.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
@@ -38,3 +41,28 @@ def parse_options(args: list[str], schema: type[T], usage: str) -> T:
     if missing:
         raise ConfigError(f"missing {', '.join(f'{k}=...' for k in missing)} (see --help)")
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def check_output_path(path: str | Path, overwrite: bool = False, key: str = "output") -> Path:
+    """``path`` if a file can be written there, checked BEFORE any work; else ConfigError.
+
+    Refuses a directory, an existing file without ``overwrite=true``, a missing or unwritable
+    folder (tried for real with a temporary file, which also catches /proc and read-only mounts).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{key}={path}: is a directory; give a file path")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{key}={path}: already exists; pass overwrite=true to replace it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{key}={path}: folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as err:
+        raise ConfigError(
+            f"{key}={path}: cannot write in {folder} ({err.strerror or err})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path

@@ -18,6 +18,8 @@ from pricenet.errors import ConfigError
 from pricenet.seed import check_device_name
 
 MONITORS = ("val_acc", "val_loss")
+MISSING_POLICIES = ("error", "impute")
+RANGE_POLICIES = ("error", "warn", "ignore")
 
 
 @dataclass
@@ -35,6 +37,12 @@ class SyntheticDataConfig:
 class CsvDataConfig:
     source: Any = MISSING
     path: str = MISSING
+    schema: Any = None  # a schema mapping (data/schema=...), a YAML file's path, or null: infer
+    label: str | None = "price_range"  # the label column (for inference; a schema names its own)
+    id: str | None = None  # an id column kept for predictions (inferred when named id/*_id)
+    missing: str = "error"  # error | impute
+    ranges: str = "error"  # error | warn | ignore
+    max_bytes: int = 2 * 1024**3
     val_size: float = 0.15
     test_size: float = 0.15
     standardize: bool = True
@@ -42,7 +50,6 @@ class CsvDataConfig:
 
 @dataclass
 class MLPConfig:
-    _target_: str = "pricenet.model.MLP"
     hidden: list[int] = field(default_factory=lambda: [64])
     dropout: float = 0.0
     batch_norm: bool = False
@@ -62,7 +69,16 @@ class TrainerConfig:
     l1: float = 0.0
     resume: str | None = None
     threads: int | None = 1
-    checkpoint_every: int = 1
+    checkpoint_interval_s: float = 30.0
+    seeds: int = 1
+    calibrate: bool = True
+
+
+@dataclass
+class CvConfig:
+    folds: int | None = None  # null: one train/val/test split (cv=none)
+    repeats: int = 1
+    keep: str = "ensemble"  # ensemble | refit | none: the model best.pt holds
 
 
 @dataclass
@@ -87,20 +103,33 @@ class PricenetConfig:
     optim: Any = MISSING
     scheduler: Any = MISSING
     trainer: Any = MISSING
+    cv: Any = MISSING
     paths: Any = MISSING
 
 
 PROGRESS = ("auto", "bar", "lines", "none")
 
 
+SCHEMAS: dict[str, type] = {
+    "pricenet_schema": PricenetConfig,
+    "synthetic_schema": SyntheticDataConfig,
+    "csv_schema": CsvDataConfig,
+    "mlp_schema": MLPConfig,
+    "trainer_schema": TrainerConfig,
+    "cv_schema": CvConfig,
+}
+
+
 def register_configs() -> None:
-    """Put the schemas where the group YAMLs find them (``defaults: [<name>_schema]``)."""
+    """Put the schemas where the YAMLs find them: ``defaults: [/<name>_schema@_here_]``.
+
+    They are stored outside every config group, so ``--help`` does not list them as choices
+    of a group (``data=csv_schema`` is not a data source); each group YAML types itself by
+    naming its schema with an absolute path, merged into its own package (``@_here_``).
+    """
     cs = ConfigStore.instance()
-    cs.store(name="pricenet_schema", node=PricenetConfig)
-    cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
-    cs.store(group="data", name="csv_schema", node=CsvDataConfig)
-    cs.store(group="model", name="mlp_schema", node=MLPConfig)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    for name, node in SCHEMAS.items():
+        cs.store(name=name, node=node)
 
 
 register_configs()
@@ -112,6 +141,10 @@ def _fail(key: str, value: Any, allowed: str) -> None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)
 
 
 def _is_count(value: Any) -> bool:
@@ -137,6 +170,21 @@ def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
             _check_known_keys(child, f"{prefix}{key}.")
 
 
+SEED_LIMIT = 2**63
+
+
+def _check_seed(key: str, value: Any) -> None:
+    """Seeds go to torch.manual_seed (a signed 64-bit integer) and numpy: 0 <= seed < 2**63."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < SEED_LIMIT:
+        _fail(key, value, "must be an integer with 0 <= seed < 2**63")
+
+
+def model_has_batch_norm(cfg: DictConfig) -> bool:
+    """True when the model config asks for BatchNorm layers (and has a hidden layer to put them)."""
+    model = cfg.model
+    return bool(model.get("batch_norm", False)) and len(model.get("hidden", [])) > 0
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values before any training starts; raise :class:`ConfigError` naming the key."""
     _check_known_keys(cfg)
@@ -146,14 +194,23 @@ def validate(cfg: DictConfig) -> None:
     if trainer.batch_size < 1:
         _fail("trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
     check_device_name(trainer.device)
+    _check_seed("trainer.seed", trainer.seed)
+    if model_has_batch_norm(cfg) and trainer.batch_size < 2:
+        raise ConfigError(
+            f"model.batch_norm=true needs trainer.batch_size >= 2 (got {trainer.batch_size}): "
+            "BatchNorm cannot normalize a batch of one row; set model.batch_norm=false or a "
+            "larger trainer.batch_size"
+        )
     if trainer.patience is not None and trainer.patience < 1:
         _fail("trainer.patience", trainer.patience, "must be >= 1, or null to turn it off")
     if trainer.grad_clip is not None:
         _positive("trainer.grad_clip", trainer.grad_clip)
     if not trainer.l1 >= 0:
         _fail("trainer.l1", trainer.l1, "must be >= 0")
-    if trainer.checkpoint_every < 1:
-        _fail("trainer.checkpoint_every", trainer.checkpoint_every, "must be an integer >= 1")
+    if not trainer.checkpoint_interval_s >= 0:
+        _fail(
+            "trainer.checkpoint_interval_s", trainer.checkpoint_interval_s, "must be seconds >= 0"
+        )
     if trainer.threads is not None and trainer.threads < 1:
         _fail("trainer.threads", trainer.threads, "must be >= 1, or null for torch's default")
     if cfg.monitor not in MONITORS:
@@ -182,13 +239,23 @@ def validate(cfg: DictConfig) -> None:
         _fail("data.val_size + data.test_size", data.val_size + data.test_size, "must be < 1")
     if "n_rows" in data and data.n_rows < 8:
         _fail("data.n_rows", data.n_rows, "must be >= 8")
+    if "seed" in data:
+        _check_seed("data.seed", data.seed)
+    if "noise" in data and not (_is_finite_number(data.noise) and data.noise >= 0):
+        _fail("data.noise", data.noise, "must be a finite number >= 0")
+    if data.get("missing", "error") not in MISSING_POLICIES:
+        _fail("data.missing", data.missing, f"must be one of {', '.join(MISSING_POLICIES)}")
+    if data.get("ranges", "error") not in RANGE_POLICIES:
+        _fail("data.ranges", data.ranges, f"must be one of {', '.join(RANGE_POLICIES)}")
+    if "max_bytes" in data and data.max_bytes < 1:
+        _fail("data.max_bytes", data.max_bytes, "must be a size in bytes >= 1")
 
     optim = cfg.optim
     if "lr" in optim:
         _positive("optim.lr", optim.lr)
     weight_decay = optim.get("weight_decay", 0)
-    if not _is_number(weight_decay) or not weight_decay >= 0:
-        _fail("optim.weight_decay", weight_decay, "must be a number >= 0")
+    if not _is_finite_number(weight_decay) or not weight_decay >= 0:
+        _fail("optim.weight_decay", weight_decay, "must be a finite number >= 0")
 
     scheduler = cfg.scheduler
     milestones = scheduler.get("milestones")

@@ -1,36 +1,185 @@
-"""The training loop: in-memory mini-batches, validation every epoch, early stopping, resume."""
+"""The training loop: M >= 1 packed models, each with its own rows, in one loop.
+
+Interface (what the pipeline builds on)::
+
+    members = [MemberData(x_train, y_train, x_val, y_val), ...]   # one per model, on the device
+    trainer = Trainer(model, head, criterion, optimizer, scheduler, members,
+                      epochs=..., batch_size=..., patience=..., grad_clip=..., l1=...,
+                      monitor="val_acc", generators=[torch.Generator().manual_seed(s), ...],
+                      callbacks=[...])
+    state = trainer.fit()          # FitState: .members[m] holds epoch, best_epoch, history,
+                                   # stopped_early, error (set when that member diverged)
+    trainer.state.epoch            # epochs completed (max over members)
+    trainer.state.history          # mean curves over the members that trained each epoch
+    trainer.monitor_value()        # latest monitored value, mean over non-diverged members
+    trainer.best_model()           # a PackedMLP: every member with its own best weights
+    trainer.evaluate(xs, ys)       # per member (loss, acc, pred) with the current weights
+    trainer.state_dict() / load_state_dict(state)   # exact resume
+
+How members stay independent:
+
+- ``model`` is a :class:`~pricenet.packed.PackedMLP`: weights ``[M, ...]``. Rows are padded to
+  the longest member and masked; member ``m``'s loss is the masked mean over its rows and the
+  loss that is backpropagated is the SUM over members, so each member's gradient is its own.
+- Member ``m``'s generator draws, each epoch, its batch order (``randperm``) and then its noise
+  (dropout masks, RReLU slopes) for the whole epoch; its init was drawn from it too
+  (``model.build_model``). Nothing else draws from it, so member ``m`` sees exactly what it
+  would see trained alone.
+- Elementwise optimizers (SGD, momentum, Adagrad, RMSprop, Adam, AdamW) on packed tensors are
+  M independent optimizers. Gradient clipping is per member (the norm of its slice), L1 is a
+  per-member term, weight decay is elementwise.
+- A member without a batch at a step (fewer rows than the others), one that stopped early and
+  one that diverged are not updated: their parameter and optimizer-state slices are copied
+  before the step and written back after it. Optimizers that count steps (Adam's bias
+  correction) keep one counter per parameter tensor, so the trainer keeps each member's own
+  step count, and when active members' counts differ it steps once per distinct count (with
+  the other members' slices restored in between). Both paths run only at steps where they are
+  needed; a plain step is one ``optimizer.step()``.
+- Divergence (a non-finite train or val loss) freezes that member and records the error; the
+  others go on. When every member has diverged, :class:`~pricenet.errors.DivergenceError`.
+
+What cannot be packed exactly (:func:`can_pack`) is fitted as M separate M=1 trainers by the
+caller: ReduceLROnPlateau (its lr follows one model's metric), L-BFGS (its line search couples
+the members it steps; the trainer passes it a closure), any optimizer not known to be
+elementwise.
+
+SIGTERM/SIGINT during :meth:`Trainer.fit` finish the current epoch, run ``on_fit_end`` (the
+checkpointer writes ``last.pt``) and raise :class:`FitInterrupted`.
+"""
 
 from __future__ import annotations
 
-import copy
+import logging
 import math
+import signal
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from pricenet.data import Splits
+from pricenet.callbacks import BestWeights, EarlyStopping, SchedulerStep
 from pricenet.errors import DivergenceError
 from pricenet.heads import Head
+from pricenet.packed import PackedBatchNorm1d, PackedMLP
+
+log = logging.getLogger("pricenet")
 
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
+# Optimizers whose step treats every element on its own: packed, they are M optimizers.
+ELEMENTWISE_OPTIMIZERS = frozenset(
+    f"torch.optim.{name}" for name in ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW")
+)
+# Optimizers whose step() needs a closure that re-evaluates the loss.
+CLOSURE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.LBFGS,)
+
+
+def can_pack(cfg: Mapping) -> tuple[bool, str]:
+    """Whether the members of ``cfg`` can train packed exactly, and if not, why."""
+    optimizer = str(cfg["optim"].get("_target_"))
+    scheduler = str(cfg["scheduler"].get("_target_"))
+    if scheduler.endswith("ReduceLROnPlateau"):
+        return False, "scheduler=plateau: each model's lr follows its own validation metric"
+    if optimizer not in ELEMENTWISE_OPTIMIZERS:
+        if optimizer.endswith("LBFGS"):
+            return False, "optim=lbfgs: its line search couples the models it steps"
+        return False, f"optimizer {optimizer} is not known to update each weight on its own"
+    return True, "elementwise optimizer and epoch-based schedule"
+
+
+def member_groups(cfg: Mapping, members: int) -> list[list[int]]:
+    """Which members train together: all in one packed fit, or one by one when ``cfg`` cannot
+    be packed exactly (then one log line says why). Each group is one :class:`Trainer`."""
+    packable, reason = can_pack(cfg)
+    if packable or members == 1:
+        return [list(range(members))]
+    log.info("fitting %d models sequentially, not packed: %s", members, reason)
+    return [[m] for m in range(members)]
+
+
+def _empty_history() -> dict[str, list[float]]:
+    return {k: [] for k in CURVES}
+
 
 @dataclass
-class FitState:
-    """Everything about progress that a resumed run needs besides the weights."""
+class MemberData:
+    """One member's rows: preprocessed float32 features and int64 class indices, on the device.
 
-    epoch: int = 0  # epochs completed
+    ``x_val`` may have 0 rows: nothing is selected then, the last epoch is kept.
+    """
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+
+
+@dataclass
+class MemberState:
+    """One member's progress."""
+
+    epoch: int = 0
     best_epoch: int = 0
-    best_score: list[float] = field(default_factory=lambda: [-math.inf])
-    bad_epochs: int = 0
     stopped_early: bool = False
-    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CURVES})
+    error: str | None = None  # why it diverged
+    history: dict[str, list[float]] = field(default_factory=_empty_history)
+
+    @property
+    def training(self) -> bool:
+        return self.error is None and not self.stopped_early
 
     def last(self, key: str) -> float:
         values = self.history[key]
         return values[-1] if values else math.nan
+
+
+@dataclass
+class FitState:
+    """Progress of a (packed) fit: per member, and mean curves for reporting."""
+
+    epoch: int = 0  # epochs completed (max over members)
+    history: dict[str, list[float]] = field(default_factory=_empty_history)
+    members: list[MemberState] = field(default_factory=lambda: [MemberState()])
+
+    @property
+    def best_epoch(self) -> int:
+        """Member 0's best epoch (the run's, when M = 1)."""
+        return self.members[0].best_epoch
+
+    @property
+    def stopped_early(self) -> bool:
+        """Every member is done before ``epochs``: stopped early (or diverged)."""
+        return all(not m.training for m in self.members) and any(
+            m.stopped_early for m in self.members
+        )
+
+    def last(self, key: str) -> float:
+        values = self.history[key]
+        return values[-1] if values else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "history": {k: list(v) for k, v in self.history.items()},
+            "members": [
+                {
+                    "epoch": m.epoch,
+                    "best_epoch": m.best_epoch,
+                    "stopped_early": m.stopped_early,
+                    "error": m.error,
+                    "history": {k: list(v) for k, v in m.history.items()},
+                }
+                for m in self.members
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> FitState:
+        members = [MemberState(**m) for m in state["members"]]
+        return cls(epoch=state["epoch"], history=state["history"], members=members)
 
 
 class Callback(Protocol):
@@ -41,21 +190,50 @@ class Callback(Protocol):
     def on_fit_end(self, trainer: Trainer) -> None: ...
 
 
-class Trainer:
-    """Fits ``model`` on ``splits`` with ``optimizer``/``scheduler``; see :meth:`fit`.
+class FitInterrupted(Exception):
+    """The fit stopped at an epoch boundary because the process got SIGTERM or SIGINT."""
 
-    Batches are slices of a per-epoch permutation of the training tensors, which already
-    live on the device: no DataLoader, no per-sample collation, no host sync per batch.
-    """
+    def __init__(self, signum: int, epoch: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name} after epoch {epoch}")
+        self.signum, self.epoch = signum, epoch
+
+
+@dataclass
+class _Padded:
+    """Members' rows padded to the longest: ``x [M, N, F]``, ``mask [M, N]``, ``count [M]``."""
+
+    x: Tensor
+    y: Tensor
+    target: Tensor
+    mask: Tensor
+    count: Tensor
+    sizes: list[int]
+
+
+def _pad(xs: Sequence[Tensor], ys: Sequence[Tensor], head: Head) -> _Padded:
+    sizes = [len(y) for y in ys]
+    n = max(max(sizes), 1)
+    x = xs[0].new_zeros((len(xs), n, *xs[0].shape[1:]))
+    y = ys[0].new_zeros((len(ys), n))
+    for m, (xm, ym) in enumerate(zip(xs, ys, strict=True)):
+        x[m, : len(ym)] = xm
+        y[m, : len(ym)] = ym
+    count = torch.tensor(sizes, device=x.device)
+    mask = torch.arange(n, device=x.device) < count.unsqueeze(1)
+    return _Padded(x, y, head.encode(y), mask, count.to(x.dtype), sizes)
+
+
+class Trainer:
+    """Fits the M members of a packed ``model`` on their own rows; see the module docstring."""
 
     def __init__(
         self,
-        model: nn.Module,
+        model: PackedMLP,
         head: Head,
         criterion: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
-        splits: Splits,
+        members: Sequence[MemberData],
         *,
         epochs: int,
         batch_size: int,
@@ -63,154 +241,362 @@ class Trainer:
         grad_clip: float | None = None,
         l1: float = 0.0,
         monitor: str = "val_acc",
-        seed: int = 0,
+        generators: Sequence[torch.Generator],
         callbacks: list[Any] | None = None,
     ) -> None:
+        count = len(members)
+        if model.members != count or len(generators) != count:
+            raise ValueError(
+                f"{model.members} model members, {count} data members, {len(generators)} generators"
+            )
         self.model = model
         self.head = head
-        self.criterion = criterion
+        self.criterion = _unreduced(criterion)
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.splits = splits
+        self.members = list(members)
         self.epochs = epochs
         self.batch_size = batch_size
-        self.patience = patience
         self.grad_clip = grad_clip
         self.l1 = l1
         self.monitor = monitor
+        self.generators = list(generators)
         self.callbacks = list(callbacks or [])
-        self.state = FitState()
-        self.best_model_state: dict[str, torch.Tensor] = copy.deepcopy(model.state_dict())
-        self.generator = torch.Generator().manual_seed(seed)
-        self.device = splits.x_train.device
-        self.targets = head.encode(splits.y_train)
-        self.val_split = "val" if len(splits.y_val) else "train"
+        self.count = count
+        self.device = members[0].x_train.device
+        self.train = _pad([d.x_train for d in members], [d.y_train for d in members], head)
+        self.val = _pad([d.x_val for d in members], [d.y_val for d in members], head)
+        self.has_val = [len(d.y_val) > 0 for d in members]
+        self.state = FitState(members=[MemberState() for _ in range(count)])
+        self.trained: list[int] = []  # members that trained in the last epoch
+        self.stop_requested: int | None = None
+        self.best = BestWeights(model, monitor, self.has_val)
+        self.early_stopping = EarlyStopping(patience, monitor, self.has_val)
+        self.scheduling = SchedulerStep(scheduler, monitor, count)
+        self.policy = {
+            "best_weights": self.best,
+            "early_stopping": self.early_stopping,
+            "scheduler": self.scheduling,
+        }
+        self._params = [p for p in model.parameters() if p.requires_grad]
         self._l1_params = [p for n, p in model.named_parameters() if n.endswith("weight")]
-        self._skip_single = any(
-            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
-        )
+        self._batch_norm = any(isinstance(m, PackedBatchNorm1d) for m in model.modules())
+        self._noise_widths = model.noise_widths()
+        self._closure = isinstance(optimizer, CLOSURE_OPTIMIZERS)
+        if self._closure and count > 1:
+            raise ValueError(f"{type(optimizer).__name__} couples the members it steps: fit M=1")
+        self.member_steps = [0] * count  # optimizer steps each member has taken
+        self._counts_written = True  # the optimizer's step counters hold member_steps
 
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor]:
-        """Loss, accuracy and predicted classes of the model in eval mode on ``(x, y)``."""
+    def _evaluate(self, data: _Padded) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-member loss and accuracy ``[M]`` and predictions ``[M, N]``, in eval mode."""
         was_training = self.model.training
         self.model.eval()
-        out = self.model(x)
-        loss = self.criterion(out, self.head.encode(y))
-        pred = self.head.decode(out)
-        acc = (pred == y).float().mean()
+        out = self.model(data.x)
         self.model.train(was_training)
-        loss_v, acc_v = torch.stack([loss.float(), acc]).tolist()
-        return loss_v, acc_v, pred
+        loss = self._member_loss(out, data.target, data.mask, data.count)
+        pred = self.head.decode(out)
+        acc = ((pred == data.y) & data.mask).sum(1) / data.count.clamp_min(1)
+        return loss, acc, pred
+
+    def evaluate(
+        self, xs: Sequence[Tensor], ys: Sequence[Tensor]
+    ) -> list[tuple[float, float, Tensor]]:
+        """Per member: loss, accuracy, predicted classes on ``(xs[m], ys[m])`` (current weights)."""
+        data = _pad(xs, ys, self.head)
+        loss, acc, pred = self._evaluate(data)
+        losses, accs = torch.stack([loss.float(), acc.float()]).tolist()
+        return [(losses[m], accs[m], pred[m, : data.sizes[m]]) for m in range(self.count)]
+
+    def _member_loss(self, out: Tensor, target: Tensor, mask: Tensor, count: Tensor) -> Tensor:
+        """The criterion's mean over each member's real rows: ``[M]``."""
+        per_row = self.criterion(out.flatten(0, 1), target.flatten(0, 1))
+        per_row = per_row.reshape(*mask.shape, -1).mean(-1)
+        return torch.where(mask, per_row, 0.0).sum(1) / count.clamp_min(1)
 
     def monitor_value(self) -> float:
-        """The latest value of the monitored validation metric (what a sweeper optimizes)."""
-        return self.state.history[self.monitor][-1]
+        """The latest monitored value, mean over the members that have not diverged."""
+        values = [m.last(self.monitor) for m in self.state.members if m.error is None]
+        values = [v for v in values if not math.isnan(v)]
+        return sum(values) / len(values) if values else math.nan
 
-    def _score(self, loss: float, acc: float) -> list[float]:
-        """Higher is better; accuracy ties are broken by the lower loss."""
-        return [acc, -loss] if self.monitor.endswith("acc") else [-loss]
+    def best_state(self) -> dict[str, Tensor]:
+        """The packed state dict of every member's best weights."""
+        return self.best.weights
+
+    def best_model(self) -> PackedMLP:
+        """A copy of the model holding every member's own best weights."""
+        model = self.model.with_members(self.count).to(self.device)
+        model.load_state_dict(self.best.weights)
+        return model.eval()
+
+    def use_best_weights(self) -> None:
+        """Load every member's best weights into ``model`` (for testing after the fit)."""
+        self.model.load_state_dict(self.best.weights)
 
     # ------------------------------------------------------------------ training
 
-    def _train_epoch(self) -> float:
-        """One pass over the shuffled training rows; returns the mean training loss."""
+    def _epoch_plan(
+        self, live: list[int]
+    ) -> tuple[Tensor, Tensor, Tensor, list[int], list[Tensor]]:
+        """Batch indices ``[S, M, W]``, masks, rows per batch ``[S, M]``, batches per member and
+        the epoch's noise per noisy layer, each member drawing from its own generator."""
+        width = min(self.batch_size, max(self.train.sizes))
+        plans: dict[int, tuple[Tensor, int]] = {}
+        for m in live:
+            n = self.train.sizes[m]
+            steps = math.ceil(n / self.batch_size)
+            if self._batch_norm and n - (steps - 1) * self.batch_size < 2:
+                steps -= 1  # BatchNorm needs 2 rows: drop a 1-row last batch, as torch would fail
+            plans[m] = (torch.randperm(n, generator=self.generators[m]), steps)
+        steps = [plans[m][1] if m in plans else 0 for m in range(self.count)]
+        total = max(max(steps), 1)
+        index = torch.zeros(total * width, self.count, dtype=torch.long)
+        mask = torch.zeros(total * width, self.count, dtype=torch.bool)
+        for m, (perm, k) in plans.items():
+            used = min(len(perm), k * self.batch_size)
+            rows = perm[:used].view(-1)
+            # each member's batches are slices of its permutation, of batch_size rows
+            position = torch.arange(used)
+            slot = (position // self.batch_size) * width + position % self.batch_size
+            index[slot, m] = rows
+            mask[slot, m] = True
+        index = index.view(total, width, self.count).transpose(1, 2).to(self.device)
+        mask = mask.view(total, width, self.count).transpose(1, 2).to(self.device)
+        noise = []
+        if self._noise_widths:
+            features = sum(self._noise_widths)
+            buffer = torch.zeros(total, self.count, width, features)
+            for m, (perm, k) in plans.items():
+                rows = min(self.batch_size, len(perm))  # what this member alone would draw
+                buffer[:k, m, :rows] = torch.rand(k, rows, features, generator=self.generators[m])
+            uniforms = buffer.to(self.device).split(self._noise_widths, dim=-1)
+            noise = self.model.prepare_noise(uniforms)  # dropout masks, RReLU slopes
+        return index, mask, mask.sum(2).to(self.train.x.dtype), steps, noise
+
+    def _train_epoch(self, live: list[int]) -> Tensor:
+        """One pass over each live member's shuffled rows; their mean training losses ``[M]``."""
         self.model.train()
-        n = len(self.targets)
-        perm = torch.randperm(n, generator=self.generator).to(self.device, non_blocking=True)
-        # Two gathers per epoch; the batches are then views, not per-step index copies.
-        x_batches = torch.split(self.splits.x_train[perm], self.batch_size)
-        t_batches = torch.split(self.targets[perm], self.batch_size)
-        if self._skip_single and len(x_batches[-1]) < 2:  # BatchNorm needs 2 rows
-            x_batches, t_batches = x_batches[:-1], t_batches[:-1]
+        index, mask, rows, steps, noise = self._epoch_plan(live)
+        members = torch.arange(self.count, device=self.device).view(1, -1, 1)
+        x_batches = self.train.x[members, index]  # [S, M, W, F]: one gather per epoch
+        t_batches = self.train.target[members, index]
         losses = []
-        for xb, tb in zip(x_batches, t_batches, strict=True):
-            loss = self.criterion(self.model(xb), tb)
-            if self.l1:
-                loss = loss + self.l1 * sum(p.abs().sum() for p in self._l1_params)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
+        for s in range(len(index)):
+            active = [m for m in live if steps[m] > s]
+            if noise:
+                self.model.set_noise([n[s] for n in noise])
+            xb, tb, mb, nb = x_batches[s], t_batches[s], mask[s], rows[s]
+            if self._closure:
+                loss = self._closure_step(xb, tb, mb, nb)
+            else:
+                loss = self._loss(xb, tb, mb, nb)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                if self.grad_clip:
+                    self._clip_gradients()
+                self._step(active)
             losses.append(loss.detach())
-        sizes = torch.tensor([len(b) for b in x_batches], dtype=torch.float32, device=self.device)
-        return float(torch.stack(losses).float() @ sizes / sizes.sum())
+        self.model.set_noise(None)
+        return (torch.stack(losses) * rows).sum(0) / rows.sum(0).clamp_min(1)
+
+    def _loss(self, xb: Tensor, tb: Tensor, mb: Tensor, nb: Tensor) -> Tensor:
+        loss = self._member_loss(self.model(xb, mb), tb, mb, nb)
+        if self.l1:
+            loss = loss + self.l1 * sum(p.abs().flatten(1).sum(1) for p in self._l1_params)
+        return loss
+
+    def _closure_step(self, xb: Tensor, tb: Tensor, mb: Tensor, nb: Tensor) -> Tensor:
+        """One step of an optimizer that re-evaluates the loss itself (L-BFGS; M = 1)."""
+        last: list[Tensor] = []
+
+        def closure() -> Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(xb, tb, mb, nb)
+            loss.sum().backward()
+            if self.grad_clip:
+                self._clip_gradients()
+            last.append(loss.detach())
+            return loss.sum()
+
+        self.optimizer.step(closure)
+        self.member_steps[0] += 1
+        return last[0]  # the loss at the step's starting point, as for the other optimizers
+
+    def _clip_gradients(self) -> None:
+        """``clip_grad_norm_`` for each member's slice of the gradients."""
+        grads = [p.grad for p in self._params if p.grad is not None]
+        norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+        scale = (self.grad_clip / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+
+    def _member_tensors(self) -> tuple[list[Tensor], list[dict[str, Any]]]:
+        """Parameters and per-member optimizer state tensors; the states holding a step count."""
+        tensors: list[Tensor] = []
+        counters = []
+        for p in self._params:
+            tensors.append(p.data)
+            state = self.optimizer.state.get(p, {})
+            for value in state.values():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == self.count:
+                    tensors.append(value)
+            if "step" in state:
+                counters.append(state)
+        return tensors, counters
+
+    @staticmethod
+    def _write_count(counters: list[dict[str, Any]], count: int) -> None:
+        for state in counters:
+            if torch.is_tensor(state["step"]):
+                state["step"].fill_(count)
+            else:
+                state["step"] = count
+
+    @torch.no_grad()
+    def _step(self, active: list[int]) -> None:
+        """``optimizer.step()`` for the ``active`` members only; see the module docstring."""
+        if not active:
+            return
+        counts = {self.member_steps[m] for m in active}
+        if len(active) == self.count and len(counts) == 1:
+            if not self._counts_written:
+                self._write_count(self._member_tensors()[1], self.member_steps[active[0]])
+                self._counts_written = True
+            self.optimizer.step()
+        else:
+            tensors, counters = self._member_tensors()
+            if not counters:  # no step counter (SGD): one step for every active member
+                counts = {0}
+            before = [t.clone() for t in tensors]
+            after = [t.clone() for t in tensors]
+            for count in sorted(counts):
+                group = [m for m in active if not counters or self.member_steps[m] == count]
+                for t, b in zip(tensors, before, strict=True):
+                    t.copy_(b)
+                self._write_count(counters, count)
+                self.optimizer.step()
+                for t, a in zip(tensors, after, strict=True):
+                    a[group] = t[group]
+            for t, a in zip(tensors, after, strict=True):
+                t.copy_(a)
+            self._counts_written = False
+        for m in active:
+            self.member_steps[m] += 1
 
     def _emit(self, hook: str) -> None:
-        for cb in self.callbacks:
+        for cb in [*self.policy.values(), *self.callbacks]:
             fn = getattr(cb, hook, None)
             if fn is not None:
                 fn(self)
 
-    def fit(self) -> FitState:
-        """Train until ``epochs`` or early stopping; keeps the best weights in memory.
+    def _epoch_metrics(self, train_loss: Tensor) -> list[list[float]]:
+        """``[M][train_loss, train_acc, val_loss, val_acc]`` after an epoch (one host sync)."""
+        _, train_acc, _ = self._evaluate(self.train)
+        val_loss, val_acc, _ = self._evaluate(self.val)
+        no_val = torch.tensor([not v for v in self.has_val], device=self.device)
+        val_loss = torch.where(no_val, train_loss, val_loss)
+        val_acc = torch.where(no_val, train_acc, val_acc)
+        rows = torch.stack([train_loss, train_acc, val_loss, val_acc]).float()
+        return rows.T.tolist()
 
-        Raises :class:`DivergenceError` when a loss stops being finite; the last good epoch's
-        checkpoint (written by a callback) is left untouched.
+    def _diverged(self, m: int, epoch: int, values: list[float], lr: float) -> str | None:
+        who = f"member {m}: " if self.count > 1 else ""
+        if not math.isfinite(values[0]):
+            return (
+                f"{who}training diverged at epoch {epoch}: train loss is {values[0]} "
+                f"(lr={lr:g}); try a lower optim.lr or trainer.grad_clip"
+            )
+        if not math.isfinite(values[2]):
+            return f"{who}training diverged at epoch {epoch}: val loss is {values[2]}"
+        return None
+
+    def fit(self) -> FitState:
+        """Train every member until ``epochs``, its early stop or its divergence.
+
+        Raises :class:`DivergenceError` when every member has diverged (the last good epoch's
+        checkpoint, written by a callback, is left untouched) and :class:`FitInterrupted` after
+        a SIGTERM/SIGINT, once the current epoch is done and ``on_fit_end`` has run.
         """
         state = self.state
-        self._emit("on_fit_start")
-        while state.epoch < self.epochs and not state.stopped_early:
-            epoch = state.epoch + 1
-            lr = self.optimizer.param_groups[0]["lr"]
-            train_loss = self._train_epoch()
-            if not math.isfinite(train_loss):
-                raise DivergenceError(
-                    f"training diverged at epoch {epoch}: train loss is {train_loss} "
-                    f"(lr={lr:g}); try a lower optim.lr or trainer.grad_clip"
-                )
-            _, train_acc, _ = self.evaluate(self.splits.x_train, self.splits.y_train)
-            if self.val_split == "val":
-                val_loss, val_acc, _ = self.evaluate(self.splits.x_val, self.splits.y_val)
-            else:
-                val_loss, val_acc = train_loss, train_acc
-            if not math.isfinite(val_loss):
-                raise DivergenceError(f"training diverged at epoch {epoch}: val loss is {val_loss}")
-            for key, value in zip(
-                CURVES, (train_loss, train_acc, val_loss, val_acc, lr), strict=True
-            ):
-                state.history[key].append(value)
-            state.epoch = epoch
-
-            score = self._score(val_loss, val_acc)
-            # Without a validation split nothing is selected: the last epoch is kept.
-            if score > state.best_score or self.val_split == "train":
-                state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-                self.best_model_state = copy.deepcopy(self.model.state_dict())
-            else:
-                state.bad_epochs += 1
-                if self.patience is not None and state.bad_epochs >= self.patience:
-                    state.stopped_early = True
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(score[0])
-            else:
-                self.scheduler.step()
-            self._emit("on_epoch_end")
-        self._emit("on_fit_end")
+        restore = self._catch_signals()
+        try:
+            self._emit("on_fit_start")
+            while self.stop_requested is None:
+                live = [
+                    m for m, s in enumerate(state.members) if s.training and s.epoch < self.epochs
+                ]
+                if not live:
+                    break
+                epoch = state.epoch + 1
+                lr = self.optimizer.param_groups[0]["lr"]
+                metrics = self._epoch_metrics(self._train_epoch(live))
+                self.trained = []
+                for m in live:
+                    member = state.members[m]
+                    error = self._diverged(m, epoch, metrics[m], lr)
+                    if error is not None:
+                        member.error = error
+                        if self.count > 1:
+                            log.warning("%s; the other members go on", error)
+                        continue
+                    for key, value in zip(CURVES, [*metrics[m], lr], strict=True):
+                        member.history[key].append(value)
+                    member.epoch = epoch
+                    self.trained.append(m)
+                if all(s.error is not None for s in state.members):
+                    raise DivergenceError(state.members[0].error)
+                if not self.trained:
+                    break
+                for i, key in enumerate(CURVES[:4]):
+                    values = [metrics[m][i] for m in self.trained]
+                    state.history[key].append(sum(values) / len(values))
+                state.history["lr"].append(lr)
+                state.epoch = epoch
+                self._emit("on_epoch_end")
+            self._emit("on_fit_end")
+        finally:
+            restore()
+        if self.stop_requested is not None:
+            raise FitInterrupted(self.stop_requested, state.epoch)
         return state
+
+    def _catch_signals(self) -> Any:
+        """SIGTERM/SIGINT ask the fit to stop after the current epoch (a second one: at once)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_requested is not None:
+                raise KeyboardInterrupt
+            self.stop_requested = signum
+            log.warning("%s: stopping after this epoch", signal.Signals(signum).name)
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
 
     # ------------------------------------------------------------------ resume
 
     def state_dict(self) -> dict[str, Any]:
-        """Weights, optimizer, scheduler, progress and RNG: enough to resume exactly."""
-        s = self.state
+        """Weights, optimizer, progress, callbacks and RNG: enough to resume exactly."""
         state = {
             "model": self.model.state_dict(),
-            "best_model": self.best_model_state,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "fit": {
-                "epoch": s.epoch,
-                "best_epoch": s.best_epoch,
-                "best_score": list(s.best_score),
-                "bad_epochs": s.bad_epochs,
-                "stopped_early": s.stopped_early,
-                "history": {k: list(v) for k, v in s.history.items()},
+            "fit": self.state.to_dict(),
+            "steps": list(self.member_steps),
+            "callbacks": {name: cb.state_dict() for name, cb in self.policy.items()},
+            "rng": {
+                "generators": [g.get_state() for g in self.generators],
+                "torch": torch.get_rng_state(),
             },
-            "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state()},
         }
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -219,12 +605,28 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (tensors may come on any device)."""
         self.model.load_state_dict(state["model"])
-        self.best_model_state = {k: v.to(self.device) for k, v in state["best_model"].items()}
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.state = FitState(**state["fit"])
+        self.state = FitState.from_dict(state["fit"])
+        if len(self.state.members) != self.count:
+            raise ValueError(f"{len(self.state.members)} members saved, {self.count} here")
+        self.member_steps = list(state["steps"])
+        self._counts_written = False
+        for name, cb in self.policy.items():
+            cb.load_state_dict(state["callbacks"][name])
         # RNG states are byte tensors that torch only accepts on the CPU
-        self.generator.set_state(state["rng"]["generator"].cpu())
+        for generator, saved in zip(self.generators, state["rng"]["generators"], strict=True):
+            generator.set_state(saved.cpu())
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+
+
+def _unreduced(criterion: nn.Module) -> nn.Module:
+    """A copy of a torch loss that returns one value per element (``reduction="none"``)."""
+    import copy
+
+    if not hasattr(criterion, "reduction"):
+        raise ValueError(f"{type(criterion).__name__} has no reduction to switch off")
+    unreduced = copy.copy(criterion)
+    unreduced.reduction = "none"
+    return unreduced

@@ -1,12 +1,16 @@
-"""The tutorial's figures, drawn from pricenet's own configs.
+"""The tutorial's figures, drawn from pricenet's own configs, and a trained model's features.
 
     python -m pricenet.explain [activations] [schedulers] [ema] [out_dir=DIR] [epochs=N]
+    python -m pricenet.explain features checkpoint=RUN [data=CSV] [out_dir=DIR]
 
 * ``activations``: every ``activation/`` config with its derivative (by autograd);
 * ``schedulers``: the lr that every ``scheduler/`` config sets, epoch by epoch, over N epochs;
-* ``ema``: the exponentially weighted average of a noisy series for several betas.
+* ``ema``: the exponentially weighted average of a noisy series for several betas;
+* ``features``: ``features.csv`` and ``features.png``, the checkpoint's features ranked by
+  permutation importance, with integrated gradients per class (see :mod:`pricenet.attribution`).
 
-Adding a config adds it to the figure: nothing here lists the choices.
+Adding a config adds it to the figure: nothing here lists the choices. The output folder is
+checked before any work.
 """
 
 from __future__ import annotations
@@ -27,26 +31,43 @@ from omegaconf import DictConfig
 import pricenet.config  # noqa: F401  (registers the config schemas)
 from pricenet.cli import parse_options
 from pricenet.errors import ConfigError, exit_on_user_error
+from pricenet.output_paths import check_output_dir
 from pricenet.plots import DPI, ema
 
 FIGURES = ("activations", "schedulers", "ema")
+MODEL_FIGURES = ("features",)
 
 USAGE = """\
 usage: pricenet-explain [activations] [schedulers] [ema] [out_dir=DIR] [epochs=N]
+       pricenet-explain features checkpoint=PATH [data=CSV] [out_dir=DIR] [repeats=10]
 
   activations  every activation config and its derivative (autograd)
   schedulers   the lr of every scheduler config per epoch (optim: the default config)
   ema          exponentially weighted averages of a noisy series for several betas
-  (no figure named: all three)
+  features     features.csv + features.png: permutation importance (accuracy drop) and
+               integrated gradients per class of the checkpoint's model
+  (no figure named: features when checkpoint= is given, else the first three)
 
-  out_dir      where the PNGs go (default <paths.root_dir>/outputs/explain)
-  epochs       length of the scheduler curves (default 200)"""
+  out_dir      where the files go (default <paths.root_dir>/outputs/explain; for features
+               the checkpoint's run folder)
+  epochs       length of the scheduler curves (default 200)
+  checkpoint   features: a best.pt, or a run folder
+  data         features: a labelled CSV to explain on (default: the run's test split,
+               re-created from its config.yaml)
+  repeats      features: shuffles per feature (default 10)
+  steps        features: integrated-gradient steps (default 64)
+  seed         features: seed of the shuffles (default 0)"""
 
 
 @dataclass
 class ExplainOptions:
     out_dir: str | None = None
     epochs: int = 200
+    checkpoint: str | None = None
+    data: str | None = None
+    repeats: int = 10
+    steps: int = 64
+    seed: int = 0
 
 
 def _grid(count: int, columns: int, cell: tuple[float, float]) -> tuple[Any, list[Any]]:
@@ -166,19 +187,72 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def explain(figures: list[str], options: ExplainOptions) -> list[Path]:
-    """Draw ``figures`` (names from :data:`FIGURES`) and return the PNGs written."""
-    unknown = [f for f in figures if f not in FIGURES]
+def explain_features(options: ExplainOptions, out_dir: Path) -> list[Path]:
+    """``features.csv`` and ``features.png`` for ``options.checkpoint`` in ``out_dir``."""
+    from pricenet.attribution import attribute, csv_rows, plot_features, run_test_rows
+    from pricenet.checkpoint import atomic_write_text
+    from pricenet.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(options.checkpoint)
+    names = predictor.feature_names
+    if options.data:
+        rows = csv_rows(options.data, names, predictor.label_name)
+    else:
+        rows = run_test_rows(_run_dir(options.checkpoint), names)
+    result = attribute(predictor, rows, options.repeats, options.steps, options.seed)
+    table = result.table()
+    csv = atomic_write_text(
+        out_dir / "features.csv", table.to_csv(index=False, float_format="%.6g")
+    )
+    png = plot_features(result, out_dir / "features.png")
+    if not result.integrated_gradients.any():
+        print("note: integrated gradients are 0: this head's probabilities are one-hot")
+    top = ", ".join(table["feature"].head(4))
+    print(f"accuracy {result.baseline_accuracy:.4f} on {rows.source}; top features: {top}")
+    return [csv, png]
+
+
+def _run_dir(checkpoint: str) -> Path:
+    path = Path(checkpoint).expanduser()
+    return path if path.is_dir() else path.parent
+
+
+def _check_options(figures: list[str], options: ExplainOptions) -> None:
+    unknown = [f for f in figures if f not in FIGURES + MODEL_FIGURES]
     if unknown:
-        raise ConfigError(f"unknown figure {unknown[0]!r}: choose from {', '.join(FIGURES)}")
+        choices = ", ".join(FIGURES + MODEL_FIGURES)
+        raise ConfigError(f"unknown figure {unknown[0]!r}: choose from {choices}")
     if options.epochs < 1:
         raise ConfigError(f"epochs={options.epochs} is invalid: must be an integer >= 1")
+    for key in ("repeats", "steps"):
+        if getattr(options, key) < 1:
+            raise ConfigError(f"{key}={getattr(options, key)} is invalid: must be an integer >= 1")
+    if "features" in figures and not options.checkpoint:
+        raise ConfigError("features: missing checkpoint=... (a best.pt or a run folder)")
+
+
+def explain(figures: list[str], options: ExplainOptions) -> list[Path]:
+    """Draw ``figures`` (names from :data:`FIGURES` and ``features``); return the files written.
+
+    The options and the output folder are checked before any work.
+    """
+    _check_options(figures, options)
+    written: list[Path] = []
+    if "features" in figures:
+        out_dir = check_output_dir(options.out_dir or _run_dir(options.checkpoint))
+        written += explain_features(options, out_dir)
+    figures = [f for f in figures if f in FIGURES]
+    if not figures:
+        return written
+    if options.out_dir:
+        check_output_dir(options.out_dir)
     GlobalHydra.instance().clear()  # a config composed earlier in this process
     with initialize_config_module("pricenet.conf", version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         base = compose("config")
-        out_dir = Path(options.out_dir or Path(base.paths.root_dir) / "outputs" / "explain")
-        written = []
+        out_dir = check_output_dir(
+            options.out_dir or Path(base.paths.root_dir) / "outputs" / "explain"
+        )
         if "activations" in figures:
             configs = {
                 name: compose("config", overrides=[f"activation={name}"]).activation
@@ -203,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     figures = [a for a in args if "=" not in a and not a.startswith("-")]
     options = parse_options([a for a in args if a not in figures], ExplainOptions, USAGE)
-    for path in explain(figures or list(FIGURES), options):
+    default = list(MODEL_FIGURES) if options.checkpoint else list(FIGURES)
+    for path in explain(figures or default, options):
         print(f"wrote {path}")
 
 

@@ -9,6 +9,11 @@
 
 A head may also add an output layer to the model (:meth:`Head.output_layer`): the CORAL head
 makes the model emit one shared score and adds K-1 learnable biases, ``logit_k = score + b_k``.
+
+The ordinal, CORAL and regression heads read the classes as ranks (``needs_order``): a label
+whose classes have no order is refused for them. An ensemble's members are combined in the
+head's own space (:meth:`Head.combine`): averaged probabilities for the categorical head,
+averaged P(y > k) for the ordinal ones, averaged scores for regression.
 """
 
 from __future__ import annotations
@@ -21,9 +26,20 @@ class Head:
     """Base: subclasses define ``num_outputs``, ``encode``, ``probabilities`` and ``decode``."""
 
     name: str = "head"
+    needs_order: bool = False  # reads the classes as ranks
 
     def __init__(self, num_classes: int = 4) -> None:
         self.num_classes = num_classes
+
+    def combine(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Members' outputs ``[M, ..., o]`` -> one output ``[..., o]`` whose probabilities and
+        decoding are the ensemble's (a single member's outputs are returned unchanged)."""
+        if outputs.shape[0] == 1:
+            return outputs[0]
+        return self._combine(outputs)
+
+    def _combine(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.mean(dim=0)
 
     @property
     def num_outputs(self) -> int:
@@ -43,12 +59,12 @@ class Head:
         raise NotImplementedError
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Raw outputs -> (n, num_classes) class probabilities."""
+        """Raw outputs ``[..., outputs]`` -> ``[..., num_classes]`` class probabilities."""
         raise NotImplementedError
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """Raw outputs -> predicted class indices (long)."""
-        return self.probabilities(outputs).argmax(dim=1)
+        return self.probabilities(outputs).argmax(dim=-1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_classes={self.num_classes})"
@@ -67,16 +83,20 @@ class CategoricalHead(Head):
         return y
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(outputs, dim=1)
+        return torch.softmax(outputs, dim=-1)
+
+    def _combine(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.softmax(outputs, dim=-1).mean(dim=0))
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
-        return outputs.argmax(dim=1)
+        return outputs.argmax(dim=-1)
 
 
 class OrdinalHead(Head):
     """K-1 sigmoid outputs for P(y > k), trained with binary cross-entropy; decoded by counting."""
 
     name = "ordinal"
+    needs_order = True
 
     @property
     def num_outputs(self) -> int:
@@ -84,19 +104,23 @@ class OrdinalHead(Head):
 
     def encode(self, y: torch.Tensor) -> torch.Tensor:
         thresholds = torch.arange(self.num_classes - 1, device=y.device)
-        return (y.unsqueeze(1) > thresholds).to(torch.float32)
+        return (y.unsqueeze(-1) > thresholds).to(torch.float32)
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         above = torch.sigmoid(outputs)  # P(y > k), k = 0..K-2
-        ones = torch.ones_like(above[:, :1])
-        zeros = torch.zeros_like(above[:, :1])
-        cumulative = torch.cat([ones, above, zeros], dim=1)  # P(y > k-1) for k = 0..K
+        ones = torch.ones_like(above[..., :1])
+        zeros = torch.zeros_like(above[..., :1])
+        cumulative = torch.cat([ones, above, zeros], dim=-1)  # P(y > k-1) for k = 0..K
         # Independent sigmoids need not be monotone in k: clip the negative gaps, renormalize.
-        probs = (cumulative[:, :-1] - cumulative[:, 1:]).clamp_min(0.0)
-        return probs / probs.sum(dim=1, keepdim=True)
+        probs = (cumulative[..., :-1] - cumulative[..., 1:]).clamp_min(0.0)
+        return probs / probs.sum(dim=-1, keepdim=True)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
-        return (outputs > 0).sum(dim=1)
+        return (outputs > 0).sum(dim=-1)
+
+    def _combine(self, outputs: torch.Tensor) -> torch.Tensor:
+        above = torch.sigmoid(outputs).mean(dim=0).clamp(1e-7, 1 - 1e-7)
+        return torch.log(above) - torch.log1p(-above)
 
 
 class RankBiases(nn.Module):
@@ -132,17 +156,18 @@ class RegressionHead(Head):
     """One output regressing the class index; decoded by rounding and clipping to 0..K-1."""
 
     name = "regression"
+    needs_order = True
 
     @property
     def num_outputs(self) -> int:
         return 1
 
     def encode(self, y: torch.Tensor) -> torch.Tensor:
-        return y.to(torch.float32).unsqueeze(1)
+        return y.to(torch.float32).unsqueeze(-1)
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """One-hot on the decoded class: a regression head has no calibrated probabilities."""
         return torch.nn.functional.one_hot(self.decode(outputs), self.num_classes).to(outputs.dtype)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
-        return outputs.squeeze(1).round().clamp(0, self.num_classes - 1).long()
+        return outputs.squeeze(-1).round().clamp(0, self.num_classes - 1).long()

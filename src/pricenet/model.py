@@ -1,17 +1,33 @@
-"""The MLP assembled from the model, activation and init configs."""
+"""The (packed) MLP: its structure from a :class:`~pricenet.spec.NetworkSpec`, its init from
+the user's config.
+
+``build_network(spec)`` is the loading path (structure only, torch's default init, nothing
+instantiated by name); ``build_model(cfg, spec, generators)`` is the training path: the same
+structure, then each member initialised from ``cfg.init`` / ``cfg.model.layer_inits`` with its
+own generator, so member ``m`` of a packed model starts exactly where the same member trained
+alone does.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from pricenet.errors import ConfigError
+from pricenet.packed import (
+    PackedBatchNorm1d,
+    PackedDropout,
+    PackedLinear,
+    PackedMLP,
+    PackedPReLU,
+    PackedRReLU,
+)
+from pricenet.spec import NetworkSpec, build_activation, build_head
 
 # Which gain torch.nn.init.calculate_gain should use for each activation, and where its
 # negative slope lives. Activations without an entry (ELU, GELU, SiLU) are ReLU-like.
@@ -24,6 +40,8 @@ _KAIMING: dict[type[nn.Module], tuple[str, Callable[[nn.Module], float]]] = {
     nn.Sigmoid: ("sigmoid", lambda m: 0.0),
     nn.Identity: ("linear", lambda m: 0.0),
     nn.SELU: ("selu", lambda m: 0.0),
+    PackedPReLU: ("leaky_relu", lambda m: float(m.weight.detach().mean())),
+    PackedRReLU: ("leaky_relu", lambda m: (m.lower + m.upper) / 2),
 }
 
 
@@ -39,27 +57,32 @@ def _initializer(node: Any, key: str) -> Callable[..., Any] | None:
     """Instantiate ``init.<key>`` (a ``_partial_`` factory) or None to keep torch's default."""
     if node is None or node.get(key) is None:
         return None
+    from hydra.utils import instantiate  # the user's own config: trusted, train time only
+
     fn = instantiate(node[key])
     if not callable(fn):
         raise ConfigError(f"init.{key} must be a function (did you forget _partial_: true?)")
     return fn
 
 
-def init_linear(layer: nn.Linear, init: Mapping | None, activation: nn.Module | None) -> None:
-    """Apply ``init.weight``/``init.bias`` to ``layer``; kaiming follows ``activation``."""
-    weight_fn = _initializer(init, "weight")
-    bias_fn = _initializer(init, "bias")
-    with torch.no_grad():
-        if weight_fn is not None:
-            target = weight_fn.func if isinstance(weight_fn, functools.partial) else weight_fn
-            params = inspect.signature(target).parameters
-            given = weight_fn.keywords if isinstance(weight_fn, functools.partial) else {}
-            extra = {
-                k: v for k, v in kaiming_args(activation).items() if k in params and k not in given
-            }
-            weight_fn(layer.weight, **extra)
-        if bias_fn is not None and layer.bias is not None:
-            bias_fn(layer.bias)
+def _with_generator(fn: Callable[..., Any], activation: nn.Module | None, kaiming: bool) -> Any:
+    """``fn(tensor, generator=g)``: kaiming arguments filled from the activation, and the
+    generator passed only to functions that take one (``zeros_`` and ``constant_`` do not)."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    params = inspect.signature(target).parameters
+    given = fn.keywords if isinstance(fn, functools.partial) else {}
+    extra = {}
+    if kaiming:
+        extra = {
+            k: v for k, v in kaiming_args(activation).items() if k in params and k not in given
+        }
+
+    def call(tensor: torch.Tensor, generator: torch.Generator | None = None) -> Any:
+        if "generator" in params:
+            return fn(tensor, **extra, generator=generator)
+        return fn(tensor, **extra)
+
+    return call
 
 
 def _layer_override(overrides: Mapping | None, index: int, group: str) -> Any:
@@ -75,65 +98,73 @@ def _layer_override(overrides: Mapping | None, index: int, group: str) -> Any:
     return None
 
 
-class MLP(nn.Sequential):
-    """``Linear -> [BatchNorm] -> activation -> [Dropout]`` per hidden size, then a Linear head.
+def build_network(spec: NetworkSpec) -> PackedMLP:
+    """The packed network a checked spec describes, with torch's default init.
 
-    ``hidden=[]`` gives a linear (softmax-regression) model. ``layer_activations`` and
-    ``layer_inits`` map a layer index to a config that replaces the group default for that
-    layer (the output layer has index ``len(hidden)``).
+    This is the loading path: weights come from a checkpoint next, and nothing here imports
+    or instantiates anything by name.
     """
+    head = build_head(spec.head, spec.num_classes)
+    return PackedMLP(
+        spec.members,
+        spec.in_features,
+        head.backbone_outputs,
+        hidden=spec.hidden,
+        activations=[build_activation(a) for a in spec.activations],
+        dropout=spec.dropout,
+        batch_norm=spec.batch_norm,
+        output_layer=head.output_layer(),
+    )
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        hidden: Sequence[int],
-        activation: Mapping,
-        init: Mapping | None = None,
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        layer_activations: Mapping | None = None,
-        layer_inits: Mapping | None = None,
-    ) -> None:
-        super().__init__()
-        width = in_features
-        for i, size in enumerate(hidden):
-            act_cfg = _layer_override(layer_activations, i, "layer_activations") or activation
-            act = instantiate(act_cfg)
-            linear = nn.Linear(width, int(size))
-            init_linear(linear, _layer_override(layer_inits, i, "layer_inits") or init, act)
-            self.append(linear)
-            if batch_norm:
-                self.append(nn.BatchNorm1d(int(size)))
-            self.append(act)
-            if dropout > 0:
-                self.append(nn.Dropout(dropout))
-            width = int(size)
-        out = nn.Linear(width, out_features)
-        init_linear(out, _layer_override(layer_inits, len(hidden), "layer_inits") or init, None)
-        self.append(out)
+
+def _activation_after(model: PackedMLP, linear: PackedLinear) -> nn.Module | None:
+    """The activation that follows ``linear`` in ``model`` (None for the output layer)."""
+    modules = list(model)
+    for module in modules[modules.index(linear) + 1 :]:
+        if isinstance(module, PackedLinear):
+            return None
+        if not isinstance(module, PackedBatchNorm1d | PackedDropout):
+            return module
+    return None
+
+
+def init_members(
+    model: PackedMLP,
+    init: Mapping | None,
+    generators: list[torch.Generator],
+    layer_inits: Mapping | None = None,
+) -> PackedMLP:
+    """Initialise every member of ``model`` with its own generator, layer by layer.
+
+    ``init`` (and ``layer_inits[i]`` for layer ``i``) holds ``_partial_`` torch.nn.init
+    functions for ``weight`` and ``bias``; null keeps torch's ``nn.Linear`` default. Kaiming's
+    ``nonlinearity``/``a`` follow the activation after each layer unless set.
+    """
+    if len(generators) != model.members:
+        raise ValueError(f"{model.members} members but {len(generators)} generators")
+    linears = model.linears()
+    plans = []
+    for i, linear in enumerate(linears):
+        node = _layer_override(layer_inits, i, "layer_inits") or init
+        activation = _activation_after(model, linear)
+        fns = []
+        for key in ("weight", "bias"):
+            fn = _initializer(node, key)
+            fns.append(None if fn is None else _with_generator(fn, activation, key == "weight"))
+        plans.append((linear, *fns))
+    for m, generator in enumerate(generators):  # member-major: member m draws as it would alone
+        for linear, weight_fn, bias_fn in plans:
+            linear.init_member(m, weight_fn, bias_fn, generator)
+    return model
+
+
+def build_model(cfg: Mapping, spec: NetworkSpec, generators: list[torch.Generator]) -> PackedMLP:
+    """Train time: :func:`build_network` of ``spec``, each member initialised from ``cfg.init``
+    (and ``cfg.model.layer_inits``) with ``generators[m]``."""
+    model = build_network(spec)
+    return init_members(model, cfg["init"], generators, cfg["model"].get("layer_inits"))
 
 
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameter count."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def build_model(cfg: Mapping, in_features: int) -> nn.Module:
-    """The model of a resolved config: ``cfg.model`` built with ``cfg.activation``/``cfg.init``.
-
-    Its outputs are what ``cfg.loss.head`` needs, including any output layer the head adds.
-    """
-    head = instantiate(cfg["loss"]["head"])
-    model = instantiate(
-        cfg["model"],
-        in_features=in_features,
-        out_features=head.backbone_outputs,
-        activation=cfg["activation"],
-        init=cfg["init"],
-        _recursive_=False,
-    )
-    extra = head.output_layer()
-    if extra is not None:
-        model.append(extra)
-    return model

@@ -1,9 +1,25 @@
-"""One run: data -> head -> model -> optimizer/scheduler -> fit -> test -> artifacts."""
+"""One run, as named steps: check → data → plan → prep → fit → evaluate → finalize.
+
+:func:`run` checks everything it can, reads the data, claims the run folder, then:
+
+- **plan** (:mod:`pricenet.plan`): which fits to make: one split (× ``trainer.seeds``), or
+  ``cv.folds`` × ``cv.repeats`` folds (× seeds). Each fit is a *member*.
+- **prep**: each member's :class:`~pricenet.tables.Preprocessor`, fitted on its own
+  training rows only, turns the table into its tensors.
+- **fit** (:mod:`pricenet.engine`): every member trains in one packed model, or one by one
+  when the config cannot be packed exactly (one log line says why).
+- **evaluate**: each member's best weights on its held-out rows; the ``cv``/``seeds``
+  summary; a calibration temperature per member, fitted on its validation rows.
+- **finalize**: ``metrics.json``, ``best.pt`` (the members as one ensemble, a refit on all
+  rows, or nothing: ``cv.keep``), plots. Each output has one writer: the checkpointer
+  callback writes ``last.pt``; this module everything else.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import io
 import json
 import logging
@@ -12,116 +28,190 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pricenet.checkpoint import BEST, LAST, Checkpointer, atomic_write_text, resume_state
+from pricenet.callbacks import Checkpointer
+from pricenet.checkpoint import BEST, LAST, atomic_write_text, flatten_settings, save_checkpoint
+from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
-from pricenet.data import FEATURES, Splits, load_table, make_splits
-from pricenet.engine import Trainer
-from pricenet.errors import CheckpointError, ConfigError, DivergenceError
+from pricenet.engine import FitInterrupted, member_groups
+from pricenet.errors import CheckpointError, ConfigError
+from pricenet.evaluation import evaluate, metrics_of
 from pricenet.logs import CsvLogger, close_reporters, reporters
-from pricenet.metrics import classification_report
-from pricenet.model import build_model, count_parameters
+from pricenet.members import (
+    Fitted,
+    Prepared,
+    build_head,
+    build_trainer,
+    fit,
+    load_data,
+    plan_for,
+    prepare,
+    warn_absent_classes,
+)
+from pricenet.model import count_parameters
+from pricenet.packed import stack_members
+from pricenet.plan import check_plan, refit_member
+from pricenet.restore import Resume, resume_state
+from pricenet.runs import claim_run_dir
 from pricenet.seed import resolve_device, set_seed, set_threads
+from pricenet.spec import NetworkSpec, network_spec
+from pricenet.tables import Table
 
 log = logging.getLogger("pricenet")
 
 METRICS = "metrics.json"
 
 
-def model_summary(model: torch.nn.Module, device: torch.device) -> str:
-    """The torchsummary table, computed on a copy so the real model's state is untouched."""
-    from torchsummary import summary
+# --------------------------------------------------------------------------- small helpers
 
-    probe = copy.deepcopy(model)
-    buffer = io.StringIO()
-    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(buffer):
-        summary(probe, input_size=(len(FEATURES),), device=device.type)
-    return buffer.getvalue()
+
+def _strict(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None: metrics.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(path, json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
 
 
-def _innermost(err: BaseException) -> BaseException:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return err
+def table_sha256(table: Table) -> str:
+    """A fingerprint of a table's values (not its file's bytes): resume refuses other data."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(table.frame, index=False).to_numpy())
+    if table.labels is not None:
+        digest.update(np.ascontiguousarray(table.labels).tobytes())
+    return digest.hexdigest()
 
 
-def check_factories(cfg: DictConfig) -> None:
-    """Build the optimizer and scheduler on a probe parameter, before any data is read.
+def model_summary(model: torch.nn.Module, width: int, device: torch.device) -> str:
+    """The torchsummary table of one member, computed on a copy (the model is untouched)."""
+    from torchsummary import summary
 
-    An argument torch rejects (betas, momentum, ``+optim.typo=1``) becomes a ConfigError.
-    """
-    probe = [torch.nn.Parameter(torch.zeros(1))]
-    optimizer = None
-    for key in ("optim", "scheduler"):
-        try:
-            factory = instantiate(cfg[key], _convert_="all")
-            optimizer = factory(probe) if key == "optim" else factory(optimizer)
-        except Exception as err:
-            cause = _innermost(err)
-            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-            raise ConfigError(
-                f"{key} ({cfg[key].get('_target_')}): {type(cause).__name__}: {detail}"
-            ) from err
+    probe = copy.deepcopy(model.member(0) if model.members > 1 else model)
+    buffer = io.StringIO()
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(buffer):
+        summary(probe, input_size=(width,), device=device.type)
+    return buffer.getvalue()
 
 
-def build_trainer(cfg: DictConfig, splits: Splits) -> Trainer:
-    """Head, criterion, model, optimizer and scheduler from ``cfg``, wired into a Trainer."""
-    device = splits.x_train.device
-    head = instantiate(cfg.loss.head)
-    criterion = instantiate(cfg.loss.criterion).to(device)
-    model = build_model(cfg, len(FEATURES)).to(device)
-    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
-    scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
-    tcfg = cfg.trainer
-    return Trainer(
-        model,
-        head,
-        criterion,
-        optimizer,
-        scheduler,
-        splits,
-        epochs=tcfg.epochs,
-        batch_size=tcfg.batch_size,
-        patience=tcfg.patience,
-        grad_clip=tcfg.grad_clip,
-        l1=tcfg.l1,
-        monitor=cfg.monitor,
-        seed=tcfg.seed,
-    )
+# --------------------------------------------------------------------------- check
 
 
-def evaluate_best(trainer: Trainer, monitor: str) -> dict[str, Any]:
-    """Load the best weights and score them on the test split; with the training curves."""
-    state, splits = trainer.state, trainer.splits
-    trainer.model.load_state_dict(trainer.best_model_state)
-    test_loss, _, pred = trainer.evaluate(splits.x_test, splits.y_test)
-    report = classification_report(
-        splits.y_test.cpu().numpy(), pred.cpu().numpy(), trainer.head.num_classes
-    )
-    best = state.best_epoch - 1
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no data: values, device, every ``_target_`` node, the plan, and
+    whether a checkpoint could describe this network. Run before any folder or data."""
+    validate(cfg)
+    resolve_device(cfg.trainer.device)
+    check_factories(cfg)
+    check_plan(cfg.cv, cfg.trainer.seeds)
+    network_spec(cfg, in_features=1, num_classes=2)
+
+
+def member_count(cfg: DictConfig) -> int:
+    """How many fits the config asks for (folds × repeats × seeds)."""
+    folds = cfg.cv.folds or 1
+    return folds * (cfg.cv.repeats if cfg.cv.folds else 1) * cfg.trainer.seeds
+
+
+def _check_resume(resumed: Resume, cfg: DictConfig) -> None:
+    """A resume that would train nothing, or cannot continue exactly, is refused up front."""
+    where = cfg.trainer.resume
+    if len(member_groups(cfg, member_count(cfg))) > 1:
+        raise ConfigError(
+            f"trainer.resume={where}: this run fits its models one by one (not packed), "
+            "which cannot be resumed; rerun it"
+        )
+    fit = resumed.state.get("fit", {})
+    done = fit.get("epoch", 0)
+    members = fit.get("members", [])
+    if members and all(m.get("stopped_early") or m.get("error") for m in members):
+        raise ConfigError(f"trainer.resume={where}: that run stopped early at epoch {done}")
+    if done >= cfg.trainer.epochs:
+        raise ConfigError(
+            f"trainer.resume={where}: that run already trained {done} epochs and "
+            f"trainer.epochs={cfg.trainer.epochs}; raise trainer.epochs to train longer"
+        )
+
+
+# --------------------------------------------------------------------------- finalize
+
+
+def _meta(prepared: Prepared, spec: NetworkSpec, resolved: dict, sha: str) -> dict[str, Any]:
+    """What every checkpoint of the run holds besides weights and trainer state."""
     return {
-        "status": "done",
-        "monitor": monitor,
-        "selection_split": trainer.val_split,
-        "val_acc": state.history["val_acc"][best],
-        "val_loss": state.history["val_loss"][best],
-        "test_acc": report["accuracy"],
-        "test_loss": test_loss,
-        "test_macro_f1": report["macro_f1"],
-        "test": report,
-        "best_epoch": state.best_epoch,
-        "epochs_run": state.epoch,
-        "stopped_early": state.stopped_early,
-        "parameters": count_parameters(trainer.model),
-        "history": state.history,
+        "network": spec.to_dict(),
+        "schema": prepared.table.schema.to_dict(),
+        "preprocessors": [p.state_dict() for p in prepared.preprocessors],
+        "settings": flatten_settings(resolved),
+        "data_sha256": sha,
     }
+
+
+def keep_model(
+    cfg: DictConfig,
+    prepared: Prepared,
+    fitted: Fitted,
+    evaluation: dict[str, Any],
+    meta: dict[str, Any],
+    run_dir: Path,
+) -> Path | None:
+    """``best.pt``: the members as one ensemble (diverged ones left out), a refit, or none."""
+    keep = cfg.cv.keep
+    if keep == "none":
+        return None
+    if keep == "refit":
+        return _refit(cfg, prepared, meta, run_dir)
+    kept = [m for m, r in enumerate(evaluation["records"]) if r["error"] is None]
+    states = []
+    for m in kept:
+        trainer, index = fitted.member(m)
+        states.append({k: v[index : index + 1] for k, v in trainer.best_state().items()})
+    spec = NetworkSpec.from_dict({**meta["network"], "members": len(kept)})
+    epochs = [evaluation["records"][m]["best_epoch"] for m in kept]
+    payload = {
+        **meta,
+        "network": spec.to_dict(),
+        "preprocessors": [meta["preprocessors"][m] for m in kept],
+        "temperatures": [float(evaluation["temperatures"][m]) for m in kept],
+        "model": {k: v.cpu() for k, v in stack_members(states).items()},
+        "epoch": epochs[0] if len(epochs) == 1 else epochs,
+    }
+    return save_checkpoint(run_dir / BEST, payload)
+
+
+def _refit(cfg: DictConfig, prepared: Prepared, meta: dict[str, Any], run_dir: Path) -> Path:
+    """``cv.keep=refit``: one more fit on every labelled row, saved as the run's model."""
+    table = prepared.table
+    member = refit_member(
+        table.labels, table.schema, cfg.data.val_size, cfg.trainer.seed, table.source
+    )
+    device = prepared.members[0].x_train.device
+    single = prepare(cfg, table, [member], device)
+    trainer = build_trainer(cfg, single)
+    trainer.fit()
+    trainer.use_best_weights()
+    log.info("refit on all %d labelled rows: best epoch %d", len(table), trainer.state.best_epoch)
+    spec = NetworkSpec.from_dict({**meta["network"], "members": 1})
+    payload = {
+        **meta,
+        "network": spec.to_dict(),
+        "preprocessors": [single.preprocessors[0].state_dict()],
+        "model": {k: v.cpu() for k, v in trainer.best_state().items()},
+        "epoch": trainer.state.best_epoch,
+    }
+    return save_checkpoint(run_dir / BEST, payload)
+
+
+# --------------------------------------------------------------------------- the run
 
 
 def run(
@@ -129,132 +219,166 @@ def run(
     run_dir: str | Path,
     multirun: bool = False,
     name: str = "default",
-    callbacks: list | None = None,
+    callbacks: list[Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Train and test the model ``cfg`` describes; write its artifacts into ``run_dir``.
+    """Train and test the model(s) ``cfg`` describes; write the artifacts into ``run_dir``.
 
-    ``multirun`` makes the console quiet (one summary line per job). ``name`` (the job's
-    overrides) names the run in TensorBoard and in that summary line. ``callbacks`` are
-    appended to the trainer's (e.g. Optuna pruning).
+    ``multirun`` makes the console quiet (one summary line per job); ``name`` (the job's
+    overrides) names the run in TensorBoard and that line; ``callbacks`` join the trainer's
+    (a sweeper's pruning, for instance).
 
+    Everything that can be checked is, and the data is read, before the run folder is
+    claimed; a run that fails after that leaves ``metrics.json`` with ``"status": "failed"``.
     Returns the metrics (also in ``metrics.json``) and the paths of the artifacts.
     """
     started = time.perf_counter()
-    # Everything that can be checked is, before any data is read or anything trained.
-    validate(cfg)
-    tcfg = cfg.trainer
-    device = resolve_device(tcfg.device)
-    check_factories(cfg)
+    check_config(cfg)
     resolved = to_container(cfg)
-    resumed = resume_state(tcfg.resume, resolved) if tcfg.resume else None
-    run_dir = Path(run_dir)
-    earlier = [artifact for artifact in (METRICS, LAST, BEST) if (run_dir / artifact).exists()]
-    if earlier:
-        raise ConfigError(
-            f"{run_dir}: already holds an earlier run ({', '.join(earlier)}); refusing to "
-            "overwrite it (to continue that run: trainer.resume=<that folder>)"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
-    threads = set_threads(tcfg.threads)
-    set_seed(tcfg.seed, tcfg.deterministic)
-
-    table = load_table(resolved["data"]["source"])
-    splits = make_splits(
-        table, cfg.data.val_size, cfg.data.test_size, cfg.data.standardize, tcfg.seed, device
-    )
-    trainer = build_trainer(cfg, splits)
-    model, head = trainer.model, trainer.head
-    summary = model_summary(model, device)
-    (run_dir / "summary.txt").write_text(summary)
-    detail = logging.DEBUG if multirun else logging.INFO  # a multirun job logs one line
-    log.log(
-        detail,
-        "data %s: %d train / %d val / %d test rows on %s",
-        table.source,
-        len(splits.y_train),
-        len(splits.y_val),
-        len(splits.y_test),
-        device,
-    )
-    log.log(detail, "model (%d parameters):\n%s", count_parameters(model), summary.rstrip())
-    meta = {
-        "scaler": splits.scaler.state_dict(),
-        "head": resolved["loss"]["head"],
-        "num_classes": head.num_classes,
-        "features": list(FEATURES),
-        "config": resolved,
-    }
-    progress = reporters(cfg.report, run_dir, multirun, name)
-    trainer.callbacks = [
-        CsvLogger(run_dir / "metrics.csv"),
-        Checkpointer(run_dir, meta, tcfg.checkpoint_every),
-        *progress,
-        *(callbacks or []),
-    ]
-    if resumed is not None:
-        try:
-            trainer.load_state_dict(resumed)
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(
-                f"trainer.resume={tcfg.resume}: its state does not fit this model ({reason})"
-            ) from err
-        log.info("resumed from %s at epoch %d", tcfg.resume, trainer.state.epoch)
-
+    resumed = None
+    if cfg.trainer.resume:
+        resumed = resume_state(cfg.trainer.resume, resolved)
+        _check_resume(resumed, cfg)
+    threads = set_threads(cfg.trainer.threads)
+    table = load_data(cfg)
+    build_head(cfg, table.schema)  # an ordinal loss on unordered classes fails here
+    run_dir = claim_run_dir(run_dir, hydra_wrote=multirun)
     try:
-        trainer.fit()
-    except DivergenceError as err:
-        failed = {
-            "status": "failed",
-            "error": str(err),
-            "epochs_run": trainer.state.epoch,
-            "best_epoch": trainer.state.best_epoch,
-            "history": trainer.state.history,
-        }
-        _write_json(run_dir / METRICS, failed)
+        metrics, artifacts = _run(
+            cfg, run_dir, table, resolved, resumed, multirun, name, callbacks or []
+        )
+    except FitInterrupted as stop:
+        log.warning("%s; %s holds it: resume with trainer.resume=%s", stop, LAST, run_dir)
+        raise SystemExit(128 + stop.signum) from None
+    except Exception as err:
+        if not (run_dir / METRICS).exists():
+            _write_json(run_dir / METRICS, {"status": "failed", "error": str(err)})
         raise
-    finally:
-        close_reporters(progress)
-
-    metrics = evaluate_best(trainer, cfg.monitor)
-    _write_json(run_dir / METRICS, metrics)
     _write_json(
         run_dir / "run.json",
         {
             "wall_time_s": round(time.perf_counter() - started, 3),
-            "device": str(device),
+            "device": str(resolve_device(cfg.trainer.device)),
             "threads": threads,
+            "members": len(metrics.get("members", [])) or 1,
             "torch": torch.__version__,
         },
     )
-    log.info(
-        "%sbest epoch %d: val_acc %.4f  test_acc %.4f  test_macro_f1 %.4f",
-        f"{name}: " if multirun else "",
-        metrics["best_epoch"],
-        metrics["val_acc"],
-        metrics["test_acc"],
-        metrics["test_macro_f1"],
-    )
-    artifacts = {
-        file: run_dir / file
-        for file in ("config.yaml", METRICS, "metrics.csv", "summary.txt", BEST, LAST)
-    }
-    if cfg.report.plots is True or (cfg.report.plots == "auto" and not multirun):
-        from pricenet.plots import plot_run
-
-        artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta))
     return metrics, artifacts
 
 
+def _run(
+    cfg: DictConfig,
+    run_dir: Path,
+    table: Table,
+    resolved: dict[str, Any],
+    resumed: Resume | None,
+    multirun: bool,
+    name: str,
+    extra_callbacks: list[Any],
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    tcfg = cfg.trainer
+    device = resolve_device(tcfg.device)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    set_seed(tcfg.seed, tcfg.deterministic)
+    sha = table_sha256(table)
+    if resumed is not None and resumed.data_sha256 not in (None, sha):
+        raise CheckpointError(
+            f"trainer.resume={tcfg.resume}: that run was trained on other data than "
+            f"{table.source} (its content changed); resume on the same data, or start a new run"
+        )
+    plan = plan_for(cfg, table)
+    prepared = prepare(cfg, table, plan, device)
+    warn_absent_classes(prepared)
+    spec = network_spec(cfg, prepared.width, table.schema.num_classes, members=len(plan))
+    meta = _meta(prepared, spec, resolved, sha)
+
+    detail = logging.DEBUG if multirun else logging.INFO  # a multirun job logs one line
+    first = prepared.plan[0]
+    log.log(
+        detail,
+        "data %s: %d rows, %d features -> %d inputs; %d fit(s), the first with %d train / "
+        "%d val / %d test rows, on %s",
+        table.source,
+        len(table),
+        len(table.schema.features),
+        prepared.width,
+        len(plan),
+        len(first.train),
+        len(first.val),
+        len(first.test),
+        device,
+    )
+    progress = reporters(cfg.report, run_dir, multirun, name)
+    callbacks = [
+        CsvLogger(run_dir / "metrics.csv"),
+        Checkpointer(run_dir, meta, tcfg.checkpoint_interval_s),
+        *progress,
+        *extra_callbacks,
+    ]
+    try:
+        fitted = fit(cfg, prepared, callbacks, resumed)
+    finally:
+        close_reporters(progress)
+    model = fitted.trainers[0].model
+    summary = model_summary(model, prepared.width, device)
+    (run_dir / "summary.txt").write_text(summary)
+    per_fit = count_parameters(model) // model.members
+    log.log(detail, "model (%d parameters per fit):\n%s", per_fit, summary.rstrip())
+
+    evaluation = evaluate(cfg, prepared, fitted)
+    metrics = metrics_of(cfg, prepared, fitted, evaluation)
+    for record in metrics.get("members", []):
+        if record["error"] is not None:
+            log.warning("fit %d excluded: %s", metrics["members"].index(record), record["error"])
+    best = keep_model(cfg, prepared, fitted, evaluation, meta, run_dir)
+    _write_json(run_dir / METRICS, metrics)
+    _report(metrics, multirun, name)
+
+    files = ("config.yaml", METRICS, "metrics.csv", "summary.txt", LAST)
+    artifacts = {file: run_dir / file for file in files}
+    if best is not None:
+        artifacts[BEST] = best
+    if cfg.report.plots is True or (cfg.report.plots == "auto" and not multirun):
+        from pricenet.plots import plot_run
+
+        artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta, table.schema.label))
+        if evaluation["calibration"]:
+            from pricenet.calibration import plot_reliability
+
+            before, after, labels = evaluation["calibration"]["reliability"]
+            artifacts["reliability.png"] = plot_reliability(
+                before, after, labels, run_dir / "reliability.png"
+            )
+    return metrics, artifacts
+
+
+def _report(metrics: dict[str, Any], multirun: bool, name: str) -> None:
+    prefix = f"{name}: " if multirun else ""
+    if "headline" in metrics:
+        log.info("%s%s", prefix, metrics["headline"])
+        return
+    tested = (
+        f"test_acc {metrics['test_acc']:.4f}  test_macro_f1 {metrics['test_macro_f1']:.4f}"
+        if metrics["test"]
+        else "no test split"
+    )
+    log.info(
+        "%sbest epoch %d: val_acc %.4f  %s",
+        prefix,
+        metrics["best_epoch"],
+        metrics["val_acc"],
+        tested,
+    )
+
+
 def run_job(cfg: DictConfig) -> float:
-    """The entry point's job: run in Hydra's output folder and return the monitored metric.
+    """The entry point's job: run in Hydra's output folder and return what a sweep ranks
+    (:func:`job_value`).
 
     In a multirun a failing job is recorded as failed (``metrics.json`` with its error) and
     returns NaN, so the sweep goes on; in a single run the error propagates. A trial of an
-    Optuna search reports every epoch; a pruned one is recorded as pruned and raises
-    ``optuna.TrialPruned`` for the sweeper.
+    Optuna search reports every epoch (the members' mean); a pruned one is recorded as pruned
+    and raises ``optuna.TrialPruned`` for the sweeper.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -267,7 +391,7 @@ def run_job(cfg: DictConfig) -> float:
     pruning = optuna_pruning(hydra_cfg, cfg.monitor)
     name = hydra_cfg.job.override_dirname or "default"
     try:
-        metrics, _ = run(cfg, run_dir, multirun, name, callbacks=[pruning] if pruning else None)
+        metrics, _ = run(cfg, run_dir, multirun, name, [pruning] if pruning else None)
     except Exception as err:
         if not multirun:
             raise
@@ -276,9 +400,17 @@ def run_job(cfg: DictConfig) -> float:
             log.info("job %s %s", hydra_cfg.job.num, pruning.pruned["error"])
             raise
         log.error("job %s failed: %s", hydra_cfg.job.num, err)
-        if not (run_dir / METRICS).exists():
-            _write_json(
-                run_dir / METRICS, {"status": "failed", "error": f"{type(err).__name__}: {err}"}
-            )
+        if not (run_dir / METRICS).exists():  # refused before its folder was claimed
+            _write_json(run_dir / METRICS, {"status": "failed", "error": str(err)})
         return math.nan
-    return float(metrics[cfg.monitor])
+    return job_value(cfg, metrics)
+
+
+def job_value(cfg: DictConfig, metrics: dict[str, Any]) -> float:
+    """What a sweep ranks: the monitor, or with cross-validation the held-out folds' mean."""
+    if cfg.cv.folds:
+        key = "test_acc" if cfg.monitor.endswith("acc") else "test_loss"
+        value = metrics.get(key)
+    else:
+        value = metrics.get(cfg.monitor)
+    return math.nan if value is None else float(value)

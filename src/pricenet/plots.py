@@ -76,8 +76,15 @@ def plot_curves(
     return _save(fig, path)
 
 
-def plot_confusion(matrix: Sequence[Sequence[int]], path: str | Path) -> Path:
-    """The test confusion matrix: counts, true class by row, predicted class by column."""
+def plot_confusion(
+    matrix: Sequence[Sequence[int]],
+    path: str | Path,
+    classes: Sequence[Any] | None = None,
+    label: str = "price_range",
+    title: str = "test confusion matrix",
+) -> Path:
+    """The confusion matrix: counts, true class by row, predicted class by column, the axes
+    labelled with the label column and its class values."""
     cm = np.asarray(matrix, dtype=np.int64)
     k = len(cm)
     total = int(cm.sum())
@@ -90,11 +97,12 @@ def plot_confusion(matrix: Sequence[Sequence[int]], path: str | Path) -> Path:
         for j in range(k):
             color = "white" if cm[i, j] > threshold else "black"
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=color, fontsize=11)
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
-    ax.set_xlabel("predicted price_range")
-    ax.set_ylabel("true price_range")
-    ax.set_title(f"test confusion matrix (accuracy {accuracy:.3f}, n = {total})")
+    names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(k)]
+    ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 3 else 0)
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel(f"predicted {label}")
+    ax.set_ylabel(f"true {label}")
+    ax.set_title(f"{title} (accuracy {accuracy:.3f}, n = {total})")
     return _save(fig, path)
 
 
@@ -113,21 +121,34 @@ def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_run(run_dir: str | Path, metrics: dict[str, Any], beta: float) -> dict[str, Path]:
-    """All figures of a finished run (``metrics`` as in its ``metrics.json``), saved in it."""
+def plot_run(
+    run_dir: str | Path, metrics: dict[str, Any], beta: float, label: str = "price_range"
+) -> dict[str, Path]:
+    """All figures of a finished run (``metrics`` as in its ``metrics.json``), saved in it.
+
+    With several fits the curves are their means and the confusion matrix pools every fit's
+    held-out rows; with no held-out rows there is no confusion matrix.
+    """
     run_dir = Path(run_dir)
     history = metrics["history"]
-    return {
+    figures = {
         CURVES_PNG: plot_curves(
             history,
             beta,
             run_dir / CURVES_PNG,
-            metrics.get("best_epoch"),
+            metrics.get("best_epoch") if not metrics.get("members") else None,
             has_val=metrics.get("selection_split", "val") == "val",
         ),
-        CONFUSION_PNG: plot_confusion(metrics["test"]["confusion_matrix"], run_dir / CONFUSION_PNG),
         LR_PNG: plot_lr(history["lr"], run_dir / LR_PNG),
     }
+    summary = metrics.get("cv") or metrics.get("seeds") or {}
+    matrix = (metrics.get("test") or {}).get("confusion_matrix") or summary.get("confusion_matrix")
+    if matrix:
+        title = "held-out folds, pooled" if metrics.get("cv") else "test confusion matrix"
+        figures[CONFUSION_PNG] = plot_confusion(
+            matrix, run_dir / CONFUSION_PNG, metrics.get("classes"), label, title
+        )
+    return figures
 
 
 def _epoch_axis(ax: Any) -> None:

@@ -1,4 +1,4 @@
-"""Predict price ranges with a trained checkpoint: a command and a Python API.
+"""Predict with a trained checkpoint: a command and a Python API.
 
 Command::
 
@@ -7,151 +7,182 @@ Command::
 Notebook::
 
     predictor = Predictor.from_checkpoint("outputs/runs/<run>")
-    predictor.predict(frame)         # DataFrame: id, price_range, prob_0 .. prob_3
-    predictor.predict_proba(frame)   # (n, 4) numpy array
+    predictor.predict(frame)         # DataFrame: id, <label>, prob_<class> per class
+    predictor.predict_proba(frame)   # (n, K) numpy array
 
-The checkpoint is loaded with ``weights_only=True``, and the model, activation, init, loss
-and head it names must be pricenet or ``torch.nn`` classes: a checkpoint cannot run any code.
-The scaler fitted on the run's training split is applied to the inputs.
+A checkpoint is untrusted input: it is loaded with ``weights_only=True`` and rebuilt through
+:func:`pricenet.restore.restore_model` (closed registries, every value checked), so it cannot
+run code. Inputs are validated against the checkpoint's schema by the same validator as
+training data. A checkpoint of several members (a cross-validated run's fold models, or
+seed repeats) predicts as one ensemble: each member scales the rows with its own
+preprocessor and calibrates with its own temperature, and their outputs are combined in the
+head's space (averaged probabilities).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import MISSING
 
 from pricenet.checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
-from pricenet.cli import parse_options
-from pricenet.data import FEATURES, ID, LABEL, Standardizer, Table, read_csv
-from pricenet.errors import CheckpointError, ConfigError, DataError, exit_on_user_error
-from pricenet.heads import Head
-from pricenet.model import build_model
+from pricenet.cli import check_output_path, parse_options
+from pricenet.errors import ConfigError, exit_on_user_error
+from pricenet.restore import Restored, restore_model
 from pricenet.seed import resolve_device
+from pricenet.tables import Table, read_csv, validate_frame
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# Where the classes a checkpoint names may come from (the rest is refused before import).
-SAFE_TARGETS = ("pricenet.heads.", "pricenet.model.", "torch.nn.")
-
 USAGE = """\
-usage: pricenet-predict checkpoint=PATH input=CSV output=CSV [overwrite=true]
+usage: pricenet-predict checkpoint=PATH input=CSV output=CSV [overwrite=true] [ranges=warn]
 
   checkpoint  a best.pt / last.pt, or a run folder (its best.pt is used)
-  input       CSV in the Kaggle test.csv layout: the 20 feature columns in any order,
-              an optional id column (else the row number, from 1) and optional price_range
-              (then the accuracy is printed)
-  output      CSV to write: id, price_range, prob_0 .. prob_3 (one row per input row)
-  overwrite   replace an existing output (default false)"""
-
-
-def _check_targets(node: Any, where: str) -> None:
-    """Refuse any ``_target_`` outside :data:`SAFE_TARGETS` in a checkpoint's config."""
-    if isinstance(node, Mapping):
-        target = node.get("_target_")
-        if target is not None and not str(target).startswith(SAFE_TARGETS):
-            raise CheckpointError(f"{where}: refusing to build {target!r} named by the checkpoint")
-        for key, value in node.items():
-            _check_targets(value, f"{where}.{key}")
-    elif isinstance(node, list | tuple):
-        for i, value in enumerate(node):
-            _check_targets(value, f"{where}[{i}]")
-
-
-def frame_to_table(frame: pd.DataFrame) -> Table:
-    """The feature columns of ``frame`` (any order, extra columns ignored) as a :class:`Table`.
-
-    Ids come from an ``id`` column, else from the frame's index.
-    """
-    import pandas as pd
-
-    missing = [name for name in FEATURES if name not in frame.columns]
-    if missing:
-        word = "column" if len(missing) == 1 else "columns"
-        raise DataError(f"{word} {', '.join(map(repr, missing))} missing from the DataFrame")
-    columns = []
-    for name in FEATURES:
-        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            row = frame.index[bad[0]]
-            raise DataError(
-                f"column {name!r}, row {row!r}: {frame[name].iloc[bad[0]]!r} is not a number"
-            )
-        columns.append(values)
-    ids = frame[ID].to_numpy() if ID in frame.columns else frame.index.to_numpy()
-    return Table(np.stack(columns, axis=1).astype(np.float32), None, ids, source="<DataFrame>")
+  input       CSV with the checkpoint's feature columns in any order, an optional id column
+              (else the row number, from 1) and the optional label column (then the
+              accuracy is printed)
+  output      CSV to write: id, the label (original class values), prob_<class> per class
+  overwrite   replace an existing output (default false)
+  ranges      values outside the schema's ranges: warn (default), error or ignore"""
 
 
 class Predictor:
-    """A trained model with its scaler and head, loaded once, predicting on tables or frames."""
+    """A trained model (or ensemble) with its schema and preprocessing, loaded once."""
 
-    def __init__(
-        self, model: torch.nn.Module, head: Head, scaler: Standardizer, device: torch.device
-    ) -> None:
-        self.model = model.to(device).eval()
-        self.head = head
-        self.scaler = scaler
+    def __init__(self, restored: Restored, device: torch.device) -> None:
+        self.network = restored.network.to(device).eval()
+        self.head = restored.head
+        self.schema = restored.schema
+        self.preprocessors = restored.preprocessors
+        self.temperatures = torch.tensor(restored.temperatures, dtype=torch.float32)
         self.device = device
+        self.members = restored.spec.members
+        self.feature_names = list(self.schema.feature_names)
+        self.label_name = self.schema.label
+        self.class_labels = list(self.schema.classes)
+        self.categorical_features = [
+            f.name for f in self.schema.features if f.kind == "categorical"
+        ]
+        self.id_name = self.schema.id or "id"
+        self.missing = self.preprocessors[0].missing
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Predictor:
         """Load ``path`` (a ``.pt`` file or a run folder, whose ``best.pt`` is used)."""
         where = resolve_checkpoint(path)
-        payload = load_checkpoint(where)
-        missing = [k for k in ("head", "scaler", "config", "features") if k not in payload]
-        if missing:
-            raise CheckpointError(f"{where}: not a model checkpoint (no {', '.join(missing)})")
-        if list(payload["features"]) != list(FEATURES):
-            raise CheckpointError(f"{where}: trained on other features than this pricenet reads")
-        config = payload["config"]
-        for key in ("model", "activation", "init", "loss"):
-            _check_targets(config.get(key), f"{where}: config.{key}")
-        _check_targets(payload["head"], f"{where}: head")
-        # best.pt holds the selected weights; last.pt the last epoch's, inside its trainer state
-        state = payload["model"] if "model" in payload else payload["trainer"]["model"]
-        head = instantiate(payload["head"])
-        model = build_model(config, len(FEATURES))
-        model.load_state_dict(state)
-        return cls(
-            model, head, Standardizer.from_state_dict(payload["scaler"]), resolve_device(device)
+        return cls(restore_model(load_checkpoint(where), where), resolve_device(device))
+
+    # ------------------------------------------------------------------ inputs
+
+    def table(self, frame: pd.DataFrame, ranges: str = "warn") -> Table:
+        """``frame`` validated against the schema (the CSV path's checks and messages)."""
+        return validate_frame(
+            frame,
+            self.schema,
+            require_label=False,
+            missing=self.missing,
+            ranges=ranges,
+            id=self.schema.id,
         )
 
+    def read(self, path: str | Path, ranges: str = "warn") -> Table:
+        """A CSV validated against the schema."""
+        return read_csv(path, self.schema, require_label=False, missing=self.missing, ranges=ranges)
+
+    def validate(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The frame's raw feature values (float32, schema order) and ids, or a DataError."""
+        if self.categorical_features:
+            raise ConfigError(
+                f"categorical features ({', '.join(self.categorical_features)}) have no "
+                "numeric raw values"
+            )
+        table = self.table(frame)
+        return table.frame.to_numpy(dtype=np.float32), _ids(table, frame)
+
+    # ------------------------------------------------------------------ outputs
+
     @torch.no_grad()
-    def _outputs(self, features: np.ndarray) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device)
-        return self.model(self.scaler(x))
+    def outputs(self, table: Table) -> torch.Tensor:
+        """The ensemble's combined, calibrated outputs ``(n, outputs)`` for validated rows."""
+        x = torch.stack(
+            [torch.from_numpy(prep.transform(table.frame)) for prep in self.preprocessors]
+        ).to(self.device)
+        outputs = self.network(x) / self.temperatures.to(self.device).view(-1, 1, 1)
+        return self.head.combine(outputs)
 
     def predict_table(self, table: Table) -> pd.DataFrame:
-        """``id``, ``price_range`` and ``prob_<k>`` per row of ``table`` (ids kept, else 1..n)."""
+        """Id, label (original class values) and ``prob_<class>`` per row of ``table``."""
         import pandas as pd
 
-        outputs = self._outputs(table.features)
+        outputs = self.outputs(table)
         probs = self.head.probabilities(outputs).cpu().numpy()
+        labels = self.schema.decode_labels(self.head.decode(outputs).cpu().numpy())
         ids = table.ids if table.ids is not None else np.arange(1, len(table) + 1)
-        result = pd.DataFrame({ID: ids, LABEL: self.head.decode(outputs).cpu().numpy()})
-        for k in range(self.head.num_classes):
-            result[f"prob_{k}"] = probs[:, k]
+        result = pd.DataFrame({self.id_name: ids, self.label_name: labels})
+        for k, value in enumerate(self.class_labels):
+            result[f"prob_{value}"] = probs[:, k]
         return result
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Predictions for a DataFrame in the Kaggle layout; the result keeps its index."""
-        result = self.predict_table(frame_to_table(frame))
+        """Predictions for a DataFrame (any column order); the result keeps its index."""
+        table = self.table(frame)
+        result = self.predict_table(table)
+        if table.ids is None:
+            result[self.id_name] = frame.index.to_numpy()
         result.index = frame.index
         return result
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Class probabilities, shape ``(len(frame), num_classes)``."""
-        outputs = self._outputs(frame_to_table(frame).features)
-        return self.head.probabilities(outputs).cpu().numpy()
+        return self.head.probabilities(self.outputs(self.table(frame))).cpu().numpy()
+
+    def probability_module(self) -> torch.nn.Module:
+        """Raw feature values ``(n, features)`` -> class probabilities ``(n, K)``, one module
+        (preprocessing, every member, temperatures and the ensemble's combination inside)."""
+        if self.categorical_features:
+            raise ConfigError(
+                f"categorical features ({', '.join(self.categorical_features)}) cannot be "
+                "traced into one module yet"
+            )
+        return _ProbabilityModule(self).eval()
+
+
+def _ids(table: Table, frame: pd.DataFrame) -> np.ndarray:
+    return table.ids if table.ids is not None else frame.index.to_numpy()
+
+
+class _ProbabilityModule(torch.nn.Module):
+    """Each member's numeric preprocessing (impute, scale, was-missing inputs), the packed
+    network, the temperatures and the head's combination, as one traceable module."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        super().__init__()
+        preps = predictor.preprocessors
+        self.network = predictor.network
+        self.head = predictor.head
+        order = {name: i for i, name in enumerate(predictor.feature_names)}
+        self.numeric = [order[name] for name in preps[0].numeric_names]
+        self.indicators = [order[name] for name in preps[0].indicators]
+        stack = lambda key: torch.tensor(np.stack([getattr(p, key) for p in preps]))  # noqa: E731
+        self.register_buffer("mean", stack("numeric_mean").unsqueeze(1))
+        self.register_buffer("std", stack("numeric_std").unsqueeze(1))
+        self.register_buffer("fill", stack("numeric_fill").unsqueeze(1))
+        self.register_buffer("temperatures", predictor.temperatures.clone().view(-1, 1, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        raw = features[:, self.numeric].unsqueeze(0)  # [1, n, k]
+        x = (torch.where(torch.isnan(raw), self.fill, raw) - self.mean) / self.std
+        if self.indicators:
+            gaps = torch.isnan(features[:, self.indicators]).to(x.dtype).unsqueeze(0)
+            x = torch.cat([x, gaps.expand(x.shape[0], -1, -1)], dim=-1)
+        outputs = self.network(x) / self.temperatures
+        return self.head.probabilities(self.head.combine(outputs))
 
 
 @dataclass
@@ -160,20 +191,20 @@ class PredictOptions:
     input: str = MISSING
     output: str = MISSING
     overwrite: bool = False
+    ranges: str = "warn"
 
 
 def predict_csv(options: PredictOptions) -> pd.DataFrame:
     """Read ``input``, predict, write ``output`` atomically; print the accuracy when labelled."""
-    output = Path(options.output).expanduser()
-    if output.exists() and not options.overwrite:
-        raise ConfigError(f"{output}: already exists; pass overwrite=true to replace it")
+    output = check_output_path(options.output, options.overwrite)
     predictor = Predictor.from_checkpoint(options.checkpoint)
-    table = read_csv(options.input, require_label=False)
+    table = predictor.read(options.input, options.ranges)
     result = predictor.predict_table(table)
     atomic_write_text(output, result.to_csv(index=False, float_format="%.6f"))
     print(f"wrote {len(result)} predictions to {output}")
     if table.labels is not None:
-        correct = int((result[LABEL].to_numpy() == table.labels).sum())
+        predicted = predictor.schema.label_indices(result[predictor.label_name])
+        correct = int((predicted == table.labels).sum())
         print(f"accuracy {correct / len(table):.4f} ({correct}/{len(table)} rows)")
     return result
 

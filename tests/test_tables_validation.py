@@ -1,7 +1,8 @@
-"""The CSV loader: every bad input is one DataError line naming file, column and line.
+"""The new CSV reader and the DataFrame validator: one DataError line naming file, column, line.
 
-Each failing case also goes through ``exit_on_user_error`` (what the CLI uses) to check the
-exit status 2 and the single ``error:`` line; ``tests/test_cli_errors.py`` runs one end to end.
+Ported from tests/test_data_validation.py (the hand-written loader's cases): the same bad
+inputs give the same messages through pandas, plus the DataFrame path refusing what the CSV
+path refuses, and the fuzz tests (only DataError, never another exception).
 """
 
 from __future__ import annotations
@@ -11,21 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pricenet.data import (
-    FEATURES,
-    LABEL,
-    NUM_CLASSES,
-    Table,
-    make_synthetic,
-    read_csv,
-    stratified_split,
-)
 from pricenet.errors import DataError, exit_on_user_error
+from pricenet.tables import MOBILE_PRICE, Table, make_synthetic, read_csv, validate_frame
+from pricenet.tables.splits import stratified_split
 
+LABEL = MOBILE_PRICE.label
+FEATURES = MOBILE_PRICE.feature_names
 GOOD = make_synthetic(40, seed=1).to_frame().to_csv(index=False)
 HEADER = GOOD.splitlines()[0].split(",")
 
@@ -63,8 +60,8 @@ def one_class() -> str:
 
 def load(path: Path) -> Table:
     """What a training run does with a CSV: read, validate, and split it stratified."""
-    table = read_csv(path)
-    stratified_split(table.labels, 0.15, 0.15, seed=0, source=table.source)
+    table = read_csv(path, MOBILE_PRICE)
+    stratified_split(table.labels, 0.15, 0.15, seed=0, source=table.source, label=LABEL)
     return table
 
 
@@ -119,6 +116,11 @@ BAD: list[tuple[str, str | bytes | None, str]] = [
     ),
     ("binary-not-0-1", with_cell(4, "blue", "2"), "column 'blue', line 4: '2' is not 0 or 1"),
     (
+        "out-of-range",
+        with_cell(5, "ram", "1000000000"),
+        "column 'ram', line 5: '1000000000' is outside the range [256, 3998]",
+    ),
+    (
         "single-class",
         one_class(),
         "column 'price_range': every row has class 2; at least two classes are needed to train",
@@ -136,6 +138,11 @@ BAD: list[tuple[str, str | bytes | None, str]] = [
     ("utf-16", GOOD.encode("utf-16"), "line 1: not UTF-8 text (byte 0xff)"),
     ("binary-file", bytes(range(256)) * 8, "line 2: not UTF-8 text (byte 0x80)"),
     ("too-many-fields", with_line(6, GOOD.splitlines()[5] + ",7,8"), "line 6: 23 fields, but"),
+    (
+        "too-many-fields-first-row",
+        with_line(2, GOOD.splitlines()[1] + ",7"),
+        "line 2: 22 fields, but the header has 21",
+    ),
     ("too-few-fields", with_line(6, "1,2,3"), "line 6: 3 fields, but the header has 21"),
     ("unclosed-quote", with_line(6, '"' + GOOD.splitlines()[5]), "line 6: malformed CSV"),
     ("only-commas", with_line(8, "," * 20), "column 'battery_power', line 8: empty cell"),
@@ -177,6 +184,7 @@ ACCEPTED: list[tuple[str, Callable[[], str | bytes]]] = [
     ("crlf", lambda: GOOD.replace("\n", "\r\n")),
     ("bom-and-crlf", lambda: ("\ufeff" + GOOD.replace("\n", "\r\n")).encode("utf-8")),
     ("blank-lines", lambda: GOOD.replace("\n", "\n\n", 3)),
+    ("blank-lines-before-header", lambda: "\n  \n" + GOOD),
     ("no-final-newline", lambda: GOOD.rstrip("\n")),
     ("spaces-around-cells", lambda: GOOD.replace(",", " , ")),
     ("quoted-cells", lambda: text_of([[f'"{c}"' for c in row] for row in grid()])),
@@ -185,6 +193,9 @@ ACCEPTED: list[tuple[str, Callable[[], str | bytes]]] = [
         lambda: text_of([grid()[0]] + [r[:-1] + [r[-1] + ".0"] for r in grid()[1:]]),
     ),
     ("columns-reordered", lambda: text_of([row[::-1] for row in grid()])),
+    ("semicolons", lambda: GOOD.replace(",", ";")),
+    ("tabs", lambda: GOOD.replace(",", "\t")),
+    ("pipes", lambda: GOOD.replace(",", "|")),
 ]
 
 
@@ -193,23 +204,44 @@ def test_accepted_variants_read_the_same_table(tmp_path, make):
     expected = parsed(GOOD, tmp_path)
     (tmp_path / "train.csv").unlink()
     table = parsed(make(), tmp_path)
-    np.testing.assert_array_equal(table.features, expected.features)
+    pd.testing.assert_frame_equal(table.frame, expected.frame)
     np.testing.assert_array_equal(table.labels, expected.labels)
+
+
+def test_semicolon_file_is_read_and_said_so(tmp_path, caplog):
+    path = write(tmp_path, GOOD.replace(",", ";"))
+    with caplog.at_level(logging.INFO, logger="pricenet.tables"):
+        table = read_csv(path, MOBILE_PRICE)
+    assert len(table) == 40
+    assert f"{path}: is separated by ';', not commas" in caplog.text
+
+
+def test_decimal_commas_get_a_hint(tmp_path):
+    rows = grid()
+    rows[3][HEADER.index("m_dep")] = "0,5"
+    path = write(tmp_path, "\n".join(";".join(row) for row in rows) + "\n")
+    with pytest.raises(DataError) as caught:
+        read_csv(path, MOBILE_PRICE)
+    assert str(caught.value) == (
+        f"{path}: column 'm_dep', line 4: '0,5' is not a number "
+        "(a decimal comma? write it with a point)"
+    )
 
 
 def test_unknown_column_is_ignored_with_a_warning(tmp_path, caplog):
     rows = [row + (["vendor"] if i == 0 else ["acme"]) for i, row in enumerate(grid())]
-    with caplog.at_level(logging.WARNING, logger="pricenet.data"):
+    rows = [row + ([""] if i == 0 else ["x"]) for i, row in enumerate(rows)]
+    with caplog.at_level(logging.WARNING, logger="pricenet.tables"):
         table = parsed(text_of(rows), tmp_path)
-    assert table.features.shape == (40, len(FEATURES))
-    assert "ignoring unknown column(s) 'vendor'" in caplog.text
+    assert list(table.frame.columns) == list(FEATURES)
+    assert "ignoring unknown column(s) 'vendor', unnamed column 23" in caplog.text
 
 
 def test_id_column_is_kept_and_label_is_optional_for_prediction(tmp_path):
     rows = [["id"] + row[:-1] for row in grid()]
     rows[1:] = [[str(i)] + row[1:] for i, row in enumerate(rows[1:], start=1)]
     path = write(tmp_path, text_of(rows))
-    table = read_csv(path, require_label=False)
+    table = read_csv(path, MOBILE_PRICE, require_label=False)
     assert table.labels is None
     assert list(table.ids[:3]) == ["1", "2", "3"]
 
@@ -226,15 +258,83 @@ def test_line_numbers_count_blank_lines_and_quoted_newlines(tmp_path):
     ]
     path = write(tmp_path, "\n".join(lines) + "\n")
     with pytest.raises(DataError) as caught:
-        read_csv(path)
+        read_csv(path, MOBILE_PRICE)
     assert str(caught.value) == f"{path}: column 'ram', line 6: 'x' is not a number"
+
+
+def test_first_problem_in_reading_order_is_reported(tmp_path):
+    rows = grid()
+    rows[6][HEADER.index("ram")] = "x"  # line 7
+    rows[4][HEADER.index("wifi")] = "3"  # line 5, a later column but an earlier row
+    path = write(tmp_path, text_of(rows))
+    with pytest.raises(DataError) as caught:
+        read_csv(path, MOBILE_PRICE)
+    assert str(caught.value) == f"{path}: column 'wifi', line 5: '3' is not 0 or 1"
+
+
+# --------------------------------------------------------------------------- one validator
+
+ONE_TABLE = make_synthetic(30, seed=4).to_frame()
+
+# (column, bad value, what both paths must say about it)
+BOTH_PATHS = [
+    ("blue", 7, "'7' is not 0 or 1"),
+    ("ram", "abc", "'abc' is not a number"),
+    (
+        "ram",
+        10**9,
+        "'1000000000' is outside the range [256, 3998] "
+        "(data.ranges=warn accepts it with a warning)",
+    ),
+    ("battery_power", 842.5, "'842.5' is not an integer"),
+    ("clock_speed", float("inf"), "'inf' is not finite"),
+    ("m_dep", 3.5e38, "'3.5e+38' is too large (beyond float32's range)"),
+    ("price_range", 4, "label '4' is not an integer in 0..3"),
+    ("px_width", "NA", "'NA' is a missing value"),
+]
+
+
+@pytest.mark.parametrize(("column", "value", "what"), BOTH_PATHS, ids=[c[0] for c in BOTH_PATHS])
+def test_dataframe_api_refuses_what_the_csv_path_refuses(tmp_path, column, value, what):
+    frame = ONE_TABLE.copy()
+    frame[column] = frame[column].astype(object)
+    frame.loc[5, column] = value
+    with pytest.raises(DataError) as from_frame:
+        validate_frame(frame, MOBILE_PRICE)
+    assert str(from_frame.value) == f"column {column!r}, row 5: {what}"
+
+    path = tmp_path / "one.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError) as from_csv:
+        read_csv(path, MOBILE_PRICE)
+    assert str(from_csv.value) == f"{path}: column {column!r}, line 7: {what}"
+
+
+def test_dataframe_and_csv_give_the_same_table(tmp_path):
+    path = tmp_path / "one.csv"
+    ONE_TABLE.to_csv(path, index=False)
+    from_csv = read_csv(path, MOBILE_PRICE)
+    from_frame = validate_frame(ONE_TABLE, MOBILE_PRICE, source="frame")
+    pd.testing.assert_frame_equal(from_csv.frame, from_frame.frame)
+    np.testing.assert_array_equal(from_csv.labels, from_frame.labels)
+
+
+def test_dataframe_missing_columns_and_none_cells(tmp_path):
+    with pytest.raises(DataError, match=r"^column 'ram': missing from the DataFrame$"):
+        validate_frame(ONE_TABLE.drop(columns="ram"), MOBILE_PRICE)
+    frame = ONE_TABLE.astype({"fc": object})
+    frame.loc[2, "fc"] = None
+    with pytest.raises(DataError, match=r"^column 'fc', row 2: None is a missing value$"):
+        validate_frame(frame, MOBILE_PRICE)
+    table = validate_frame(frame, MOBILE_PRICE, missing="impute")
+    assert np.isnan(table.frame.loc[2, "fc"]) and table.frame["fc"].isna().sum() == 1
 
 
 # --------------------------------------------------------------------------- property-based
 
 CELL = st.one_of(
     st.sampled_from(["", " ", "nan", "NA", "inf", "-inf", "1e999", "1.5", "-1", "4", "0x1f"]),
-    st.sampled_from(["1_000", '"', '""', ",", "\n", "\r", "\x00", "\ufeff", "é", "1,2"]),
+    st.sampled_from(["1_000", '"', '""', ",", "\n", "\r", "\x00", "\ufeff", "é", "1,2", ";"]),
     st.text(max_size=8),
     st.integers(-5, 5000).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -278,25 +378,30 @@ def malformed_csv(draw) -> bytes:
     return text.encode(encoding, errors="replace")
 
 
-def check_only_data_error(path: Path, content: bytes) -> None:
+def check_only_data_error(path: Path, content: bytes, **policies: str) -> None:
     path.write_bytes(content)
     try:
-        table = load(path)
+        table = read_csv(path, MOBILE_PRICE, **policies)
+        stratified_split(table.labels, 0.15, 0.15, seed=0, source=table.source, label=LABEL)
     except DataError as err:
         assert str(err).startswith(f"{path}: ") and "\n" not in str(err)
         return
-    assert len(table) >= 1 and table.features.shape == (len(table), len(FEATURES))
-    assert table.features.dtype == np.float32 and np.isfinite(table.features).all()
+    values = table.numeric_array(np.float64)
+    assert len(table) >= 1 and values.shape == (len(table), len(FEATURES))
+    assert list(table.frame.columns) == list(FEATURES)
+    if policies.get("missing") != "impute":
+        assert np.isfinite(values).all()
+    assert not np.isinf(values).any()
     assert table.labels.dtype == np.int64
-    assert ((table.labels >= 0) & (table.labels < NUM_CLASSES)).all()
+    assert ((table.labels >= 0) & (table.labels < MOBILE_PRICE.num_classes)).all()
 
 
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(content=malformed_csv())
-def test_random_malformed_csv_raises_only_data_error(tmp_path, content):
-    check_only_data_error(tmp_path / "fuzz.csv", content)
+@given(content=malformed_csv(), missing=st.sampled_from(["error", "impute"]))
+def test_random_malformed_csv_raises_only_data_error(tmp_path, content, missing):
+    check_only_data_error(tmp_path / "fuzz.csv", content, missing=missing, ranges="warn")
 
 
 @settings(

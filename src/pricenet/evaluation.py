@@ -1,0 +1,204 @@
+"""Scoring a run's members: each on its held-out rows, their summary, and calibration.
+
+Each member's best weights are scored on rows it never saw; a temperature per member is
+fitted on its validation rows (:mod:`pricenet.calibration`) and its effect measured on the
+held-out rows. With several members, ``metrics.json`` leads with their means and gains a
+``cv`` (or ``seeds``) block: mean, std and 95% interval, and the pooled confusion matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from pricenet.cv import headline, summarize
+from pricenet.engine import Trainer
+from pricenet.members import Fitted, Prepared
+from pricenet.metrics import classification_report
+from pricenet.model import count_parameters
+from pricenet.plan import Member
+
+
+def _member_record(member: Member, trainer: Trainer, index: int) -> dict[str, Any]:
+    state = trainer.state.members[index]
+    best = state.best_epoch - 1
+    record: dict[str, Any] = {
+        "seed": member.seed,
+        "fold": member.fold,
+        "repeat": member.repeat,
+        "rows": {"train": len(member.train), "val": len(member.val), "test": len(member.test)},
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "error": state.error,
+    }
+    if state.error is None and best >= 0:
+        record["val_acc"] = state.history["val_acc"][best]
+        record["val_loss"] = state.history["val_loss"][best]
+    return record
+
+
+def evaluate(cfg: DictConfig, prepared: Prepared, fitted: Fitted) -> dict[str, Any]:
+    """Each member's best weights on its held-out rows, the summary, and calibration."""
+    from pricenet.calibration import calibratable, fit_temperature
+
+    schema = prepared.table.schema
+    records, temperatures, held = [], [], []
+    for m, member in enumerate(prepared.plan):
+        trainer, index = fitted.member(m)
+        record = _member_record(member, trainer, index)
+        x_test, y_test = prepared.tests[m]
+        outputs = _member_outputs(trainer, index, x_test)
+        temperature = 1.0
+        if record["error"] is None:
+            data = prepared.members[m]
+            if cfg.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
+                val_outputs = _member_outputs(trainer, index, data.x_val)
+                temperature = fit_temperature(val_outputs, data.y_val, trainer.head)
+            if len(y_test):
+                loss = float(trainer.criterion(outputs, trainer.head.encode(y_test)).mean())
+                pred = trainer.head.decode(outputs).cpu().numpy()
+                report = classification_report(
+                    y_test.cpu().numpy(), pred, schema.num_classes, labels=schema.classes
+                )
+                record.update(
+                    test_acc=report["accuracy"],
+                    test_macro_f1=report["macro_f1"],
+                    test_loss=loss,
+                    test=report,
+                )
+                held.append((outputs, y_test, temperature))
+        temperatures.append(temperature)
+        records.append(record)
+    return {
+        "records": records,
+        "temperatures": temperatures,
+        "calibration": _calibration(prepared, fitted, held),
+        "held": held,
+    }
+
+
+@torch.no_grad()
+def _member_outputs(trainer: Trainer, index: int, x: torch.Tensor) -> torch.Tensor:
+    """Member ``index``'s outputs ``(n, outputs)`` on its own rows ``x`` (best weights)."""
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    padded = torch.zeros(model.members, len(x), x.shape[1], device=x.device)
+    padded[index] = x
+    out = model(padded)[index]
+    model.train(was_training)
+    return out
+
+
+def _calibration(prepared: Prepared, fitted: Fitted, held: list) -> dict[str, Any] | None:
+    """ECE and NLL on the held-out rows, pooled over members, before and after scaling."""
+    from pricenet.calibration import calibratable, calibration_report
+
+    head = fitted.trainers[0].head
+    if not held or not calibratable(head):
+        return None
+    outputs = torch.cat([o for o, _, _ in held]).cpu()
+    scaled = torch.cat([o / t for o, _, t in held]).cpu()
+    labels = torch.cat([y for _, y, _ in held]).cpu()
+    before = calibration_report(outputs, labels, head, 1.0)
+    after = calibration_report(scaled, labels, head, 1.0)
+    with torch.no_grad():
+        curves = (head.probabilities(outputs), head.probabilities(scaled), labels)
+    temperatures = [t for _, _, t in held]
+    return {
+        "temperature": temperatures[0] if len(temperatures) == 1 else temperatures,
+        "split": "test",
+        "rows": before["rows"],
+        "ece_before": before["ece_before"],
+        "ece_after": after["ece_before"],
+        "nll_before": before["nll_before"],
+        "nll_after": after["nll_before"],
+        "reliability": curves,
+    }
+
+
+SUMMARY_KEYS = {
+    "acc": "test_acc",
+    "macro_f1": "test_macro_f1",
+    "loss": "test_loss",
+    "val_acc": "val_acc",
+}
+
+
+def summarize_members(cfg: DictConfig, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``cv`` (or ``seeds``) block: mean, std and 95% interval over the members."""
+    if len(records) < 2:
+        return None
+    fits = [
+        {short: r.get(key) for short, key in SUMMARY_KEYS.items()}
+        for r in records
+        if r["error"] is None
+    ]
+    matrices = [np.asarray(r["test"]["confusion_matrix"]) for r in records if r.get("test")]
+    block = {
+        **summarize(fits, list(SUMMARY_KEYS)),
+        "members": len(records),
+        "diverged": sum(r["error"] is not None for r in records),
+        "confusion_matrix": sum(matrices).tolist() if matrices else None,
+    }
+    if cfg.cv.folds:
+        block.update(folds=cfg.cv.folds, repeats=cfg.cv.repeats, seeds=cfg.trainer.seeds)
+    else:
+        block.update(seeds=cfg.trainer.seeds)
+    return block
+
+
+def _label(cfg: DictConfig) -> str:
+    if cfg.cv.folds:
+        seeds = f"x{cfg.trainer.seeds}" if cfg.trainer.seeds > 1 else ""
+        return f"cv {cfg.cv.folds}x{cfg.cv.repeats}{seeds}"
+    return f"seeds {cfg.trainer.seeds}"
+
+
+def metrics_of(
+    cfg: DictConfig, prepared: Prepared, fitted: Fitted, evaluation: dict[str, Any]
+) -> dict[str, Any]:
+    """metrics.json: one model's figures as always; with several, their summary on top."""
+    records = evaluation["records"]
+    first = records[0]
+    state = fitted.trainers[0].state
+    metrics: dict[str, Any] = {
+        "status": "done",
+        "monitor": cfg.monitor,
+        "selection_split": "val" if len(prepared.members[0].y_val) else "train",
+        "val_acc": first.get("val_acc"),
+        "val_loss": first.get("val_loss"),
+        "test_acc": first.get("test_acc"),
+        "test_loss": first.get("test_loss"),
+        "test_macro_f1": first.get("test_macro_f1"),
+        "test": first.get("test"),
+        "best_epoch": first["best_epoch"],
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "parameters": count_parameters(fitted.trainers[0].model) // fitted.trainers[0].count,
+        "history": state.history,
+        "classes": [_plain(c) for c in prepared.table.schema.classes],
+    }
+    summary = summarize_members(cfg, records)
+    if summary is not None:
+        # With several fits, the headline figures are their means (the held-out folds' in cv).
+        for short, key in SUMMARY_KEYS.items():
+            metrics[key] = summary[short]["mean"] if summary[short] else None
+        metrics["test"] = None
+        metrics["best_epoch"] = first["best_epoch"]
+        metrics["cv" if cfg.cv.folds else "seeds"] = summary
+        metrics["members"] = records
+        metrics["headline"] = headline(_label(cfg), summary)
+    calibration = evaluation["calibration"]
+    metrics["calibration"] = (
+        {k: v for k, v in calibration.items() if k != "reliability"} if calibration else None
+    )
+    return metrics
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,284 @@
+"""What a checkpoint may say about a network: a closed vocabulary, checked value by value.
+
+A checkpoint is untrusted input (a colleague's file, a model zoo, an upload to the service).
+So no string read from one ever chooses which code runs: a network is stored as a
+:class:`NetworkSpec`, plain names and numbers, and rebuilt through the two closed mappings
+below (:data:`ACTIVATIONS`, :data:`HEADS`) of the callables pricenet ships. Every value is
+checked for its type and range before anything is built; nothing goes through Hydra's
+``instantiate``.
+
+At train time the user's own config (trusted: they wrote it) is instantiated as usual, and
+:func:`network_spec` describes what it built in this vocabulary, refusing, before any
+training, a module that a checkpoint could not describe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from pricenet.errors import ConfigError
+from pricenet.heads import CategoricalHead, CoralHead, Head, OrdinalHead, RegressionHead
+
+ArgValue = float | int | str | bool
+Check = Callable[[Any], bool]
+
+# Bounds that keep a crafted file from asking for absurd allocations.
+MAX_MEMBERS = 1024
+MAX_WIDTH = 65_536
+MAX_LAYERS = 64
+MAX_CLASSES = 10_000
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: Any) -> bool:
+    return _finite(value) and value > 0
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WIDTH
+
+
+def _choice(*allowed: Any) -> Check:
+    return lambda value: isinstance(value, type(allowed[0])) and value in allowed
+
+
+@dataclass(frozen=True)
+class ActivationKind:
+    """A torch activation pricenet can rebuild, with the arguments it may take and their checks."""
+
+    cls: type[nn.Module]
+    args: dict[str, Check] = field(default_factory=dict)  # named as torch stores them
+
+
+# name -> kind. Adding an activation that torch already has is one entry here and one YAML.
+ACTIVATIONS: dict[str, ActivationKind] = {
+    "identity": ActivationKind(nn.Identity),
+    "relu": ActivationKind(nn.ReLU),
+    "relu6": ActivationKind(nn.ReLU6),
+    "leaky_relu": ActivationKind(nn.LeakyReLU, {"negative_slope": _finite}),
+    "prelu": ActivationKind(nn.PReLU, {"num_parameters": _count, "init": _finite}),
+    "rrelu": ActivationKind(nn.RReLU, {"lower": _finite, "upper": _finite}),
+    "elu": ActivationKind(nn.ELU, {"alpha": _finite}),
+    "celu": ActivationKind(nn.CELU, {"alpha": lambda v: _finite(v) and v != 0}),
+    "selu": ActivationKind(nn.SELU),
+    "gelu": ActivationKind(nn.GELU, {"approximate": _choice("none", "tanh")}),
+    "silu": ActivationKind(nn.SiLU),
+    "mish": ActivationKind(nn.Mish),
+    "sigmoid": ActivationKind(nn.Sigmoid),
+    "tanh": ActivationKind(nn.Tanh),
+    "hardtanh": ActivationKind(nn.Hardtanh, {"min_val": _finite, "max_val": _finite}),
+    "hardswish": ActivationKind(nn.Hardswish),
+    "hardsigmoid": ActivationKind(nn.Hardsigmoid),
+    "softplus": ActivationKind(nn.Softplus, {"beta": _positive, "threshold": _finite}),
+    "softsign": ActivationKind(nn.Softsign),
+    "tanhshrink": ActivationKind(nn.Tanhshrink),
+    "logsigmoid": ActivationKind(nn.LogSigmoid),
+    # over the features of each row, whatever the leading (member, batch) dimensions
+    "softmax": ActivationKind(nn.Softmax, {"dim": _choice(-1)}),
+}
+_ACTIVATION_NAMES = {kind.cls: name for name, kind in ACTIVATIONS.items()}
+
+HEADS: dict[str, type[Head]] = {
+    "categorical": CategoricalHead,
+    "ordinal": OrdinalHead,
+    "coral": CoralHead,
+    "regression": RegressionHead,
+}
+_HEAD_NAMES = {cls: name for name, cls in HEADS.items()}
+
+
+class SpecError(ValueError):
+    """A description that does not fit the vocabulary; the caller adds where it came from."""
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """An activation by name, with its (checked) arguments."""
+
+    name: str
+    args: dict[str, ArgValue] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "args": dict(self.args)}
+
+    @classmethod
+    def from_dict(cls, node: Any, key: str) -> ActivationSpec:
+        _keys(node, key, {"name", "args"})
+        name, args = node["name"], node["args"]
+        if not isinstance(name, str) or name not in ACTIVATIONS:
+            raise SpecError(f"{key}.name: {_shown(name)} is not an activation pricenet builds")
+        if not isinstance(args, dict):
+            raise SpecError(f"{key}.args: expected a mapping, got {type(args).__name__}")
+        checks = ACTIVATIONS[name].args
+        for arg, value in args.items():
+            if arg not in checks:
+                raise SpecError(f"{key}.args: {_shown(arg)} is not an argument of {name}")
+            if not checks[arg](value):
+                raise SpecError(f"{key}.args.{arg}: {_shown(value)} is out of range")
+        if name == "rrelu" and not 0 <= args.get("lower", 0.125) <= args.get("upper", 1 / 3):
+            raise SpecError(f"{key}.args: rrelu needs 0 <= lower <= upper")
+        return cls(name, dict(args))
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A (packed) MLP in plain values: enough to rebuild it and load its weights."""
+
+    members: int
+    in_features: int
+    hidden: tuple[int, ...]
+    activations: tuple[ActivationSpec, ...]
+    dropout: float
+    batch_norm: bool
+    head: str
+    num_classes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "members": self.members,
+            "in_features": self.in_features,
+            "hidden": list(self.hidden),
+            "activations": [a.to_dict() for a in self.activations],
+            "dropout": self.dropout,
+            "batch_norm": self.batch_norm,
+            "head": self.head,
+            "num_classes": self.num_classes,
+        }
+
+    @classmethod
+    def from_dict(cls, node: Any, key: str = "network") -> NetworkSpec:
+        """Check every key, type and range of an (untrusted) stored description."""
+        _keys(node, key, set(cls.__dataclass_fields__))
+        members = node["members"]
+        if not isinstance(members, int) or isinstance(members, bool):
+            raise SpecError(f"{key}.members: {_shown(members)} is not an integer")
+        if not 1 <= members <= MAX_MEMBERS:
+            raise SpecError(f"{key}.members: {members} is not in 1..{MAX_MEMBERS}")
+        if not _count(node["in_features"]):
+            raise SpecError(f"{key}.in_features: {_shown(node['in_features'])} is out of range")
+        hidden = node["hidden"]
+        if not isinstance(hidden, list | tuple) or len(hidden) > MAX_LAYERS:
+            raise SpecError(f"{key}.hidden: expected a list of at most {MAX_LAYERS} sizes")
+        for i, size in enumerate(hidden):
+            if not _count(size):
+                raise SpecError(f"{key}.hidden[{i}]: {_shown(size)} is not a layer size")
+        activations = node["activations"]
+        if not isinstance(activations, list | tuple) or len(activations) != len(hidden):
+            raise SpecError(f"{key}.activations: expected one per hidden layer ({len(hidden)})")
+        dropout = node["dropout"]
+        if not _finite(dropout) or not 0 <= dropout < 1:
+            raise SpecError(f"{key}.dropout: {_shown(dropout)} is not in [0, 1)")
+        if not isinstance(node["batch_norm"], bool):
+            raise SpecError(f"{key}.batch_norm: {_shown(node['batch_norm'])} is not true/false")
+        head = node["head"]
+        if not isinstance(head, str) or head not in HEADS:
+            raise SpecError(f"{key}.head: {_shown(head)} is not one of {', '.join(HEADS)}")
+        classes = node["num_classes"]
+        if not isinstance(classes, int) or isinstance(classes, bool):
+            raise SpecError(f"{key}.num_classes: {_shown(classes)} is not an integer")
+        if not 2 <= classes <= MAX_CLASSES:
+            raise SpecError(f"{key}.num_classes: {classes} is not in 2..{MAX_CLASSES}")
+        return cls(
+            members=members,
+            in_features=node["in_features"],
+            hidden=tuple(hidden),
+            activations=tuple(
+                ActivationSpec.from_dict(a, f"{key}.activations[{i}]")
+                for i, a in enumerate(activations)
+            ),
+            dropout=float(dropout),
+            batch_norm=node["batch_norm"],
+            head=head,
+            num_classes=classes,
+        )
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _keys(node: Any, key: str, expected: set[str]) -> None:
+    if not isinstance(node, dict):
+        raise SpecError(f"{key}: expected a mapping, got {type(node).__name__}")
+    unknown = sorted(map(str, set(node) - expected))
+    missing = sorted(expected - set(node))
+    if unknown:
+        raise SpecError(f"{key}: unknown key(s) {', '.join(map(repr, unknown))}")
+    if missing:
+        raise SpecError(f"{key}: missing key(s) {', '.join(map(repr, missing))}")
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_activation(spec: ActivationSpec) -> nn.Module:
+    """The activation module of a checked spec (closed mapping, no import by name)."""
+    return ACTIVATIONS[spec.name].cls(**spec.args)
+
+
+def build_head(name: str, num_classes: int) -> Head:
+    """The head of a checked spec."""
+    return HEADS[name](num_classes=num_classes)
+
+
+def describe_activation(module: nn.Module, where: str) -> ActivationSpec:
+    """``module`` (built from the user's config) in the checkpoint vocabulary, or ConfigError."""
+    name = _ACTIVATION_NAMES.get(type(module))
+    if name is None:
+        raise ConfigError(
+            f"{where}: {type(module).__module__}.{type(module).__qualname__} cannot be saved in "
+            f"a safe checkpoint; use one of: {', '.join(ACTIVATIONS)}"
+        )
+    args = {arg: getattr(module, arg) for arg in ACTIVATIONS[name].args}
+    try:
+        return ActivationSpec.from_dict({"name": name, "args": args}, where)
+    except SpecError as err:
+        raise ConfigError(str(err)) from None
+
+
+def head_name(head: Head, where: str) -> str:
+    """The registry name of a head built from the user's config, or ConfigError."""
+    name = _HEAD_NAMES.get(type(head))
+    if name is None:
+        raise ConfigError(
+            f"{where}: {type(head).__qualname__} cannot be saved in a safe checkpoint; "
+            f"use one of: {', '.join(f'pricenet.heads.{c.__name__}' for c in HEADS.values())}"
+        )
+    return name
+
+
+def network_spec(cfg: Mapping, in_features: int, num_classes: int, members: int = 1) -> NetworkSpec:
+    """Describe the network the user's config asks for (train time; the config is trusted).
+
+    Refuses, before any training, an activation or head a checkpoint could not describe.
+    """
+    from hydra.utils import instantiate
+
+    model = cfg["model"]
+    hidden = tuple(int(size) for size in model["hidden"])
+    overrides = model.get("layer_activations") or {}
+    activations = []
+    for i in range(len(hidden)):
+        node = next((v for k, v in overrides.items() if str(k) == str(i)), None)
+        where = f"model.layer_activations.{i}" if node is not None else "activation"
+        activations.append(describe_activation(instantiate(node or cfg["activation"]), where))
+    head = instantiate(cfg["loss"]["head"])
+    return NetworkSpec(
+        members=members,
+        in_features=in_features,
+        hidden=hidden,
+        activations=tuple(activations),
+        dropout=float(model["dropout"]),
+        batch_norm=bool(model["batch_norm"]),
+        head=head_name(head, "loss.head"),
+        num_classes=num_classes,
+    )

@@ -1,0 +1,347 @@
+"""Read a CSV into a validated :class:`Table`: pandas' C parser on the fast path.
+
+Before any byte is parsed the path must be a regular file (not a device, FIFO or directory)
+no larger than ``max_bytes``. The header is read with the csv module (to check names and find
+the separator), the body with pandas, and the frame goes through :func:`validate_frame`, the
+validator the DataFrame API uses too. Only when something is wrong is the file scanned again
+record by record, to name the exact line (blank lines and quoted newlines counted).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import itertools
+import logging
+import os
+import stat
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pricenet.errors import ConfigError, DataError
+from pricenet.tables.schema import Schema
+from pricenet.tables.table import Table
+from pricenet.tables.validate import check_policies, validate_frame
+
+log = logging.getLogger("pricenet.tables")
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+"""Files above 2 GiB are refused before reading (``data.max_bytes`` raises or lowers it).
+
+At about 80 bytes a row that is ~25 million rows, whose float64 frame alone needs ~4 GB.
+"""
+SEPARATORS = (";", "\t", "|")
+"""Separators recognized besides the comma: a header with one of them and no comma uses it."""
+_CHUNK = 1 << 23
+
+
+def check_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+    """The size of ``path``, a regular file of at most ``max_bytes`` (checked with stat only).
+
+    Devices (``/dev/zero``), FIFOs and sockets are refused without being opened, so a FIFO
+    with no writer cannot hang and an endless device cannot exhaust memory.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError(f"{path}: is a directory, expected a CSV file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(info.st_mode)
+            else "a device"
+            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(info.st_mode)
+            else "not a plain file"
+        )
+        raise DataError(f"{path}: is {kind}, not a regular file; pricenet reads CSV files only")
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+        raise ConfigError(f"data.max_bytes={max_bytes!r}: expected a positive integer")
+    if info.st_size > max_bytes:
+        raise DataError(
+            f"{path}: is {info.st_size:,} bytes, over the limit of {max_bytes:,} "
+            "(raise it with data.max_bytes)"
+        )
+    if info.st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    return info.st_size
+
+
+def encoding_problem(path: Path) -> str | None:
+    """``line <n>: not UTF-8 text (byte 0x..)`` for the first invalid byte, else None."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:
+                # err.object is this chunk after the (newline-free) bytes the decoder held.
+                bad = err.object[err.start]
+                line = lines + err.object[: err.start].count(b"\n") + 1
+                return f"line {line}: not UTF-8 text (byte 0x{bad:02x}); save the file as UTF-8"
+            if not chunk:
+                return None
+            lines += chunk.count(b"\n")
+
+
+def _is_blank(fields: list[str]) -> bool:
+    return not fields or (len(fields) == 1 and not fields[0].strip())
+
+
+def _open_text(path: Path):
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def read_header(path: Path) -> tuple[int, list[str], str]:
+    """The header: its line, its names (spaces around them removed) and the separator."""
+    try:
+        with _open_text(path) as f:
+            line = 0
+            first = ""
+            for text in f:
+                line += 1
+                if text.strip():
+                    first = text
+                    break
+            if not first:
+                raise DataError(f"{path}: file is empty")
+            sep = ","
+            if "," not in first:
+                found = [s for s in SEPARATORS if s in first]
+                if found:
+                    sep = found[0]
+            reader = csv.reader(
+                itertools.chain([first], f), delimiter=sep, skipinitialspace=True, strict=True
+            )
+            try:
+                fields = next(reader)
+            except csv.Error as err:
+                raise DataError(f"{path}: line {line}: malformed CSV ({err})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: {encoding_problem(path) or 'not UTF-8 text'}") from None
+    if sep != ",":
+        log.info("%s: is separated by %r, not commas; reading it with %r", path, sep, sep)
+    return line, [name.strip() for name in fields], sep
+
+
+class RawRecords:
+    """The file's data records as the csv module sees them, found again only on errors.
+
+    Row ``i`` is the i-th non-blank record after the header, as in pandas' frame; each
+    lookup scans from the start, which costs nothing until a problem is reported.
+    """
+
+    def __init__(self, path: Path, sep: str, header: list[str]) -> None:
+        self.path = path
+        self.sep = sep
+        self.header = header
+        self.position = {name: i for i, name in enumerate(header)}
+
+    def records(self) -> Iterator[tuple[int, list[str]]]:
+        """(line where the record starts, fields) for each data record."""
+        with _open_text(self.path) as f:
+            reader = csv.reader(f, delimiter=self.sep, skipinitialspace=True, strict=True)
+            start, seen_header = 1, False
+            try:
+                for fields in reader:
+                    if not _is_blank(fields):
+                        if seen_header:
+                            yield start, fields
+                        seen_header = True
+                    start = reader.line_num + 1
+            except csv.Error as err:
+                raise DataError(f"{self.path}: line {start}: malformed CSV ({err})") from None
+            except UnicodeDecodeError:
+                problem = encoding_problem(self.path) or "not UTF-8 text"
+                raise DataError(f"{self.path}: {problem}") from None
+
+    def record(self, row: int) -> tuple[int, list[str]]:
+        for i, found in enumerate(self.records()):
+            if i == row:
+                return found
+        raise DataError(f"{self.path}: row {row + 1} not found again (was the file changed?)")
+
+    def check(self, line: int, fields: list[str]) -> None:
+        if len(fields) != len(self.header):
+            raise DataError(
+                f"{self.path}: line {line}: {len(fields)} fields, "
+                f"but the header has {len(self.header)}"
+            )
+
+    def line_of(self, row: int) -> int:
+        return self.record(row)[0]
+
+    def cell_text(self, row: int, name: str) -> str:
+        line, fields = self.record(row)
+        self.check(line, fields)
+        return fields[self.position[name]]
+
+    def check_rows(self, rows: np.ndarray) -> None:
+        """Refuse the first of ``rows`` (sorted positions) whose field count is wrong."""
+        wanted = iter(rows.tolist())
+        target = next(wanted, None)
+        for i, (line, fields) in enumerate(self.records()):
+            if target is None:
+                return
+            if i == target:
+                self.check(line, fields)
+                target = next(wanted, None)
+
+    def first_problem(self) -> None:
+        """Raise for the first malformed record or wrong field count, if there is one."""
+        for line, fields in self.records():
+            self.check(line, fields)
+
+
+def _parse(
+    path: Path, sep: str, names: list[str], dtypes: dict[str, type], raw: RawRecords
+) -> pd.DataFrame:
+    """The body parsed by pandas' C engine, every cell as written (no NA guessing)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+        try:
+            return pd.read_csv(
+                path,
+                sep=sep,
+                header=0,
+                names=names,
+                index_col=False,
+                dtype=dtypes or None,
+                encoding="utf-8",
+                skipinitialspace=True,
+                na_filter=False,
+                engine="c",
+            )
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: {encoding_problem(path) or 'not UTF-8 text'}") from None
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: has a header but no data rows") from None
+        except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError, OverflowError) as err:
+            raw.first_problem()
+            first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+            raise DataError(f"{path}: malformed CSV ({first})") from None
+
+
+def read_raw_frame(path: Path, *, label: str | None = None, id: str | None = None) -> pd.DataFrame:
+    """Every column of a CSV as parsed (cells as written), after the file and header checks.
+
+    Used to infer a schema; columns without a name are left out.
+    """
+    check_file(path)
+    header_line, header, sep = read_header(path)
+    _check_duplicates(path, header, header_line)
+    names = [name or f"\0unnamed column {i + 1}" for i, name in enumerate(header)]
+    raw = RawRecords(path, sep, names)
+    frame = _parse(path, sep, names, {id: str} if id in header else {}, raw)
+    if len(frame) == 0:
+        raise DataError(f"{path}: has a header but no data rows")
+    return frame[[n for n in names if not n.startswith("\0")]]
+
+
+def _check_duplicates(path: Path, header: list[str], line: int) -> None:
+    seen: set[str] = set()
+    for name in header:
+        if name and name in seen:
+            raise DataError(f"{path}: column {name!r}, line {line}: appears more than once")
+        seen.add(name)
+
+
+def read_csv(
+    path: str | Path,
+    schema: Schema | None = None,
+    *,
+    label: str | None = None,
+    id: str | None = None,
+    require_label: bool = True,
+    missing: str = "error",
+    ranges: str = "error",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Table:
+    """Read and validate a CSV against ``schema`` (inferred from the file when None).
+
+    UTF-8 (a BOM is fine), CRLF or LF, blank lines, quoted fields and columns in any order are
+    accepted; a header without commas but with ``;``, tab or ``|`` is read with that separator.
+    The id column (``id``, else the schema's) is kept; unknown columns are ignored with a
+    warning. ``label`` names the label column (needed to infer a schema; with a schema it must
+    agree). ``missing``/``ranges`` are the policies of :func:`validate_frame`. Every problem
+    raises :class:`DataError` as ``<file>: column '<name>', line <n>: <what is wrong>``.
+    """
+    path = Path(path).expanduser()
+    check_policies(missing, ranges)
+    check_file(path, max_bytes)
+    header_line, header, sep = read_header(path)
+    _check_duplicates(path, header, header_line)
+    seen = set(header)
+    if schema is not None and label is not None and label != schema.label:
+        raise ConfigError(f"data.label={label!r}: the schema's label is {schema.label!r}")
+    label_name = schema.label if schema is not None else label
+    if label_name is None:
+        raise ConfigError("data.label: name the label column (needed to infer a schema)")
+    id_name = id if id is not None else (schema.id if schema is not None else None)
+    required = list(schema.feature_names) if schema is not None else []
+    if require_label or schema is None:
+        required.append(label_name)
+    if id is not None:
+        required.append(id)
+    absent = [name for name in required if name not in seen]
+    if absent:
+        word = "column" if len(absent) == 1 else "columns"
+        hint = ""
+        if len(header) == 1 and schema is not None:
+            hint = "; is it separated by something other than , ; tab or |?"
+        raise DataError(
+            f"{path}: {word} {', '.join(map(repr, absent))}, line {header_line}: "
+            f"missing from the header{hint}"
+        )
+
+    names = [name or f"\0unnamed column {i + 1}" for i, name in enumerate(header)]
+    dtypes: dict[str, type] = {}
+    if id_name in seen:
+        dtypes[id_name] = str
+    if schema is not None:
+        dtypes.update({f.name: str for f in schema.features if f.kind == "categorical"})
+        if not schema.integer_classes and label_name in seen:
+            dtypes[label_name] = str
+    raw = RawRecords(path, sep, names)
+    frame = _parse(path, sep, names, dtypes, raw)
+    if len(frame) == 0:
+        raise DataError(f"{path}: has a header but no data rows")
+    last = frame.iloc[:, -1]
+    if not pd.api.types.is_numeric_dtype(last.dtype):
+        short = np.flatnonzero((last.astype(object) == "").to_numpy(dtype=bool))
+        if short.size:  # a short row leaves its last cells empty: count its fields
+            raw.check_rows(short if missing == "impute" else short[:1])
+
+    if schema is None:
+        from pricenet.tables.infer import infer_schema
+
+        schema = infer_schema(frame, label_name, id_name, source=str(path))
+        id_name = schema.id
+    known = {*schema.feature_names, schema.label, id_name}
+    extra = [repr(n) if not n.startswith("\0") else n[1:] for n in names if n not in known]
+    if extra:
+        log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(extra))
+    frame = frame[[n for n in names if n in known]]
+    return validate_frame(
+        frame,
+        schema,
+        source=str(path),
+        line_of=raw.line_of,
+        cell_text=raw.cell_text,
+        require_label=require_label,
+        missing=missing,
+        ranges=ranges,
+        id=id_name,
+    )

@@ -1,0 +1,249 @@
+"""One validator for every way a table comes in: a CSV file, a DataFrame, any future entry point.
+
+``validate_frame`` checks each column against the schema with vectorized passes, then, only if
+something is wrong, describes the first bad cell in reading order (row by row, columns in schema
+order) as ``<source>: column '<name>', line <n>: <what>`` (files) or ``column '<name>', row
+<index>: <what>`` (DataFrames). Nothing row-by-row runs on the fast path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pandas as pd
+
+from pricenet.errors import ConfigError, DataError
+from pricenet.tables.cells import (
+    LARGEST,
+    describe_text,
+    describe_value,
+    is_missing,
+    number_text,
+    shown,
+    to_float,
+)
+from pricenet.tables.schema import Feature, Schema
+from pricenet.tables.table import Table
+
+log = logging.getLogger("pricenet.tables")
+
+Missing = Literal["error", "impute"]
+Ranges = Literal["error", "warn", "ignore"]
+MISSING_POLICIES: tuple[str, ...] = get_args(Missing)
+RANGE_POLICIES: tuple[str, ...] = get_args(Ranges)
+
+
+def check_policies(missing: str, ranges: str) -> None:
+    """Refuse an unknown ``data.missing`` or ``data.ranges`` policy."""
+    if missing not in MISSING_POLICIES:
+        raise ConfigError(
+            f"data.missing={missing!r}: expected one of {', '.join(MISSING_POLICIES)}"
+        )
+    if ranges not in RANGE_POLICIES:
+        raise ConfigError(f"data.ranges={ranges!r}: expected one of {', '.join(RANGE_POLICIES)}")
+
+
+def range_text(feature: Feature) -> str:
+    """``[low, high]`` with ``-inf``/``inf`` for an open side."""
+    low = "-inf" if feature.low is None else number_text(feature.low)
+    high = "inf" if feature.high is None else number_text(feature.high)
+    return f"[{low}, {high}]"
+
+
+@dataclass
+class _Column:
+    """One checked column: its clean values and its first bad row (-1 when none)."""
+
+    values: np.ndarray
+    first_bad: int
+
+
+def _numeric(series: pd.Series, feature: Feature, missing: str, ranges: str) -> _Column:
+    values = to_float(series)
+    finite = np.isfinite(values)
+    bad = ~finite
+    if missing == "impute" and bad.any():
+        positions = np.flatnonzero(bad)
+        cells = series.iloc[positions]
+        allowed = np.fromiter((is_missing(v) for v in cells), dtype=bool, count=len(positions))
+        bad[positions[allowed]] = False
+    with np.errstate(invalid="ignore"):
+        bad |= finite & (np.abs(values) > LARGEST)
+        if feature.kind in ("integer", "binary"):
+            bad |= finite & (values != np.round(values))
+        if feature.kind == "binary":
+            bad |= finite & (values != 0) & (values != 1)
+        outside = np.zeros(len(values), dtype=bool)
+        if feature.low is not None:
+            outside |= finite & (values < feature.low)
+        if feature.high is not None:
+            outside |= finite & (values > feature.high)
+    if ranges == "error":
+        bad |= outside
+    values[~finite] = np.nan
+    first = int(np.argmax(bad)) if bad.any() else -1
+    if ranges == "warn" and outside.any():
+        _warn_range(series, feature, outside, first)
+    return _Column(values, first)
+
+
+def _warn_range(series: pd.Series, feature: Feature, outside: np.ndarray, first_bad: int) -> None:
+    rows = np.flatnonzero(outside)
+    if first_bad >= 0:
+        rows = rows[rows < first_bad]  # an error will be raised first
+    if rows.size:
+        value = number_text(to_float(series.iloc[rows[:1]])[0])
+        log.warning(
+            "column %r: %d value(s) outside the range %s (data.ranges=warn), the first %s",
+            feature.name,
+            rows.size,
+            range_text(feature),
+            value,
+        )
+
+
+def _categorical(series: pd.Series, feature: Feature, missing: str) -> _Column:
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip()
+        return None if is_missing(value) else number_text(value)
+
+    texts = series.astype(object).map(clean)
+    known = texts.isin(feature.categories).to_numpy(dtype=bool)
+    absent = ~known & texts.map(is_missing).to_numpy(dtype=bool)
+    bad = np.zeros(len(texts), dtype=bool)
+    if missing == "error":
+        bad |= absent
+    if feature.unknown == "error":
+        bad |= ~known & ~absent
+    values = texts.to_numpy(dtype=object)
+    values[absent] = None
+    return _Column(values, int(np.argmax(bad)) if bad.any() else -1)
+
+
+def _cell_problem(value: Any, text: str | None, feature: Feature, missing: str, ranges: str) -> str:
+    """What is wrong with one cell (``text`` is the file's own text, when there is one)."""
+    cell = text if text is not None else value
+    if feature.kind == "categorical":
+        if is_missing(cell) and (
+            not isinstance(cell, str) or cell.strip() not in feature.categories
+        ):
+            return describe_value(cell) or "missing value"
+        listed = ", ".join(map(repr, feature.categories[:20]))
+        more = ", ..." if len(feature.categories) > 20 else ""
+        word = cell.strip() if isinstance(cell, str) else number_text(cell)
+        return (
+            f"{shown(word)} is not one of the categories {listed}{more} "
+            "(unknown: map in the schema accepts new values)"
+        )
+    problem = describe_text(cell) if isinstance(cell, str) else describe_value(cell)
+    if problem:
+        return problem
+    number = float(cell)
+    word = shown(cell if isinstance(cell, str) else number_text(cell))
+    if feature.kind == "binary" and number not in (0, 1):
+        return f"{word} is not 0 or 1"
+    if feature.kind in ("integer", "binary") and number != round(number):
+        return f"{word} is not an integer"
+    if (feature.low is not None and number < feature.low) or (
+        feature.high is not None and number > feature.high
+    ):
+        return (
+            f"{word} is outside the range {range_text(feature)} "
+            "(data.ranges=warn accepts it with a warning)"
+        )
+    return f"{word} is not valid"  # only if the file's text and the parsed frame disagree
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    schema: Schema,
+    *,
+    source: str = "",
+    line_of: Callable[[int], int | str] | None = None,
+    require_label: bool = True,
+    missing: str = "error",
+    ranges: str = "error",
+    cell_text: Callable[[int, str], str] | None = None,
+    id: str | None = None,
+) -> Table:
+    """Check ``frame`` against ``schema`` and return the validated :class:`Table`.
+
+    Columns may come in any order; the id column (``id``, else ``schema.id``) is kept, the
+    label is used when present (required with ``require_label``), other columns are ignored
+    with a warning. ``missing``: ``"error"`` refuses empty/NA cells, ``"impute"`` keeps them as
+    NaN/None for the preprocessor. ``ranges``: a value outside a feature's ``[low, high]`` is
+    an ``"error"``, a ``"warn"``ing, or ``"ignore"``d. ``line_of(row)`` names rows by file line
+    and ``cell_text(row, column)`` gives a cell's text as written (the CSV reader passes both,
+    computed only when an error is reported); without them rows are named by the frame's index.
+    The first problem in reading order raises :class:`DataError`, prefixed by ``source``.
+    """
+    check_policies(missing, ranges)
+    prefix = f"{source}: " if source else ""
+    id_column = id if id is not None else schema.id
+    columns = [str(c) for c in frame.columns]
+    if len(set(columns)) != len(columns):
+        dup = next(c for c in columns if columns.count(c) > 1)
+        raise DataError(f"{prefix}column {dup!r}: appears more than once")
+    frame = frame.set_axis(columns, axis=1)
+    required = [*schema.feature_names, *([schema.label] if require_label else [])]
+    absent = [name for name in required if name not in frame.columns]
+    if absent:
+        word = "column" if len(absent) == 1 else "columns"
+        where = "header" if line_of is not None else "DataFrame"
+        raise DataError(f"{prefix}{word} {', '.join(map(repr, absent))}: missing from the {where}")
+    known = {*schema.feature_names, schema.label, id_column}
+    extra = [c for c in columns if c not in known]
+    if extra:
+        log.warning("%signoring unknown column(s) %s", prefix, ", ".join(map(repr, extra)))
+    if len(frame) == 0:
+        raise DataError(f"{prefix}no data rows")
+
+    checked: dict[str, _Column] = {}
+    for feature in schema.features:
+        series = frame[feature.name]
+        if feature.kind == "categorical":
+            checked[feature.name] = _categorical(series, feature, missing)
+        else:
+            checked[feature.name] = _numeric(series, feature, missing, ranges)
+    labels = None
+    label_bad = -1
+    if schema.label in frame.columns:
+        labels = schema.label_indices(frame[schema.label])
+        bad = np.flatnonzero(labels < 0)
+        label_bad = int(bad[0]) if bad.size else -1
+
+    firsts = [(c.first_bad, i) for i, c in enumerate(checked.values()) if c.first_bad >= 0]
+    if label_bad >= 0:
+        firsts.append((label_bad, len(checked)))
+    if firsts:
+        row, order = min(firsts)
+        at = f"line {line_of(row)}" if line_of is not None else f"row {frame.index[row]!r}"
+        if order == len(checked):
+            name = schema.label
+            text = cell_text(row, name) if cell_text is not None else None
+            what = schema.label_problem(text if text is not None else frame[name].iloc[row])
+        else:
+            feature = schema.features[order]
+            name = feature.name
+            text = cell_text(row, name) if cell_text is not None else None
+            what = _cell_problem(frame[name].iloc[row], text, feature, missing, ranges)
+        raise DataError(f"{prefix}column {name!r}, {at}: {what}")
+
+    features = pd.DataFrame(
+        {
+            name: pd.Series(column.values, dtype=column.values.dtype, copy=False)
+            for name, column in checked.items()
+        }
+    )
+    ids = None
+    if id_column is not None and id_column in frame.columns:
+        series = frame[id_column]
+        if pd.api.types.is_string_dtype(series.dtype) or series.dtype == object:
+            series = series.map(lambda v: v.strip() if isinstance(v, str) else v)
+        ids = series.to_numpy(dtype=object)
+    return Table(features, labels, ids, schema, source or "<DataFrame>")

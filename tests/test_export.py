@@ -1,0 +1,202 @@
+"""Export: onnxruntime and TorchScript reproduce the Predictor's probabilities for every head."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import run_cli
+from helpers import FEATURES, LABEL
+from hydra.utils import instantiate
+
+from pricenet.errors import CheckpointError
+from pricenet.export import INPUT, ExportOptions, export, main, onnx_session, read_schema
+from pricenet.pipeline import run
+from pricenet.predict import Predictor
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+HEADS = ["cross_entropy", "bce", "coral", "mse", "l1", "smooth_l1"]
+PARITY = 1e-5
+
+
+def train_tiny(compose_cfg, run_dir, *overrides: str) -> pd.DataFrame:
+    """Train a small run; return its whole synthetic table as a Kaggle frame."""
+    cfg = compose_cfg("report.plots=false", *overrides)
+    run(cfg, run_dir)
+    return instantiate(cfg.data.source).to_frame().drop(columns=[LABEL])
+
+
+def onnx_probabilities(path, frame: pd.DataFrame) -> np.ndarray:
+    session = onnx_session(path)
+    features = frame[read_schema(path).feature_names].to_numpy(dtype=np.float32)
+    return session.run(None, {INPUT: features})[0]
+
+
+@pytest.mark.parametrize("loss", HEADS)
+def test_onnx_matches_predictor_for_every_head(compose_cfg, tmp_path, loss):
+    frame = train_tiny(compose_cfg, tmp_path / "run", f"loss={loss}")
+    main([f"checkpoint={tmp_path / 'run'}", f"output={tmp_path / 'model.onnx'}"])
+
+    expected = Predictor.from_checkpoint(tmp_path / "run").predict_proba(frame)
+    got = onnx_probabilities(tmp_path / "model.onnx", frame)
+    assert got.shape == (200, 4)
+    assert np.abs(got - expected).max() <= PARITY
+    if loss in ("mse", "l1", "smooth_l1"):  # regression heads: one-hot on the decoded class
+        assert set(np.unique(got)) <= {0.0, 1.0}
+    else:
+        assert len(np.unique(got.round(6))) > 8  # real probabilities, not a constant
+
+
+def test_onnx_carries_the_schema_as_metadata(compose_cfg, tmp_path):
+    train_tiny(compose_cfg, tmp_path / "run")
+    path = export(ExportOptions(checkpoint=str(tmp_path / "run"), output=str(tmp_path / "m.onnx")))
+    schema = read_schema(path)
+    assert schema.feature_names == list(FEATURES)
+    assert schema.class_labels == [0, 1, 2, 3]
+    assert schema.label_name == LABEL
+    session = onnx_session(path)
+    (graph_input,) = session.get_inputs()
+    assert graph_input.name == INPUT
+    assert graph_input.shape[1] == len(FEATURES) and isinstance(graph_input.shape[0], str)
+
+
+def test_onnx_parity_on_the_shared_data(compose_cfg, real_csv, tmp_path):
+    cfg = compose_cfg(
+        "experiment=recommended",
+        "data=csv",
+        f"data.path={real_csv}",
+        "report.plots=false",
+        "trainer.device=cpu",
+        shrink=False,
+    )
+    metrics, _ = run(cfg, tmp_path / "run")
+    assert metrics["test_acc"] >= 0.95
+    main([f"checkpoint={tmp_path / 'run' / 'best.pt'}", f"output={tmp_path / 'model.onnx'}"])
+    frame = pd.read_csv(real_csv)
+    expected = Predictor.from_checkpoint(tmp_path / "run").predict_proba(frame)
+    got = onnx_probabilities(tmp_path / "model.onnx", frame)
+    assert got.shape == (len(frame), 4)
+    assert np.abs(got - expected).max() <= PARITY
+    accuracy = (got.argmax(axis=1) == frame[LABEL].to_numpy()).mean()
+    assert accuracy >= 0.95
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "coral", "mse"])
+def test_torchscript_matches_predictor(compose_cfg, tmp_path, loss):
+    frame = train_tiny(compose_cfg, tmp_path / "run", f"loss={loss}")
+    main([f"checkpoint={tmp_path / 'run'}", f"output={tmp_path / 'm.ts'}", "format=torchscript"])
+    extra = {"pricenet.json": ""}
+    module = torch.jit.load(str(tmp_path / "m.ts"), _extra_files=extra)
+    meta = json.loads(extra["pricenet.json"])
+    assert json.loads(meta["pricenet.feature_names"]) == list(FEATURES)
+    features = torch.as_tensor(frame[list(FEATURES)].to_numpy(dtype=np.float32))
+    with torch.no_grad():
+        got = module(features).numpy()
+    expected = Predictor.from_checkpoint(tmp_path / "run").predict_proba(frame)
+    assert np.abs(got - expected).max() <= PARITY
+
+
+@pytest.fixture
+def tiny_run(compose_cfg, tmp_path):
+    train_tiny(compose_cfg, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def _exit_2(capsys, args: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_existing_output_needs_overwrite(tiny_run, tmp_path, capsys):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    err = _exit_2(capsys, [f"checkpoint={tiny_run}", f"output={target}"])
+    assert "already exists; pass overwrite=true" in err
+    assert target.read_bytes() == b"old"
+    main([f"checkpoint={tiny_run}", f"output={target}", "overwrite=true"])
+    assert target.read_bytes()[:2] != b"ol" and target.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("{tmp}", "is a directory"),
+        ("/proc/pricenet-no/model.onnx", "folder /proc/pricenet-no does not exist"),
+        ("/proc/model.onnx", "cannot write in /proc"),
+        ("{tmp}/afile/model.onnx", "afile does not exist"),
+    ],
+)
+def test_bad_output_paths_fail_before_loading(tmp_path, capsys, output, message):
+    (tmp_path / "afile").write_text("x")
+    # the checkpoint does not exist: the output is checked first
+    args = ["checkpoint=/nonexistent/best.pt", f"output={output.format(tmp=tmp_path)}"]
+    assert message in _exit_2(capsys, args)
+
+
+def test_unknown_format_and_missing_checkpoint(tmp_path, capsys):
+    err = _exit_2(capsys, ["checkpoint=x", f"output={tmp_path / 'm'}", "format=tflite"])
+    assert "format=tflite: choose from onnx, torchscript" in err
+    err = _exit_2(capsys, [f"checkpoint={tmp_path / 'none.pt'}", f"output={tmp_path / 'm'}"])
+    assert "checkpoint not found" in err
+    assert not (tmp_path / "m").exists()
+
+
+class _Unexportable(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.inv(x[:, :4].reshape(-1, 2, 2)).reshape(-1, 4)
+
+
+def test_a_graph_onnx_cannot_express_is_a_clear_error(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(Predictor, "probability_module", lambda _self: _Unexportable())
+    with pytest.raises(CheckpointError, match="cannot be exported to onnx.*linalg_inv"):
+        export(ExportOptions(checkpoint=str(tiny_run), output=str(tmp_path / "m.onnx")))
+    assert capsys.readouterr().out == ""  # torch's IR dump is silenced
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+def test_command_line_writes_a_model(tiny_run, tmp_path):
+    result = run_cli(
+        f"checkpoint={tiny_run}",
+        f"output={tmp_path / 'model.onnx'}",
+        cwd=tmp_path,
+        module="pricenet.export",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {tmp_path / 'model.onnx'} (onnx, ")
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("command", ["export", "serve"])
+def test_crafted_checkpoints_are_refused_by_export_and_serve(tiny_run, tmp_path, capsys, command):
+    """The entry points load through Predictor.from_checkpoint: a stored callable path is
+    refused before anything is built (issue 13's guarantee, for these loaders too)."""
+    import importlib
+
+    from pricenet.checkpoint import load_checkpoint, save_checkpoint
+
+    marker = tmp_path / "marker"
+    payload = load_checkpoint(tiny_run / "best.pt")
+    payload["head"] = {
+        "_target_": "torch.nn.modules.module.torch.save",
+        "_args_": [[1], str(marker)],
+    }
+    save_checkpoint(tmp_path / "crafted.pt", payload)
+    entry = importlib.import_module(f"pricenet.{command}").main
+    args = [f"checkpoint={tmp_path / 'crafted.pt'}"]
+    args += [f"output={tmp_path / 'm.onnx'}"] if command == "export" else ["port=0"]
+    with pytest.raises(SystemExit) as exit_info:
+        entry(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key 'head'" in err, err
+    assert not marker.exists() and not (tmp_path / "m.onnx").exists()
