@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import math
 import os
 import stat
 from importlib.resources import files
@@ -17,12 +16,11 @@ from conftest import SHRINK, run_cli
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pricenet.config import validate
 from pricenet.seed import set_threads
-from pricenet.sweep import FailOnNaN, JobFailed, main, write_leaderboard
+from pricenet.sweep import main, write_leaderboard
 
 # Small, fast, and quiet: what every subprocess sweep here runs on.
 SMALL = [*SHRINK, "report.plots=false", "report.tensorboard=false"]
@@ -43,10 +41,10 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def assert_ranked(rows: list[dict[str, str]]) -> None:
-    """Done rows by val_acc (then val_loss) best first, failed rows last, ranks 1..n."""
+    """Done rows by val_acc (then val_loss) best first, then pruned, failed last, ranks 1..n."""
     assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
     statuses = [r["status"] for r in rows]
-    assert statuses == sorted(statuses, key=lambda s: s != "done")
+    assert statuses == sorted(statuses, key=["done", "pruned", "failed"].index)
     done = [(-float(r["val_acc"]), float(r["val_loss"])) for r in rows if r["status"] == "done"]
     assert done == sorted(done)
 
@@ -107,19 +105,27 @@ def test_leaderboard_ranks_by_validation_and_lists_failures(tmp_path, capsys):
     assert "| 1 | 1 | done |" in capsys.readouterr().out
 
 
-def test_fail_on_nan_turns_a_nan_job_into_a_failed_one(tmp_path):
-    (tmp_path / "metrics.json").write_text(json.dumps({"status": "failed", "error": "lr<0"}))
-    config = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})
-    nan_job = JobReturn(status=JobStatus.COMPLETED, _return_value=math.nan)
-    good_job = JobReturn(status=JobStatus.COMPLETED, _return_value=0.75)
+def test_pruned_rows_come_between_done_and_failed_and_a_cut_json_is_a_failed_row(tmp_path):
+    fake_job(tmp_path, "trial_0", ["optim=sgd"], done(0.50, 0.90, 0.5))
+    fake_job(tmp_path, "trial_1", ["optim=sgd"], {"status": "failed", "error": "boom"})
+    pruned = {"status": "pruned", "epochs_run": 4, "error": "pruned at epoch 4 (val_acc 0.3)"}
+    fake_job(tmp_path, "trial_2", ["optim=adam"], {**pruned, "wall_time_s": 2.5})
+    cut = fake_job(tmp_path, "trial_3", ["optim=adam"], done(0.99, 0.01, 0.99))
+    (cut / "metrics.json").write_text('{"status": "done", "val_acc": 0.9')  # killed mid-write
 
-    FailOnNaN().on_job_end(config, nan_job)
-    FailOnNaN().on_job_end(config, good_job)
+    main([str(tmp_path)])  # the rebuild command must not crash on it
 
-    assert nan_job.status == JobStatus.FAILED
-    with pytest.raises(JobFailed, match="lr<0"):
-        _ = nan_job.return_value
-    assert good_job.return_value == 0.75
+    rows = read_rows(tmp_path)
+    assert [(r["job"], r["status"]) for r in rows] == [
+        ("trial_0", "done"),
+        ("trial_2", "pruned"),
+        ("trial_1", "failed"),
+        ("trial_3", "failed"),
+    ]
+    assert (rows[1]["epochs_run"], rows[1]["wall_time_s"], rows[1]["val_acc"]) == ("4", "2.5", "")
+    assert rows[1]["error"] == "pruned at epoch 4 (val_acc 0.3)"
+    assert rows[3]["error"].startswith("metrics.json is unreadable (")
+    assert "4 jobs (1 done, 1 pruned, 2 failed)" in (tmp_path / "leaderboard.md").read_text()
 
 
 def test_set_threads_applies_and_restores_the_default():
@@ -273,7 +279,7 @@ def test_submitit_slurm_preset_reaches_sbatch(tmp_path):
 
 
 @pytest.mark.slow
-def test_optuna_search_resumes_its_study(tmp_path):
+def test_optuna_search_tops_its_study_up_to_the_total(tmp_path):
     optuna = pytest.importorskip("optuna")
     search = ["--multirun", "hparams_search=optuna", *SMALL]
 
@@ -281,10 +287,14 @@ def test_optuna_search_resumes_its_study(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     sweep_dir = tmp_path / "outputs" / "search" / "pricenet"
     first_jobs = {job: (job / "metrics.json").read_text() for job in job_dirs(sweep_dir)}
-    assert len(first_jobs) == 4
+    assert sorted(job.name for job in first_jobs) == [f"trial_{n}" for n in range(4)]
 
-    again = run_cli(*search, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    # n_trials is the total: 6 runs the 2 missing ones; 6 again runs none.
+    again = run_cli(*search, "hydra.sweeper.n_trials=6", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
+    full = run_cli(*search, "hydra.sweeper.n_trials=6", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert "Launching" not in full.stdout + full.stderr
 
     study = optuna.load_study(study_name="pricenet", storage=f"sqlite:///{sweep_dir}/optuna.db")
     assert len(study.trials) == 6
@@ -297,3 +307,4 @@ def test_optuna_search_resumes_its_study(tmp_path):
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == sum(r["status"] == "done" for r in rows)
     assert float(rows[0]["val_acc"]) == pytest.approx(study.best_value)
+    assert (sweep_dir / "optimization_history.png").is_file()

@@ -371,24 +371,33 @@ def _report(metrics: dict[str, Any], multirun: bool, name: str) -> None:
     )
 
 
-def run_job(cfg: DictConfig, callbacks: list[Any] | None = None) -> float:
-    """The entry point's job: run in Hydra's output folder and return the monitored metric
-    (with several fits, their mean; in cross-validation, over the held-out folds).
+def run_job(cfg: DictConfig) -> float:
+    """The entry point's job: run in Hydra's output folder and return what a sweep ranks
+    (:func:`job_value`).
 
     In a multirun a failing job is recorded as failed (``metrics.json`` with its error) and
-    returns NaN, so the sweep goes on; in a single run the error propagates.
+    returns NaN, so the sweep goes on; in a single run the error propagates. A trial of an
+    Optuna search reports every epoch (the members' mean); a pruned one is recorded as pruned
+    and raises ``optuna.TrialPruned`` for the sweeper.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from pricenet.pruning import optuna_pruning
+
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    pruning = optuna_pruning(hydra_cfg, cfg.monitor)
     name = hydra_cfg.job.override_dirname or "default"
     try:
-        metrics, _ = run(cfg, run_dir, multirun, name, callbacks)
+        metrics, _ = run(cfg, run_dir, multirun, name, [pruning] if pruning else None)
     except Exception as err:
         if not multirun:
+            raise
+        if pruning is not None and pruning.pruned is not None:
+            _write_json(run_dir / METRICS, pruning.pruned)
+            log.info("job %s %s", hydra_cfg.job.num, pruning.pruned["error"])
             raise
         log.error("job %s failed: %s", hydra_cfg.job.num, err)
         if not (run_dir / METRICS).exists():  # refused before its folder was claimed

@@ -1,8 +1,8 @@
-"""Sweeps: the leaderboard every multirun ends with, and Optuna's view of a failed job.
+"""Sweeps: the leaderboard every multirun ends with.
 
 The leaderboard is built from the job folders on disk, not from the jobs' return values, so it
 is the same for every launcher (jobs of joblib and submitit run in other processes) and it
-also covers the earlier jobs of a resumed Optuna study that share the sweep folder.
+also covers every trial of an Optuna study, whichever worker or rerun ran it.
 Rebuild one by hand (after an interrupted sweep): ``python -m pricenet.sweep <sweep folder>``.
 """
 
@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import math
+import os
 import re
 import shlex
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,11 +33,17 @@ LOWER_IS_BETTER = frozenset({"val_loss"})
 # The validation metric that breaks ties of the monitored one (never a test metric).
 TIE_BREAK = {"val_acc": "val_loss", "val_loss": "val_acc"}
 METRICS = ("val_acc", "val_loss", "test_acc", "test_macro_f1", "best_epoch")
-COLUMNS = ("rank", "job", "status", *METRICS, "wall_time_s", "overrides", "error")
+COLUMNS = ("rank", "job", "status", *METRICS, "epochs_run", "wall_time_s", "overrides", "error")
+# Done jobs first, then those an Optuna pruner stopped, then failed ones.
+STATUS_ORDER = {"done": 0, "pruned": 1}
 
 
-class JobFailed(RuntimeError):
-    """A job that finished without a metric: recorded as failed, not as a value."""
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` through a temporary file and a rename: readers never see half a table."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+        out.write(text)
+    os.replace(tmp, path)
 
 
 def _natural(name: str) -> list[Any]:
@@ -58,19 +67,30 @@ def _log_tail(job_dir: Path) -> str:
     return "did not finish (no metrics.json, no log)"
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A job's JSON record; None when absent, an ``error`` record when unreadable (truncated)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return {"status": "failed", "error": f"{path.name} is unreadable ({err}): cut short?"}
+    if not isinstance(record, dict):
+        return {"status": "failed", "error": f"{path.name} is not a JSON object"}
+    return record
+
+
 def read_job(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     """One leaderboard row from a job folder: overrides, metrics, wall time, status, error."""
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     row: dict[str, Any] = {"job": job_dir.relative_to(sweep_dir).as_posix(), "overrides": overrides}
-    metrics_file = job_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics = _read_json(job_dir / "metrics.json") or {}
     row["status"] = metrics.get("status", "failed")
     for key in METRICS:
         row[key] = metrics.get(key) if row["status"] == "done" else None
-    run_file = job_dir / "run.json"
-    row["wall_time_s"] = (
-        json.loads(run_file.read_text()).get("wall_time_s") if run_file.is_file() else None
-    )
+    row["epochs_run"] = metrics.get("epochs_run")
+    run = _read_json(job_dir / "run.json") or {}
+    row["wall_time_s"] = run.get("wall_time_s", metrics.get("wall_time_s"))
     row["error"] = "" if row["status"] == "done" else metrics.get("error") or _log_tail(job_dir)
     return row
 
@@ -84,7 +104,7 @@ def _score(row: dict[str, Any], metric: str) -> float:
 
 
 def collect(sweep_dir: Path, monitor: str) -> list[dict[str, Any]]:
-    """Every job folder under ``sweep_dir``, best first by ``monitor``; failed jobs last."""
+    """Every job folder under ``sweep_dir``, best first by ``monitor``; pruned, then failed last."""
     rows = [
         read_job(marker.parent.parent, sweep_dir)
         for marker in sweep_dir.glob("**/.hydra/overrides.yaml")
@@ -92,7 +112,7 @@ def collect(sweep_dir: Path, monitor: str) -> list[dict[str, Any]]:
     tie = TIE_BREAK.get(monitor, monitor)
     rows.sort(
         key=lambda r: (
-            r["status"] != "done",
+            STATUS_ORDER.get(r["status"], len(STATUS_ORDER)),
             _score(r, monitor),
             _score(r, tie),
             _natural(r["job"]),
@@ -126,11 +146,13 @@ def _markdown(rows: list[dict[str, Any]], monitor: str, sweep_dir: Path) -> str:
     """The leaderboard as a Markdown table; overrides shared by every job are listed once."""
     common = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
     done = sum(r["status"] == "done" for r in rows)
+    pruned = sum(r["status"] == "pruned" for r in rows)
     order = "lower" if monitor in LOWER_IS_BETTER else "higher"
+    counts = f"{done} done, {pruned} pruned, " if pruned else f"{done} done, "
     lines = [
         f"# Leaderboard: {sweep_dir}",
         "",
-        f"{len(rows)} jobs ({done} done, {len(rows) - done} failed), sorted by {monitor} "
+        f"{len(rows)} jobs ({counts}{len(rows) - done - pruned} failed), sorted by {monitor} "
         f"({order} is better; test metrics are reported, never used to rank).",
     ]
     if common:
@@ -139,7 +161,7 @@ def _markdown(rows: list[dict[str, Any]], monitor: str, sweep_dir: Path) -> str:
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         cells = {
-            **{key: _cell(row[key]) for key in METRICS + ("rank", "job", "status")},
+            **{key: _cell(row[key]) for key in METRICS + ("rank", "job", "status", "epochs_run")},
             "overrides": " ".join(_short(o) for o in row["overrides"] if o not in common),
             "wall_time_s": "" if row["wall_time_s"] is None else f"{row['wall_time_s']:.1f}",
             "error": row["error"].replace("\n", " ")[:160],
@@ -152,12 +174,14 @@ def write_leaderboard(sweep_dir: str | Path, monitor: str = "val_acc") -> list[d
     """Write ``leaderboard.csv``, ``leaderboard.md`` and ``best.yaml`` into ``sweep_dir``."""
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir, monitor)
-    with (sweep_dir / "leaderboard.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "overrides": " ".join(row["overrides"])})
-    (sweep_dir / "leaderboard.md").write_text(_markdown(rows, monitor, sweep_dir))
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "overrides": " ".join(row["overrides"])})
+    # Atomic: several workers of one Optuna study may finish at the same moment.
+    atomic_write_text(sweep_dir / "leaderboard.csv", table.getvalue())
+    atomic_write_text(sweep_dir / "leaderboard.md", _markdown(rows, monitor, sweep_dir))
     if rows and rows[0]["status"] == "done":
         best = rows[0]
         record = {
@@ -168,8 +192,9 @@ def write_leaderboard(sweep_dir: str | Path, monitor: str = "val_acc") -> list[d
             **{key: best[key] for key in METRICS},
         }
         text = yaml.safe_dump(record, sort_keys=False, width=1000)
-        (sweep_dir / "best.yaml").write_text(
-            f"# The best job by {monitor}; rerun it with:\n#   {record['command']}\n{text}"
+        atomic_write_text(
+            sweep_dir / "best.yaml",
+            f"# The best job by {monitor}; rerun it with:\n#   {record['command']}\n{text}",
         )
     return rows
 
@@ -181,6 +206,7 @@ class Leaderboard(Callback):
         """Create the sweep folder (Optuna's SQLite storage lives there) and check direction."""
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
         direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
+        direction = getattr(direction, "name", direction)  # an Enum in pricenet's sweeper
         if isinstance(direction, str):
             wanted = "minimize" if config.monitor in LOWER_IS_BETTER else "maximize"
             if direction != wanted:
@@ -194,15 +220,16 @@ class Leaderboard(Callback):
                 )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Write the leaderboard files and name the winner."""
+        """Write the leaderboard files and name the winner; exit 1 if every job failed."""
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_leaderboard(sweep_dir, config.monitor)
         done = [r for r in rows if r["status"] == "done"]
+        failed = [r for r in rows if r["status"] not in STATUS_ORDER]
         log.info(
             "leaderboard: %s (%d jobs, %d failed)",
             sweep_dir / "leaderboard.md",
             len(rows),
-            len(rows) - len(done),
+            len(failed),
         )
         if done:
             log.info(
@@ -212,30 +239,13 @@ class Leaderboard(Callback):
                 done[0]["job"],
                 reproduce_command(done[0]["overrides"]),
             )
-
-
-class FailOnNaN(Callback):
-    """Hydra callback for Optuna searches: a job that returned NaN becomes a failed job.
-
-    ``run_job`` returns NaN for a failed job so that grid sweeps go on; hydra-optuna-sweeper
-    1.3 aborts the whole study on a NaN value (hydra issue 2237) but records a failed job as a
-    FAIL trial and goes on (with ``max_failure_rate: 1.0``).
-    """
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        """Mark a NaN result failed, with the error the job recorded in ``metrics.json``."""
-        if job_return.status != JobStatus.COMPLETED:
-            return
-        value = job_return.return_value
-        if isinstance(value, float) and math.isnan(value):
-            metrics_file = Path(config.hydra.runtime.output_dir) / "metrics.json"
-            error = (
-                json.loads(metrics_file.read_text()).get("error")
-                if metrics_file.is_file()
-                else None
+        elif rows and len(failed) == len(rows):
+            print(
+                f"error: all {len(rows)} jobs failed (first error: {failed[0]['error'][:200]}); "
+                f"see {sweep_dir / 'leaderboard.md'}",
+                file=sys.stderr,
             )
-            job_return.status = JobStatus.FAILED
-            job_return.return_value = JobFailed(error or "the job returned no metric")
+            sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
