@@ -267,6 +267,7 @@ class Trainer:
         self.train = _pad([d.x_train for d in members], [d.y_train for d in members], head)
         self.val = _pad([d.x_val for d in members], [d.y_val for d in members], head)
         self.has_val = [len(d.y_val) > 0 for d in members]
+        self._no_val = torch.tensor([not v for v in self.has_val], device=self.device)
         self.state = FitState(members=[MemberState() for _ in range(count)])
         self.trained: list[int] = []  # members that trained in the last epoch
         self.stop_requested: int | None = None
@@ -291,16 +292,18 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
-    def _evaluate(self, data: _Padded) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-member loss and accuracy ``[M]`` and predictions ``[M, N]``, in eval mode."""
+    def _evaluate(self, data: _Padded, loss: bool = True) -> tuple[Tensor | None, Tensor, Tensor]:
+        """Per-member loss (None unless ``loss``) and accuracy ``[M]`` and predictions
+        ``[M, N]``, in eval mode."""
         was_training = self.model.training
         self.model.eval()
         out = self.model(data.x)
         self.model.train(was_training)
-        loss = self._member_loss(out, data.target, data.mask, data.count.clamp_min(1))
+        count = data.count.clamp_min(1)
+        member_loss = self._member_loss(out, data.target, data.mask, count) if loss else None
         pred = self.head.decode(out)
-        acc = ((pred == data.y) & data.mask).sum(1) / data.count.clamp_min(1)
-        return loss, acc, pred
+        acc = ((pred == data.y) & data.mask).sum(1) / count
+        return member_loss, acc, pred
 
     def evaluate(
         self, xs: Sequence[Tensor], ys: Sequence[Tensor]
@@ -535,9 +538,9 @@ class Trainer:
 
     def _epoch_metrics(self, train_loss: Tensor) -> list[list[float]]:
         """``[M][train_loss, train_acc, val_loss, val_acc]`` after an epoch (one host sync)."""
-        _, train_acc, _ = self._evaluate(self.train)
+        _, train_acc, _ = self._evaluate(self.train, loss=False)
         val_loss, val_acc, _ = self._evaluate(self.val)
-        no_val = torch.tensor([not v for v in self.has_val], device=self.device)
+        no_val = self._no_val
         val_loss = torch.where(no_val, train_loss, val_loss)
         val_acc = torch.where(no_val, train_acc, val_acc)
         rows = torch.stack([train_loss, train_acc, val_loss, val_acc]).float()

@@ -128,7 +128,7 @@ class _Noisy(nn.Module):
 
     def factors(self, x: Tensor) -> Tensor:
         if self.noise is None:
-            return self.prepare(torch.rand_like(x))
+            return self.prepare(torch.rand_like(x))  # a fresh tensor: prepare may overwrite it
         return self.noise[:, : x.shape[1]]
 
 
@@ -140,9 +140,8 @@ class PackedDropout(_Noisy):
         self.p = p
 
     def prepare(self, uniform: Tensor) -> Tensor:
-        """Keep where ``u >= p``, scaled by ``1 / (1 - p)`` (one pass: the float32 factor is
-        the same ``1 / (1 - p)`` rounding that ``mask * (1 / (1 - p))`` gives)."""
-        return torch.where(uniform >= self.p, 1.0 / (1.0 - self.p), 0.0).to(uniform.dtype)
+        """Keep where ``u >= p``, scaled by ``1 / (1 - p)``: overwrites ``uniform``."""
+        return uniform.ge_(self.p).mul_(1.0 / (1.0 - self.p))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
@@ -161,8 +160,8 @@ class PackedRReLU(_Noisy):
         self.lower, self.upper = lower, upper
 
     def prepare(self, uniform: Tensor) -> Tensor:
-        """Slopes uniform in ``[lower, upper]``."""
-        return self.lower + (self.upper - self.lower) * uniform
+        """Slopes uniform in ``[lower, upper]``: overwrites ``uniform``."""
+        return uniform.mul_(self.upper - self.lower).add_(self.lower)
 
     def forward(self, x: Tensor) -> Tensor:
         slope = self.factors(x) if self.training else (self.lower + self.upper) / 2
@@ -294,7 +293,8 @@ class PackedMLP(nn.Sequential):
         return widths
 
     def prepare_noise(self, uniforms: Sequence[Tensor]) -> list[Tensor]:
-        """Each noisy layer's factors (mask, slopes) from its uniforms, contiguous, any shape."""
+        """Each noisy layer's factors (mask, slopes) from its uniforms (which it may
+        overwrite), contiguous, any shape."""
         layers = self._noisy()
         return [layer.prepare(u).contiguous() for layer, u in zip(layers, uniforms, strict=True)]
 
