@@ -128,6 +128,29 @@ def test_pruned_rows_come_between_done_and_failed_and_a_cut_json_is_a_failed_row
     assert "4 jobs (1 done, 1 pruned, 2 failed)" in (tmp_path / "leaderboard.md").read_text()
 
 
+def cv(mean: float, std: float, low: float, high: float) -> dict:
+    acc = {"mean": mean, "std": std, "ci95": [low, high], "n": 15}
+    return {**done(0.9, 0.3, mean), "cv": {"acc": acc, "folds": 5, "repeats": 3}}
+
+
+def test_cv_jobs_rank_by_their_mean_and_overlapping_intervals_are_ties(tmp_path):
+    fake_job(tmp_path, "0", ["optim=sgd"], cv(0.950, 0.010, 0.944, 0.956))
+    fake_job(tmp_path, "1", ["optim=adam"], cv(0.960, 0.012, 0.953, 0.967))
+    fake_job(tmp_path, "2", ["optim=rmsprop"], cv(0.900, 0.020, 0.889, 0.911))
+    fake_job(tmp_path, "3", ["optim=adagrad"], {"status": "failed", "error": "boom"})
+
+    rows = write_leaderboard(tmp_path, "val_acc")
+
+    # val_acc is the same for all: the held-out mean decides, then the intervals.
+    assert [r["job"] for r in rows] == ["1", "0", "2", "3"]
+    assert [r["tied"] for r in rows] == ["leader", "tied within noise", "", ""]
+    assert rows[0]["cv_acc"] == 0.960 and rows[0]["cv_low"] == 0.953
+    markdown = (tmp_path / "leaderboard.md").read_text()
+    assert "sorted by the mean accuracy of each job's fits on rows they never saw" in markdown
+    assert "| cv_acc | cv_std | cv_low | cv_high | tied |" in markdown
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["cv_acc"] == 0.960
+
+
 def test_set_threads_applies_and_restores_the_default():
     default = set_threads(None)
     assert set_threads(1) == 1

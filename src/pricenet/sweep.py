@@ -33,7 +33,20 @@ LOWER_IS_BETTER = frozenset({"val_loss"})
 # The validation metric that breaks ties of the monitored one (never a test metric).
 TIE_BREAK = {"val_acc": "val_loss", "val_loss": "val_acc"}
 METRICS = ("val_acc", "val_loss", "test_acc", "test_macro_f1", "best_epoch")
-COLUMNS = ("rank", "job", "status", *METRICS, "epochs_run", "wall_time_s", "overrides", "error")
+# With cross-validation (or seed repeats) a job reports its fits' summary: the leaderboard
+# ranks by the held-out mean and marks the jobs whose interval overlaps the leader's.
+SPREAD = ("cv_acc", "cv_std", "cv_low", "cv_high", "tied")
+COLUMNS = (
+    "rank",
+    "job",
+    "status",
+    *METRICS,
+    *SPREAD,
+    "epochs_run",
+    "wall_time_s",
+    "overrides",
+    "error",
+)
 # Done jobs first, then those an Optuna pruner stopped, then failed ones.
 STATUS_ORDER = {"done": 0, "pruned": 1}
 
@@ -89,6 +102,11 @@ def read_job(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     for key in METRICS:
         row[key] = metrics.get(key) if row["status"] == "done" else None
     row["epochs_run"] = metrics.get("epochs_run")
+    summary = (metrics.get("cv") or metrics.get("seeds") or {}).get("acc")
+    done = row["status"] == "done" and summary
+    row["cv_acc"], row["cv_std"] = (summary["mean"], summary["std"]) if done else (None, None)
+    row["cv_low"], row["cv_high"] = summary["ci95"] if done else (None, None)
+    row["tied"] = ""
     run = _read_json(job_dir / "run.json") or {}
     row["wall_time_s"] = run.get("wall_time_s", metrics.get("wall_time_s"))
     row["error"] = "" if row["status"] == "done" else metrics.get("error") or _log_tail(job_dir)
@@ -109,18 +127,31 @@ def collect(sweep_dir: Path, monitor: str) -> list[dict[str, Any]]:
         read_job(marker.parent.parent, sweep_dir)
         for marker in sweep_dir.glob("**/.hydra/overrides.yaml")
     ]
-    tie = TIE_BREAK.get(monitor, monitor)
+    repeated = any(r["cv_acc"] is not None for r in rows)
+    rank_by = "cv_acc" if repeated else monitor
+    tie = monitor if repeated else TIE_BREAK.get(monitor, monitor)
     rows.sort(
         key=lambda r: (
             STATUS_ORDER.get(r["status"], len(STATUS_ORDER)),
-            _score(r, monitor),
+            _score(r, rank_by),
             _score(r, tie),
             _natural(r["job"]),
         )
     )
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
+    if repeated and rows[0]["cv_low"] is not None:
+        _mark_ties(rows)
     return rows
+
+
+def _mark_ties(rows: list[dict[str, Any]]) -> None:
+    """``tied`` for every job whose 95% interval overlaps the leader's: within noise of it."""
+    leader = rows[0]
+    leader["tied"] = "leader"
+    for row in rows[1:]:
+        if row["cv_high"] is not None and row["cv_high"] >= leader["cv_low"]:
+            row["tied"] = "tied within noise"
 
 
 def reproduce_command(overrides: list[str]) -> str:
@@ -149,24 +180,33 @@ def _markdown(rows: list[dict[str, Any]], monitor: str, sweep_dir: Path) -> str:
     pruned = sum(r["status"] == "pruned" for r in rows)
     order = "lower" if monitor in LOWER_IS_BETTER else "higher"
     counts = f"{done} done, {pruned} pruned, " if pruned else f"{done} done, "
+    repeated = any(r["cv_acc"] is not None for r in rows)
+    ranked = (
+        "sorted by the mean accuracy of each job's fits on rows they never saw (cv_acc; "
+        "jobs whose 95% interval overlaps the leader's are tied within noise)"
+        if repeated
+        else f"sorted by {monitor} ({order} is better; test metrics are reported, never used "
+        "to rank)"
+    )
     lines = [
         f"# Leaderboard: {sweep_dir}",
         "",
-        f"{len(rows)} jobs ({counts}{len(rows) - done - pruned} failed), sorted by {monitor} "
-        f"({order} is better; test metrics are reported, never used to rank).",
+        f"{len(rows)} jobs ({counts}{len(rows) - done - pruned} failed), {ranked}.",
     ]
     if common:
         shared = " ".join(o for o in rows[0]["overrides"] if o in common)
         lines.append(f"Overrides common to every job: `{shared}`")
-    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    columns = [c for c in COLUMNS if repeated or c not in SPREAD]
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = {
             **{key: _cell(row[key]) for key in METRICS + ("rank", "job", "status", "epochs_run")},
+            **{key: _cell(row[key]) for key in SPREAD},
             "overrides": " ".join(_short(o) for o in row["overrides"] if o not in common),
             "wall_time_s": "" if row["wall_time_s"] is None else f"{row['wall_time_s']:.1f}",
             "error": row["error"].replace("\n", " ")[:160],
         }
-        lines.append("| " + " | ".join(cells[k].replace("|", "\\|") for k in COLUMNS) + " |")
+        lines.append("| " + " | ".join(cells[k].replace("|", "\\|") for k in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -189,7 +229,7 @@ def write_leaderboard(sweep_dir: str | Path, monitor: str = "val_acc") -> list[d
             "overrides": best["overrides"],
             "job_dir": str((sweep_dir / best["job"]).resolve()),
             "monitor": monitor,
-            **{key: best[key] for key in METRICS},
+            **{key: best[key] for key in METRICS + SPREAD[:4] if best[key] is not None},
         }
         text = yaml.safe_dump(record, sort_keys=False, width=1000)
         atomic_write_text(
