@@ -198,3 +198,19 @@ def test_batch_norm_ignores_padded_rows():
     torch.testing.assert_close(bn.running_var[1, 0], reference.running_var)
     bn.eval(), reference.eval()
     torch.testing.assert_close(bn(x)[1], reference(x[1]), atol=1e-5, rtol=1e-5)
+
+
+def test_default_mlp_members_are_bitwise_the_members_trained_alone(compose_cfg):
+    """Members with as many rows as each other (no padding to reduce over) see the same
+    batches, noise and reduction order as alone: the default MLP (dropout, Adam) is exact."""
+    cfg = compose_cfg("trainer.epochs=3", "trainer.batch_size=16")
+    rows = [member_rows(50, 20, seed) for seed in range(3)]
+    packed = make_trainer(cfg, rows, SEEDS)
+    packed.fit()
+    for m in range(len(rows)):
+        alone = make_trainer(cfg, [rows[m]], [SEEDS[m]])
+        alone.fit()
+        assert packed.state.members[m].history == alone.state.members[0].history
+        got = packed.model.member(m).state_dict()
+        for key, value in alone.model.state_dict().items():
+            assert torch.equal(got[key], value), key
