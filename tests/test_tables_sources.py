@@ -7,7 +7,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from pricenet.errors import ConfigError
+from pricenet.errors import ConfigError, DataError
 from pricenet.tables import MOBILE_PRICE, make_synthetic, sources
 
 
@@ -63,3 +63,13 @@ def test_a_schema_comes_from_a_mapping_a_yaml_file_or_inference(tmp_path):
 def test_a_missing_schema_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="data.schema=nope.yaml: no such schema file"):
         sources.resolve_schema("nope.yaml")
+
+
+def test_a_numeric_column_with_a_typo_is_numeric_and_the_typo_is_named(tmp_path):
+    """Inference does not turn a column of numbers with one bad cell into a category."""
+    frame = make_synthetic(40, seed=1).to_frame()
+    frame["ram"] = frame["ram"].astype(str)
+    frame.loc[2, "ram"] = "lots"
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'ram', line 4: 'lots' is not a number"):
+        sources.csv(str(tmp_path / "train.csv"), None, label="price_range")

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from pricenet.config import to_container
 from pricenet.engine import MemberData, Trainer, member_groups
-from pricenet.errors import CheckpointError, ConfigError, DataError
+from pricenet.errors import CheckpointError, ConfigError, DataError, DivergenceError
 from pricenet.heads import Head
 from pricenet.model import build_model
 from pricenet.plan import Member, make_plan
@@ -202,7 +202,11 @@ def fit(
                     f"({first or type(err).__name__})"
                 ) from err
             log.info("resumed from %s at epoch %d", cfg.trainer.resume, trainer.state.epoch)
-        trainer.fit()
+        try:
+            trainer.fit()
+        except DivergenceError as err:
+            err.trainer = trainer  # the caller keeps what the fit reached before diverging
+            raise
         trainer.use_best_weights()
         trainers.append(trainer)
     return Fitted(groups, trainers)

@@ -38,7 +38,7 @@ from pricenet.checkpoint import BEST, LAST, atomic_write_text, flatten_settings,
 from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
 from pricenet.engine import FitInterrupted, member_groups
-from pricenet.errors import CheckpointError, ConfigError
+from pricenet.errors import CheckpointError, ConfigError, DivergenceError
 from pricenet.evaluation import evaluate, metrics_of
 from pricenet.logs import CsvLogger, close_reporters, reporters
 from pricenet.members import (
@@ -317,6 +317,9 @@ def _run(
     ]
     try:
         fitted = fit(cfg, prepared, callbacks, resumed)
+    except DivergenceError as err:
+        _keep_diverged(err, meta, run_dir)
+        raise
     finally:
         close_reporters(progress)
     model = fitted.trainers[0].model
@@ -350,6 +353,26 @@ def _run(
                 before, after, labels, run_dir / "reliability.png"
             )
     return metrics, artifacts
+
+
+def _keep_diverged(err: DivergenceError, meta: dict[str, Any], run_dir: Path) -> None:
+    """Every fit diverged: metrics.json says so, with the epochs that went well, and
+    ``best.pt`` keeps the best weights reached before (when an epoch was good)."""
+    trainer = getattr(err, "trainer", None)
+    failed: dict[str, Any] = {"status": "failed", "error": str(err)}
+    if trainer is not None:
+        state = trainer.state
+        failed.update(epochs_run=state.epoch, best_epoch=state.best_epoch, history=state.history)
+        epochs = [m.best_epoch for m in state.members]
+        if min(epochs) >= 1:
+            payload = {
+                **meta,
+                "temperatures": [1.0] * trainer.count,
+                "model": {k: v.cpu() for k, v in trainer.best_state().items()},
+                "epoch": epochs[0] if len(epochs) == 1 else epochs,
+            }
+            save_checkpoint(run_dir / BEST, payload)
+    _write_json(run_dir / METRICS, failed)
 
 
 def _report(metrics: dict[str, Any], multirun: bool, name: str) -> None:

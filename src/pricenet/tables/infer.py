@@ -32,6 +32,11 @@ MAX_CATEGORIES = 50
 MAX_CLASSES = 100
 
 
+# Share of a column's cells that must be numbers for it to be inferred numeric (the others
+# are then reported as bad cells by validation).
+MOSTLY_NUMERIC = 0.9
+
+
 def _looks_like_id(name: str) -> bool:
     lower = name.lower()
     return lower == "id" or lower.endswith("_id")
@@ -54,7 +59,11 @@ def infer_feature(name: str, series: pd.Series, max_categories: int = MAX_CATEGO
         log.warning("column %r: every cell is missing; left out of the schema", name)
         return None
     numbers = to_float(present)
-    if np.isfinite(numbers).all():
+    finite = np.isfinite(numbers)
+    # A column of numbers with a few bad cells is a numeric column with typos, not a category:
+    # inferring it as numeric lets validation name the first bad cell.
+    if finite.all() or finite.mean() >= MOSTLY_NUMERIC:
+        numbers = numbers[finite]
         if np.isin(numbers, (0.0, 1.0)).all():
             return Feature(name, "binary")
         if (numbers == np.round(numbers)).all():
