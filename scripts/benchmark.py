@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -133,6 +134,13 @@ class Bench:
     table: Table
     cv: tuple[int, int]  # folds, repeats of the CV sections
     ablation_cv: tuple[int, int]  # the ablation's (its 3000-epoch MLP step is the costly one)
+
+    def csv_file(self) -> Path:
+        """The data as a CSV file: the real one, or (--quick) the synthetic table written once."""
+        if self.csv is None:
+            self.csv = Path(tempfile.mkdtemp(prefix="pricenet-bench-")) / "synthetic.csv"
+            self.table.to_frame().to_csv(self.csv, index=False)
+        return self.csv
 
     @property
     def cv_overrides(self) -> list[str]:
@@ -1013,8 +1021,9 @@ def external(report: Report, bench: Bench) -> None:
             rec = next(r for r in results if r[0].endswith("recommended"))
             notes.append(
                 f"{dataset}: best {best[0]} {100 * statistics.mean(best[1]):.2f}%; pricenet's "
-                f"chosen general recipe {100 * statistics.mean(chosen[1]):.2f}% (gap "
-                f"{100 * gap:+.2f} points), experiment=recommended "
+                f"chosen general recipe {100 * statistics.mean(chosen[1]):.2f}% ("
+                + (f"{100 * gap:.2f} points behind" if gap > 0 else "the best")
+                + "), experiment=recommended "
                 f"{100 * statistics.mean(rec[1]):.2f}%"
             )
     report.section(
@@ -1040,12 +1049,9 @@ def external(report: Report, bench: Bench) -> None:
 def production(report: Report, bench: Bench) -> None:
     """scripts/production_benchmark.py's sections (issue 11)."""
     pb = load_script("production_benchmark")
+    csv = bench.csv_file()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        csv = bench.csv
-        if csv is None:  # quick: the synthetic table as a CSV
-            csv = work / "synthetic.csv"
-            bench.table.to_frame().to_csv(csv, index=False)
         if bench.quick:
             found = pb.sections(csv, work, requests=60, heads=["cross_entropy", "coral"], epochs=2)
         else:
@@ -1067,7 +1073,7 @@ def production(report: Report, bench: Bench) -> None:
 
 
 def search(report: Report, bench: Bench) -> None:
-    """scripts/search_benchmark.py's figures (issue 12), when that script exists."""
+    """scripts/search_benchmark.py's table (issue 12), when that script exists."""
     script = SCRIPTS / "search_benchmark.py"
     if not script.is_file():
         report.text(
@@ -1077,10 +1083,24 @@ def search(report: Report, bench: Bench) -> None:
             [],
         )
         return
-    args = [sys.executable, str(script), *(["--quick"] if bench.quick else [])]
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    lines = done.stdout.strip().splitlines() or [f"failed: {done.stderr[-500:]}"]
-    report.text("Search", "Output of scripts/search_benchmark.py.", lines)
+    size = ["--trials", "4", "--epochs", "2"] if bench.quick else []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "search.md"
+        args = [sys.executable, str(script), "--csv", str(bench.csv_file()), "--out", str(out)]
+        done = subprocess.run([*args, *size], capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"search_benchmark.py failed: {done.stderr[-2000:]}")
+        lines = out.read_text().strip().splitlines()
+    body = [line for line in lines[1:] if line.strip()]
+    trials = "4 trials x 2 epochs" if bench.quick else "32 trials x 30 epochs"
+    report.text(
+        "Search",
+        f"scripts/search_benchmark.py: `hparams_search=optuna` ({trials}, TPE with the same "
+        "seed) on the data above, with and without the median pruner, in one worker process "
+        "and in two worker processes sharing one study (the 2 cores). Each worker is a "
+        "`python -m pricenet.train --multirun` process. " + lines[0],
+        body,
+    )
 
 
 # --------------------------------------------------------------------------- packed (issue 9)
@@ -1224,6 +1244,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         RUNNERS[name](report, bench)
         print(f"[{name}: {time.perf_counter() - started:.0f} s]", file=sys.stderr, flush=True)
+    if args.quick and bench.csv is not None:  # the synthetic CSV written for production/search
+        shutil.rmtree(bench.csv.parent, ignore_errors=True)
     args.out.write_text(report.markdown())
     print(f"wrote {args.out}")
     return 0
