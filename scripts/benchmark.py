@@ -1110,6 +1110,7 @@ def packed(report: Report, bench: Bench) -> None:
     """Folds x repeats (and seeds) packed in one model vs one by one vs one fit."""
     k, r = bench.cv
     shrink = ["trainer.epochs=4"] if bench.quick else []
+    reps = 1 if bench.quick else 3
     rows = []
     cases = [
         (f"{k}x{r} CV, batch 64", [*bench.cv_overrides, "trainer.batch_size=64"]),
@@ -1123,11 +1124,17 @@ def packed(report: Report, bench: Bench) -> None:
         cfg = compose_cfg(*bench.data, *overrides, *shrink)
         plan = plan_for(cfg, bench.table)
         prepared = prepare(cfg, bench.table, plan, CPU)
-        build_trainer(cfg, prepared, [0]).fit()  # warm-up
-        one = build_trainer(cfg, prepared, [0])
-        t_one = timed(one.fit)
-        whole = build_trainer(cfg, prepared)
-        t_packed = timed(whole.fit)
+        for group in ([0], None):  # warm-up: one epoch of each shape
+            warm = build_trainer(cfg, prepared, group)
+            warm.epochs = 1
+            warm.fit()
+        t_one, t_packed = [], []
+        for _ in range(reps):  # alternated
+            one = build_trainer(cfg, prepared, [0])
+            t_one.append(timed(one.fit))
+            whole = build_trainer(cfg, prepared)
+            t_packed.append(timed(whole.fit))
+        t_one, t_packed = statistics.median(t_one), statistics.median(t_packed)
         sequential = [build_trainer(cfg, prepared, [m]) for m in range(len(plan))]
         t_seq = timed(lambda s=sequential: [t.fit() for t in s])
         epochs = [s.epoch for s in whole.state.members]
@@ -1155,8 +1162,9 @@ def packed(report: Report, bench: Bench) -> None:
         "training rows (its folds' minus a 15% inner validation split), init, batch order and "
         "early stop. 'one fit': member 0 alone; 'packed': all members in one "
         "`pricenet.engine.Trainer` (batched weights); 'sequential': one trainer per member, "
-        "one after the other. Fit only (data prepared once; a warm-up fit first); one "
-        "measurement each. The packed fit runs until its last member stops early, so it may run "
+        "one after the other. Fit only (data prepared once; a one-epoch warm-up of each "
+        f"shape); one fit and packed: median of {reps} alternated fits, sequential: one "
+        "pass. The packed fit runs until its last member stops early, so it may run "
         "more epochs than member 0. Target (issue 9): packed ≤ 1.5x one fit. Whole runs "
         f"(`run()`, preprocessing, evaluation, metrics.json): cv=none {single_wall:.2f} s, "
         f"`cv=kfold cv.repeats={r}` {cv_wall:.2f} s ({cv_wall / single_wall:.2f}x).",
