@@ -67,8 +67,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 text to ``path`` atomically (metrics.json, config.yaml)."""
-    return _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
+    """Write UTF-8 text to ``path`` atomically (metrics.json, config.yaml, leaderboards)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (exported graphs)."""
+    return _atomic_write(Path(path), lambda handle: handle.write(data))
 
 
 def resolve_checkpoint(path: str | Path, name: str = BEST) -> Path:

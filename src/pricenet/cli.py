@@ -43,6 +43,18 @@ def parse_options(args: list[str], schema: type[T], usage: str) -> T:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
+def _probe_writable(folder: Path, key: str, shown: Path) -> None:
+    """Create and remove a temporary file in ``folder``: permission bits are not enough (root
+    may write where they say no, a read-only mount says yes)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".pricenet-probe-", dir=folder)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ConfigError(f"{key}={shown}: cannot write in {folder} ({reason})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_output_path(path: str | Path, overwrite: bool = False, key: str = "output") -> Path:
     """``path`` if a file can be written there, checked BEFORE any work; else ConfigError.
 
@@ -57,12 +69,18 @@ def check_output_path(path: str | Path, overwrite: bool = False, key: str = "out
     folder = path.parent
     if not folder.is_dir():
         raise ConfigError(f"{key}={path}: folder {folder} does not exist")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
-    except OSError as err:
-        raise ConfigError(
-            f"{key}={path}: cannot write in {folder} ({err.strerror or err})"
-        ) from None
-    os.close(fd)
-    os.unlink(probe)
+    _probe_writable(folder, key, path)
+    return path
+
+
+def check_output_dir(path: str | Path, key: str = "out_dir") -> Path:
+    """``path`` if files may be written in it (it may not exist yet: its nearest existing
+    parent must be a writable directory); checked before any work."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={path}: is not a directory")
+    nearest = next((f for f in (path, *path.parents) if f.exists()), Path(path.anchor or "."))
+    if not nearest.is_dir():
+        raise ConfigError(f"{key}={path}: {nearest} is not a directory")
+    _probe_writable(nearest, key, path)
     return path

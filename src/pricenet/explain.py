@@ -29,9 +29,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import pricenet.config  # noqa: F401  (registers the config schemas)
-from pricenet.cli import parse_options
+from pricenet.cli import check_output_dir, parse_options
 from pricenet.errors import ConfigError, exit_on_user_error
-from pricenet.output_paths import check_output_dir
 from pricenet.plots import DPI, ema
 
 FIGURES = ("activations", "schedulers", "ema")

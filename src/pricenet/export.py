@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
+from pricenet.checkpoint import atomic_write_bytes
 from pricenet.cli import check_output_path, parse_options
 from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
-from pricenet.output_paths import atomic_write_bytes
 from pricenet.predict import Predictor
 
 FORMATS = ("onnx", "torchscript")

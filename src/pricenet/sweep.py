@@ -14,17 +14,17 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from pricenet.checkpoint import atomic_write_text
 
 log = logging.getLogger("pricenet")
 
@@ -49,14 +49,6 @@ COLUMNS = (
 )
 # Done jobs first, then those an Optuna pruner stopped, then failed ones.
 STATUS_ORDER = {"done": 0, "pruned": 1}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file and a rename: readers never see half a table."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-        out.write(text)
-    os.replace(tmp, path)
 
 
 def _natural(name: str) -> list[Any]:
