@@ -805,6 +805,11 @@ def checkpointing(report: Report, bench: Bench) -> None:
                 f"trainer.checkpoint_interval_s={interval}",
             )
             times[name].append(cv_run(cfg)[1])
+    every = "every epoch (`trainer.checkpoint_interval_s=0`, the former behaviour; one run)"
+    cfg = compose_cfg(
+        *bench.data, "experiment=recommended", *adam, "trainer.checkpoint_interval_s=0"
+    )
+    times[every] = [cv_run(cfg)[1]]
     base = statistics.median(times[list(variants)[1]])
     rows = [
         [name, f"{statistics.median(v):.2f}", f"{statistics.median(v) / base:.2f}x"]

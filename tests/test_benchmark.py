@@ -87,7 +87,7 @@ EXPECTED_ROWS = {
     "Accuracy": 10,
     "End to end": 2,
     "Why the tutorial scored 27%": 7,
-    "Checkpoints by time": 2,
+    "Checkpoints by time": 3,
     "The recommended recipe: L-BFGS vs Adam": 3,
     "Reading and validating a CSV": 2,
     "Tables from outside the project": 12,
