@@ -146,6 +146,14 @@ def test_seeds_report_their_spread_and_keep_their_ensemble(compose_cfg, tmp_path
     assert len({m["test_acc"] for m in metrics["members"]} | {-1}) >= 2
     assert len({(m["rows"]["test"]) for m in metrics["members"]}) == 1  # one shared split
     assert load_checkpoint(artifacts["best.pt"])["network"]["members"] == 3
+    # The ensemble's accuracy on the shared test split is the kept model's, as predict sees it.
+    cfg = compose_cfg("trainer.seeds=3", *SMALL)
+    table = load_data(cfg)
+    test = plan_for(cfg, table)[0].test
+    frame = table.to_frame().iloc[test]
+    predicted = Predictor.from_checkpoint(artifacts["best.pt"]).predict(frame)[LABEL].to_numpy()
+    expected = float((predicted == frame[LABEL].to_numpy()).mean())
+    assert metrics["seeds"]["ensemble_acc"] == pytest.approx(expected)
 
 
 def test_keep_refit_and_none(compose_cfg, tmp_path):

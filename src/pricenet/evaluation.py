@@ -51,12 +51,12 @@ def evaluate(cfg: DictConfig, prepared: Prepared, fitted: Fitted) -> dict[str, A
         trainer, index = fitted.member(m)
         record = _member_record(member, trainer, index)
         x_test, y_test = prepared.tests[m]
-        outputs = _member_outputs(trainer, index, x_test)
+        outputs = member_outputs(trainer, index, x_test)
         temperature = 1.0
         if record["error"] is None:
             data = prepared.members[m]
             if cfg.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
-                val_outputs = _member_outputs(trainer, index, data.x_val)
+                val_outputs = member_outputs(trainer, index, data.x_val)
                 temperature = fit_temperature(val_outputs, data.y_val, trainer.head)
             if len(y_test):
                 loss = float(trainer.criterion(outputs, trainer.head.encode(y_test)).mean())
@@ -82,7 +82,7 @@ def evaluate(cfg: DictConfig, prepared: Prepared, fitted: Fitted) -> dict[str, A
 
 
 @torch.no_grad()
-def _member_outputs(trainer: Trainer, index: int, x: torch.Tensor) -> torch.Tensor:
+def member_outputs(trainer: Trainer, index: int, x: torch.Tensor) -> torch.Tensor:
     """Member ``index``'s outputs ``(n, outputs)`` on its own rows ``x`` (best weights)."""
     model = trainer.model
     was_training = model.training
@@ -190,6 +190,8 @@ def metrics_of(
             metrics[key] = summary[short]["mean"] if summary[short] else None
         metrics["test"] = None
         metrics["best_epoch"] = first["best_epoch"]
+        if not cfg.cv.folds:
+            summary["ensemble_acc"] = _ensemble_accuracy(fitted, evaluation["held"])
         metrics["cv" if cfg.cv.folds else "seeds"] = summary
         metrics["members"] = records
         metrics["headline"] = headline(_label(cfg), summary)
@@ -198,6 +200,17 @@ def metrics_of(
         {k: v for k, v in calibration.items() if k != "reliability"} if calibration else None
     )
     return metrics
+
+
+def _ensemble_accuracy(fitted: Fitted, held: list) -> float | None:
+    """Seed repeats share one test split: the accuracy of their ensemble on it (the model
+    ``best.pt`` keeps), beside the members' mean."""
+    if len(held) < 2:
+        return None
+    head = fitted.trainers[0].head
+    outputs = torch.stack([o / t for o, _, t in held])
+    pred = head.decode(head.combine(outputs))
+    return float((pred == held[0][1]).float().mean())
 
 
 def _plain(value: Any) -> Any:

@@ -33,13 +33,14 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pricenet.calibration import calibratable, fit_temperature
 from pricenet.callbacks import Checkpointer
 from pricenet.checkpoint import BEST, LAST, atomic_write_text, flatten_settings, save_checkpoint
 from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
 from pricenet.engine import FitInterrupted, member_groups
 from pricenet.errors import CheckpointError, ConfigError, DivergenceError
-from pricenet.evaluation import evaluate, metrics_of
+from pricenet.evaluation import evaluate, member_outputs, metrics_of
 from pricenet.logs import CsvLogger, close_reporters, reporters
 from pricenet.members import (
     Fitted,
@@ -199,12 +200,19 @@ def _refit(cfg: DictConfig, prepared: Prepared, meta: dict[str, Any], run_dir: P
     trainer = build_trainer(cfg, single)
     trainer.fit()
     trainer.use_best_weights()
+    temperature = 1.0
+    data = single.members[0]
+    if cfg.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
+        temperature = fit_temperature(
+            member_outputs(trainer, 0, data.x_val), data.y_val, trainer.head
+        )
     log.info("refit on all %d labelled rows: best epoch %d", len(table), trainer.state.best_epoch)
     spec = NetworkSpec.from_dict({**meta["network"], "members": 1})
     payload = {
         **meta,
         "network": spec.to_dict(),
         "preprocessors": [single.preprocessors[0].state_dict()],
+        "temperatures": [float(temperature)],
         "model": {k: v.cpu() for k, v in trainer.best_state().items()},
         "epoch": trainer.state.best_epoch,
     }
