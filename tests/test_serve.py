@@ -190,7 +190,7 @@ def test_csv_predictions_equal_the_predictor(client, trained, expected):
     ("body", "message"),
     [
         ("bad-ram", "column 'ram', row 3: 'many' is not a number"),
-        ("missing", "column 'px_width' missing"),
+        ("missing", "column 'px_width': missing"),
         ("nested", "column 'ram', row 2: a list is not a value"),
         ("scalar", "row 1: expected an object, got int"),
         ("empty", "no rows to predict"),
