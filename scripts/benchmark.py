@@ -1124,6 +1124,14 @@ def packed(report: Report, bench: Bench) -> None:
             f"{k * r} seeds (`trainer.seeds={k * r}`), batch 64",
             [f"trainer.seeds={k * r}", "trainer.batch_size=64"],
         ),
+        (
+            f"{k}x{r} CV, batch 64, no early stopping",
+            [*bench.cv_overrides, "trainer.batch_size=64", "trainer.patience=null"],
+        ),
+        (
+            f"{k}x{r} CV, batch 8, no early stopping",
+            [*bench.cv_overrides, "trainer.batch_size=8", "trainer.patience=null"],
+        ),
     ]
     for name, overrides in cases:
         cfg = compose_cfg(*bench.data, *overrides, *shrink)
@@ -1170,7 +1178,9 @@ def packed(report: Report, bench: Bench) -> None:
         "one after the other. Fit only (data prepared once; a one-epoch warm-up of each "
         f"shape); one fit and packed: median of {reps} alternated fits, sequential: one "
         "pass. The packed fit runs until its last member stops early, so it may run "
-        "more epochs than member 0. Target (issue 9): packed ≤ 1.5x one fit. Whole runs "
+        "more epochs than member 0 (and a stopped member still rides along in every packed "
+        "step); the rows without early stopping (`trainer.patience=null`, 40 epochs for all) "
+        "compare the cost of a step. Target (issue 9): packed ≤ 1.5x one fit. Whole runs "
         f"(`run()`, preprocessing, evaluation, metrics.json): cv=none {single_wall:.2f} s, "
         f"`cv=kfold cv.repeats={r}` {cv_wall:.2f} s ({cv_wall / single_wall:.2f}x).",
         [

@@ -95,7 +95,7 @@ EXPECTED_ROWS = {
     "The service": 2,
     "The exported graph": 3,
     "Calibration": 2,
-    "Cross-validation at the cost of one run (packed models)": 3,
+    "Cross-validation at the cost of one run (packed models)": 5,
 }
 
 
@@ -152,6 +152,8 @@ def test_packed_section_measures_cv_at_both_batches_and_seeds(report):
         "3x1 CV",
         "3x1 CV",
         "3 seeds (`trainer.seeds=3`)",
+        "3x1 CV",
+        "3x1 CV",
     ]
     for row in rows:
         assert row[1] == "3", row
