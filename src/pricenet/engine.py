@@ -314,14 +314,21 @@ class Trainer:
         losses, accs = torch.stack([loss.float(), acc.float()]).tolist()
         return [(losses[m], accs[m], pred[m, : data.sizes[m]]) for m in range(self.count)]
 
-    def _member_loss(self, out: Tensor, target: Tensor, mask: Tensor, count: Tensor) -> Tensor:
-        """The criterion's mean over each member's real rows: ``[M]`` (``count`` >= 1)."""
+    def _member_loss(
+        self, out: Tensor, target: Tensor, mask: Tensor, count: Tensor, full: bool = False
+    ) -> Tensor:
+        """The criterion's mean over each member's real rows: ``[M]`` (``count`` >= 1).
+
+        ``full``: every row is real (``mask`` all True), so nothing needs zeroing; the sum and
+        the division stay the same ops, so the result is the same to the last bit."""
         per_row = self.criterion(out.flatten(0, 1), target.flatten(0, 1))
         if per_row.dim() == 1:  # one loss per row (cross entropy)
             per_row = per_row.view(mask.shape)
         else:  # one per output: their mean per row
             per_row = per_row.reshape(*mask.shape, -1).mean(-1)
-        return torch.where(mask, per_row, 0.0).sum(1) / count
+        if not full:
+            per_row = torch.where(mask, per_row, 0.0)
+        return per_row.sum(1) / count
 
     def monitor_value(self) -> float:
         """The latest monitored value, mean over the members that have not diverged."""
@@ -411,20 +418,32 @@ class Trainer:
         target = self.train.target.flatten(0, 1)
         x_batches = x.index_select(0, index.view(-1)).view(*index.shape, *x.shape[1:])
         t_batches = target.index_select(0, index.view(-1)).view(*index.shape, *target.shape[1:])
-        counts = rows.clamp_min(1)
+        # per-step views made once per epoch (one unbind each, not S indexings per tensor)
+        batches = zip(
+            x_batches.unbind(0),
+            t_batches.unbind(0),
+            mask.unbind(0),
+            rows.clamp_min(1).unbind(0),
+            strict=True,
+        )
+        step_noise = list(zip(*(n.unbind(1) for n in noise), strict=True))
+        # steps where every member has a full batch need no mask in their loss
+        full = (rows == index.shape[2]).all(1).tolist()
         # every member steps together (one plain optimizer step) up to the shortest one's end
         together = min(steps) if len(live) == self.count else 0
+        ones = torch.ones(self.count, device=self.device)  # d(sum of members' losses)/d(loss)
+        params = self._params
         losses = []
-        for s in range(len(index)):
-            if noise:
-                self.model.set_noise([n[:, s] for n in noise])
-            xb, tb, mb, nb = x_batches[s], t_batches[s], mask[s], counts[s]
+        for s, (xb, tb, mb, nb) in enumerate(batches):
+            if step_noise:
+                self.model.set_noise(step_noise[s])
             if self._closure:
-                loss = self._closure_step(xb, tb, mb, nb)
+                loss = self._closure_step(xb, tb, mb, nb, full[s])
             else:
-                loss = self._loss(xb, tb, mb, nb)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.sum().backward()
+                loss = self._loss(xb, tb, mb, nb, full[s])
+                for p in params:  # zero_grad(set_to_none=True), without its per-call overhead
+                    p.grad = None
+                loss.backward(ones)
                 if self.grad_clip:
                     self._clip_gradients()
                 if s < together:
@@ -437,19 +456,20 @@ class Trainer:
         rows = rows.T.contiguous()
         return (torch.stack(losses, 1) * rows).sum(1) / rows.sum(1).clamp_min(1)
 
-    def _loss(self, xb: Tensor, tb: Tensor, mb: Tensor, nb: Tensor) -> Tensor:
-        loss = self._member_loss(self.model(xb, mb), tb, mb, nb)
+    def _loss(self, xb: Tensor, tb: Tensor, mb: Tensor, nb: Tensor, full: bool) -> Tensor:
+        """Members' losses ``[M]`` on one step's batches (``full``: no padded row in them)."""
+        loss = self._member_loss(self.model(xb, mb), tb, mb, nb, full)
         if self.l1:
             loss = loss + self.l1 * sum(p.abs().flatten(1).sum(1) for p in self._l1_params)
         return loss
 
-    def _closure_step(self, xb: Tensor, tb: Tensor, mb: Tensor, nb: Tensor) -> Tensor:
+    def _closure_step(self, xb: Tensor, tb: Tensor, mb: Tensor, nb: Tensor, full: bool) -> Tensor:
         """One step of an optimizer that re-evaluates the loss itself (L-BFGS; M = 1)."""
         last: list[Tensor] = []
 
         def closure() -> Tensor:
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(xb, tb, mb, nb)
+            loss = self._loss(xb, tb, mb, nb, full)
             loss.sum().backward()
             if self.grad_clip:
                 self._clip_gradients()

@@ -127,9 +127,10 @@ class _Noisy(nn.Module):
         raise NotImplementedError
 
     def factors(self, x: Tensor) -> Tensor:
-        if self.noise is None:
+        noise = self.noise
+        if noise is None:
             return self.prepare(torch.rand_like(x))  # a fresh tensor: prepare may overwrite it
-        return self.noise[:, : x.shape[1]]
+        return noise if noise.shape[1] == x.shape[1] else noise[:, : x.shape[1]]
 
 
 class PackedDropout(_Noisy):
@@ -302,12 +303,13 @@ class PackedMLP(nn.Sequential):
         """Hand each noisy layer its prepared ``[M, B, F]`` factors for the next forward
         (None: clear; the layers then draw from torch's global RNG)."""
         layers = self._noisy()
+        # a plain attribute: object.__setattr__ skips nn.Module's (costly) bookkeeping per step
         if noise is None:
             for layer in layers:
-                layer.noise = None
+                object.__setattr__(layer, "noise", None)
         else:
             for layer, factors in zip(layers, noise, strict=True):
-                layer.noise = factors
+                object.__setattr__(layer, "noise", factors)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``mask`` ``[M, B]`` marks real rows; BatchNorm statistics skip the others."""
