@@ -18,7 +18,8 @@ from torch import nn
 
 from pricenet import packed
 from pricenet.engine import Trainer
-from pricenet.pipeline import build_trainer, load_data, plan_for, prepare, run
+from pricenet.members import build_trainer, load_data, plan_for, prepare
+from pricenet.pipeline import run
 from pricenet.seed import set_seed
 from pricenet.tables import MOBILE_PRICE
 

@@ -33,20 +33,17 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pricenet.calibration import calibratable, fit_temperature
 from pricenet.callbacks import Checkpointer
-from pricenet.checkpoint import BEST, LAST, atomic_write_text, flatten_settings, save_checkpoint
+from pricenet.checkpoint import BEST, LAST, atomic_write_text
 from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
 from pricenet.engine import FitInterrupted, member_groups
 from pricenet.errors import CheckpointError, ConfigError, DivergenceError
-from pricenet.evaluation import evaluate, member_outputs, metrics_of
+from pricenet.evaluation import evaluate, metrics_of
+from pricenet.keep import checkpoint_meta, keep_diverged, keep_model
 from pricenet.logs import CsvLogger, close_reporters, reporters
 from pricenet.members import (
-    Fitted,
-    Prepared,
     build_head,
-    build_trainer,
     fit,
     load_data,
     plan_for,
@@ -54,12 +51,11 @@ from pricenet.members import (
     warn_absent_classes,
 )
 from pricenet.model import count_parameters
-from pricenet.packed import stack_members
-from pricenet.plan import check_plan, refit_member
+from pricenet.plan import check_plan
 from pricenet.restore import Resume, resume_state
 from pricenet.runs import claim_run_dir
 from pricenet.seed import resolve_device, set_seed, set_threads
-from pricenet.spec import NetworkSpec, network_spec
+from pricenet.spec import network_spec
 from pricenet.tables import Table
 
 log = logging.getLogger("pricenet")
@@ -143,82 +139,6 @@ def _check_resume(resumed: Resume, cfg: DictConfig) -> None:
         )
 
 
-# --------------------------------------------------------------------------- finalize
-
-
-def _meta(prepared: Prepared, spec: NetworkSpec, resolved: dict, sha: str) -> dict[str, Any]:
-    """What every checkpoint of the run holds besides weights and trainer state."""
-    return {
-        "network": spec.to_dict(),
-        "schema": prepared.table.schema.to_dict(),
-        "preprocessors": [p.state_dict() for p in prepared.preprocessors],
-        "settings": flatten_settings(resolved),
-        "data_sha256": sha,
-    }
-
-
-def keep_model(
-    cfg: DictConfig,
-    prepared: Prepared,
-    fitted: Fitted,
-    evaluation: dict[str, Any],
-    meta: dict[str, Any],
-    run_dir: Path,
-) -> Path | None:
-    """``best.pt``: the members as one ensemble (diverged ones left out), a refit, or none."""
-    keep = cfg.cv.keep
-    if keep == "none":
-        return None
-    if keep == "refit":
-        return _refit(cfg, prepared, meta, run_dir)
-    kept = [m for m, r in enumerate(evaluation["records"]) if r["error"] is None]
-    states = []
-    for m in kept:
-        trainer, index = fitted.member(m)
-        states.append({k: v[index : index + 1] for k, v in trainer.best_state().items()})
-    spec = NetworkSpec.from_dict({**meta["network"], "members": len(kept)})
-    epochs = [evaluation["records"][m]["best_epoch"] for m in kept]
-    payload = {
-        **meta,
-        "network": spec.to_dict(),
-        "preprocessors": [meta["preprocessors"][m] for m in kept],
-        "temperatures": [float(evaluation["temperatures"][m]) for m in kept],
-        "model": {k: v.cpu() for k, v in stack_members(states).items()},
-        "epoch": epochs[0] if len(epochs) == 1 else epochs,
-    }
-    return save_checkpoint(run_dir / BEST, payload)
-
-
-def _refit(cfg: DictConfig, prepared: Prepared, meta: dict[str, Any], run_dir: Path) -> Path:
-    """``cv.keep=refit``: one more fit on every labelled row, saved as the run's model."""
-    table = prepared.table
-    member = refit_member(
-        table.labels, table.schema, cfg.data.val_size, cfg.trainer.seed, table.source
-    )
-    device = prepared.members[0].x_train.device
-    single = prepare(cfg, table, [member], device)
-    trainer = build_trainer(cfg, single)
-    trainer.fit()
-    trainer.use_best_weights()
-    temperature = 1.0
-    data = single.members[0]
-    if cfg.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
-        temperature = fit_temperature(
-            member_outputs(trainer, 0, data.x_val), data.y_val, trainer.head
-        )
-    log.info("refit on all %d labelled rows: best epoch %d", len(table), trainer.state.best_epoch)
-    spec = NetworkSpec.from_dict({**meta["network"], "members": 1})
-    payload = {
-        **meta,
-        "network": spec.to_dict(),
-        "preprocessors": [single.preprocessors[0].state_dict()],
-        "temperatures": [float(temperature)],
-        "model": {k: v.cpu() for k, v in trainer.best_state().items()},
-        "epoch": trainer.state.best_epoch,
-    }
-    return save_checkpoint(run_dir / BEST, payload)
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -298,7 +218,7 @@ def _run(
     prepared = prepare(cfg, table, plan, device)
     warn_absent_classes(prepared)
     spec = network_spec(cfg, prepared.width, table.schema.num_classes, members=len(plan))
-    meta = _meta(prepared, spec, resolved, sha)
+    meta = checkpoint_meta(prepared, spec, resolved, sha)
 
     detail = logging.DEBUG if multirun else logging.INFO  # a multirun job logs one line
     first = prepared.plan[0]
@@ -326,7 +246,7 @@ def _run(
     try:
         fitted = fit(cfg, prepared, callbacks, resumed)
     except DivergenceError as err:
-        _keep_diverged(err, meta, run_dir)
+        _write_json(run_dir / METRICS, keep_diverged(err, meta, run_dir))
         raise
     finally:
         close_reporters(progress)
@@ -361,26 +281,6 @@ def _run(
                 before, after, labels, run_dir / "reliability.png"
             )
     return metrics, artifacts
-
-
-def _keep_diverged(err: DivergenceError, meta: dict[str, Any], run_dir: Path) -> None:
-    """Every fit diverged: metrics.json says so, with the epochs that went well, and
-    ``best.pt`` keeps the best weights reached before (when an epoch was good)."""
-    trainer = getattr(err, "trainer", None)
-    failed: dict[str, Any] = {"status": "failed", "error": str(err)}
-    if trainer is not None:
-        state = trainer.state
-        failed.update(epochs_run=state.epoch, best_epoch=state.best_epoch, history=state.history)
-        epochs = [m.best_epoch for m in state.members]
-        if min(epochs) >= 1:
-            payload = {
-                **meta,
-                "temperatures": [1.0] * trainer.count,
-                "model": {k: v.cpu() for k, v in trainer.best_state().items()},
-                "epoch": epochs[0] if len(epochs) == 1 else epochs,
-            }
-            save_checkpoint(run_dir / BEST, payload)
-    _write_json(run_dir / METRICS, failed)
 
 
 def _report(metrics: dict[str, Any], multirun: bool, name: str) -> None:
