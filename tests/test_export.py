@@ -8,12 +8,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import run_cli
 from helpers import FEATURES, LABEL
 from hydra.utils import instantiate
 
 from pricenet.errors import CheckpointError
-from pricenet.export import INPUT, ExportOptions, export, main, onnx_session, read_schema
+from pricenet.export import (
+    CATEGORIES,
+    INPUT,
+    ExportOptions,
+    export,
+    main,
+    onnx_inputs,
+    onnx_session,
+    read_schema,
+)
 from pricenet.pipeline import run
 from pricenet.predict import Predictor
 
@@ -200,3 +210,147 @@ def test_crafted_checkpoints_are_refused_by_export_and_serve(tiny_run, tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown key 'head'" in err, err
     assert not marker.exists() and not (tmp_path / "m.onnx").exists()
+
+
+# --------------------------------------------------------------------------- categorical schemas
+
+COLOURS = ["red", "green", "blue"]
+
+
+def colour_frame(rows: int = 240, seed: int = 0, holes: bool = False) -> pd.DataFrame:
+    """A numeric feature and a categorical one that both carry the label; with ``holes``,
+    a few empty cells in each."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 3, rows)
+    colour = np.array(COLOURS, dtype=object)[label]
+    noisy = rng.random(rows) < 0.2
+    colour[noisy] = rng.choice(COLOURS, noisy.sum())
+    frame = pd.DataFrame({"size": label + rng.normal(0, 0.6, rows), "colour": colour})
+    frame["shade"] = np.where(rng.random(rows) < 0.5, "dark", "light").astype(object)
+    frame["target"] = label
+    if holes:
+        frame["size"] = frame["size"].astype(object)
+        frame.loc[[5, 17, 40], "size"] = ""
+        frame.loc[[3, 22, 61], "colour"] = ""
+    return frame
+
+
+def train_colours(compose_cfg, tmp_path, unknown: str = "error", holes: bool = False):
+    """Train on the colour table (schema: size numeric, colour and shade categorical)."""
+    colour_frame(holes=holes).to_csv(tmp_path / "colours.csv", index=False)
+    categorical = {"kind": "categorical", "unknown": unknown}
+    schema = {
+        "label": "target",
+        "classes": [0, 1, 2],
+        "ordered": False,
+        "features": [
+            {"name": "colour", "categories": COLOURS, **categorical},
+            {"name": "size", "kind": "numeric"},
+            {"name": "shade", "categories": ["dark", "light"], **categorical},
+        ],
+    }
+    (tmp_path / "schema.yaml").write_text(yaml.safe_dump(schema))
+    cfg = compose_cfg(
+        "data=csv",
+        f"data.path={tmp_path / 'colours.csv'}",
+        "data.label=target",
+        f"data.schema={tmp_path / 'schema.yaml'}",
+        "report.plots=false",
+        "report.tensorboard=false",
+        "report.progress=none",
+        *(["data.missing=impute"] if holes else []),
+        shrink=False,
+    )
+    run(cfg, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def raw_rows(unknowns: bool, holes: bool) -> pd.DataFrame:
+    frame = colour_frame(rows=60, seed=7).drop(columns=["target"])
+    if unknowns:
+        frame.loc[[2, 9], "colour"] = "purple"
+        frame.loc[4, "shade"] = "pale"
+    if holes:
+        frame.loc[[1, 8], "size"] = np.nan
+        frame.loc[[6, 8], "colour"] = None
+    return frame
+
+
+def onnx_categorical_probabilities(path, frame: pd.DataFrame) -> np.ndarray:
+    return onnx_session(path).run(None, onnx_inputs(read_schema(path), frame))[0]
+
+
+@pytest.mark.parametrize(
+    ("unknown", "holes"), [("error", False), ("map", False), ("error", True), ("map", True)]
+)
+def test_onnx_takes_raw_strings_and_matches_predictor(compose_cfg, tmp_path, unknown, holes):
+    run_dir = train_colours(compose_cfg, tmp_path, unknown, holes)
+    main([f"checkpoint={run_dir}", f"output={tmp_path / 'model.onnx'}"])
+    frame = raw_rows(unknowns=unknown == "map", holes=holes)
+
+    expected = Predictor.from_checkpoint(run_dir).predict_proba(frame)
+    got = onnx_categorical_probabilities(tmp_path / "model.onnx", frame)
+    assert got.shape == (60, 3)
+    assert np.abs(got - expected).max() <= PARITY
+    assert len(np.unique(got.round(6))) > 8  # real probabilities, not a constant
+    # the categorical column matters: another colour, other probabilities
+    recoloured = frame.assign(colour="red")
+    assert (
+        np.abs(onnx_categorical_probabilities(tmp_path / "model.onnx", recoloured) - got).max()
+        > 1e-3
+    )
+
+
+def test_categorical_metadata_and_inputs(compose_cfg, tmp_path):
+    run_dir = train_colours(compose_cfg, tmp_path)
+    path = export(ExportOptions(checkpoint=str(run_dir), output=str(tmp_path / "m.onnx")))
+    schema = read_schema(path)
+    assert schema.feature_names == ["colour", "size", "shade"]
+    assert schema.numeric_names == ["size"]
+    assert schema.categories == {"colour": COLOURS, "shade": ["dark", "light"]}
+    features, categories = onnx_session(path).get_inputs()
+    assert (features.name, features.type, features.shape[1]) == (INPUT, "tensor(float)", 1)
+    assert (categories.name, categories.type, categories.shape[1]) == (
+        CATEGORIES,
+        "tensor(string)",
+        2,
+    )
+
+
+def test_a_row_pricenet_refuses_gets_nan_probabilities(compose_cfg, tmp_path):
+    """unknown=error, missing=error: an unseen colour or an empty one is an error in pricenet;
+    the graph cannot raise per row, so that row's probabilities are NaN, the others exact."""
+    run_dir = train_colours(compose_cfg, tmp_path)
+    path = export(ExportOptions(checkpoint=str(run_dir), output=str(tmp_path / "m.onnx")))
+    frame = raw_rows(unknowns=False, holes=False)
+    expected = Predictor.from_checkpoint(run_dir).predict_proba(frame)
+    feed = onnx_inputs(read_schema(path), frame)
+    feed[CATEGORIES][3, 0] = "purple"
+    feed[CATEGORIES][5, 1] = ""
+    got = onnx_session(path).run(None, feed)[0]
+    refused = np.isnan(got).all(axis=1)
+    assert refused.nonzero()[0].tolist() == [3, 5]
+    assert not np.isnan(got[~refused]).any()
+    assert np.abs(got[~refused] - expected[~refused]).max() <= PARITY
+
+
+def test_torchscript_takes_category_codes(compose_cfg, tmp_path):
+    run_dir = train_colours(compose_cfg, tmp_path, "map")
+    main([f"checkpoint={run_dir}", f"output={tmp_path / 'm.ts'}", "format=torchscript"])
+    extra = {"pricenet.json": ""}
+    module = torch.jit.load(str(tmp_path / "m.ts"), _extra_files=extra)
+    meta = json.loads(extra["pricenet.json"])
+    categories = json.loads(meta["pricenet.categories"])
+    frame = raw_rows(unknowns=True, holes=False)
+    codes = np.stack(
+        [
+            [categories[name].index(v) if v in categories[name] else -1 for v in frame[name]]
+            for name in json.loads(meta["pricenet.categorical_names"])
+        ],
+        axis=1,
+    )
+    features = frame[json.loads(meta["pricenet.numeric_names"])].to_numpy(dtype=np.float32)
+    with torch.no_grad():
+        got = module(torch.tensor(features), torch.tensor(codes)).numpy()
+    expected = Predictor.from_checkpoint(run_dir).predict_proba(frame)
+    assert np.abs(got - expected).max() <= PARITY

@@ -143,13 +143,16 @@ class Predictor:
         return self.head.probabilities(self.outputs(self.table(frame))).cpu().numpy()
 
     def probability_module(self) -> torch.nn.Module:
-        """Raw feature values ``(n, features)`` -> class probabilities ``(n, K)``, one module
-        (preprocessing, every member, temperatures and the ensemble's combination inside)."""
-        if self.categorical_features:
-            raise ConfigError(
-                f"categorical features ({', '.join(self.categorical_features)}) cannot be "
-                "traced into one module yet"
-            )
+        """Raw feature values -> class probabilities ``(n, K)``, one traceable module
+        (preprocessing, every member, temperatures and the ensemble's combination inside).
+
+        Its inputs are ``features`` (float32, the numeric-kind features in schema order, NaN
+        for missing) and, when the schema has categorical features, ``codes`` (int64, one
+        column per categorical feature in schema order: the value's position in its
+        ``categories``, :data:`UNKNOWN_CODE` outside them, :data:`MISSING_CODE` missing). A
+        row pricenet would refuse (an unknown category where the schema's ``unknown`` is
+        error, a missing category under ``missing=error``) gets NaN probabilities.
+        """
         return _ProbabilityModule(self).eval()
 
 
@@ -157,32 +160,81 @@ def _ids(table: Table, frame: pd.DataFrame) -> np.ndarray:
     return table.ids if table.ids is not None else frame.index.to_numpy()
 
 
+UNKNOWN_CODE = -1
+MISSING_CODE = -2
+
+
 class _ProbabilityModule(torch.nn.Module):
-    """Each member's numeric preprocessing (impute, scale, was-missing inputs), the packed
-    network, the temperatures and the head's combination, as one traceable module."""
+    """Each member's preprocessing (impute, scale, one-hot of category codes, was-missing
+    inputs), the packed network, the temperatures and the head's combination, as one
+    traceable module: ``forward(features)`` or, with categorical features,
+    ``forward(features, codes)`` (see :meth:`Predictor.probability_module`)."""
 
     def __init__(self, predictor: Predictor) -> None:
         super().__init__()
         preps = predictor.preprocessors
+        first = preps[0]
         self.network = predictor.network
         self.head = predictor.head
-        order = {name: i for i, name in enumerate(predictor.feature_names)}
-        self.numeric = [order[name] for name in preps[0].numeric_names]
-        self.indicators = [order[name] for name in preps[0].indicators]
+        numeric = list(first.numeric_names)
+        categorical = [c.name for c in first.categorical]
+        # (is categorical, column) per was-missing input, in the preprocessor's order
+        self.indicators = [
+            (
+                name in categorical,
+                categorical.index(name) if name in categorical else numeric.index(name),
+            )
+            for name in first.indicators
+        ]
+        self.sizes = [len(c.categories) for c in first.categorical]
+        self.maps_unknown = [c.unknown for c in first.categorical]
+        self.impute = first.missing == "impute"
         stack = lambda key: torch.tensor(np.stack([getattr(p, key) for p in preps]))  # noqa: E731
         self.register_buffer("mean", stack("numeric_mean").unsqueeze(1))
         self.register_buffer("std", stack("numeric_std").unsqueeze(1))
         self.register_buffer("fill", stack("numeric_fill").unsqueeze(1))
+        fills = [[c.categories.index(c.fill) for c in p.categorical] for p in preps]
+        self.register_buffer(
+            "category_fill",
+            torch.tensor(fills, dtype=torch.int64).view(len(preps), 1, len(self.sizes)),
+        )
         self.register_buffer("temperatures", predictor.temperatures.clone().view(-1, 1, 1))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        raw = features[:, self.numeric].unsqueeze(0)  # [1, n, k]
+    def forward(self, features: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        raw = features.unsqueeze(0)  # [1, n, k]
         x = (torch.where(torch.isnan(raw), self.fill, raw) - self.mean) / self.std
+        blocks = [x]
+        refused: torch.Tensor | None = None
+        if self.sizes:
+            assert codes is not None, "categorical features need their codes"
+            absent = codes == MISSING_CODE
+            filled = torch.where(absent.unsqueeze(0), self.category_fill, codes.unsqueeze(0))
+            for j, (size, maps) in enumerate(zip(self.sizes, self.maps_unknown, strict=True)):
+                column = filled[..., j : j + 1]  # [members, n, 1]
+                if maps:
+                    column = torch.where(column == UNKNOWN_CODE, size, column)
+                else:
+                    bad = codes[:, j] == UNKNOWN_CODE
+                    refused = bad if refused is None else refused | bad
+                slots = torch.arange(size + int(maps), device=codes.device)
+                blocks.append((column == slots).to(x.dtype))
+            if not self.impute:
+                bad = absent.any(dim=1)
+                refused = bad if refused is None else refused | bad
         if self.indicators:
-            gaps = torch.isnan(features[:, self.indicators]).to(x.dtype).unsqueeze(0)
-            x = torch.cat([x, gaps.expand(x.shape[0], -1, -1)], dim=-1)
+            gaps = [
+                codes[:, j] == MISSING_CODE if is_categorical else torch.isnan(features[:, j])
+                for is_categorical, j in self.indicators
+            ]
+            gaps = torch.stack(gaps, dim=1).to(x.dtype).unsqueeze(0)
+            blocks.append(gaps.expand(x.shape[0], -1, -1))
+        x = torch.cat(blocks, dim=-1) if len(blocks) > 1 else x
         outputs = self.network(x) / self.temperatures
-        return self.head.probabilities(self.head.combine(outputs))
+        probabilities = self.head.probabilities(self.head.combine(outputs))
+        if refused is not None:
+            nan = torch.full_like(probabilities, float("nan"))
+            probabilities = torch.where(refused.unsqueeze(1), nan, probabilities)
+        return probabilities
 
 
 @dataclass
