@@ -294,11 +294,13 @@ class Trainer:
     @torch.no_grad()
     def _evaluate(self, data: _Padded, loss: bool = True) -> tuple[Tensor | None, Tensor, Tensor]:
         """Per-member loss (None unless ``loss``) and accuracy ``[M]`` and predictions
-        ``[M, N]``, in eval mode."""
+        ``[M, N]``, in eval mode (the model's mode is restored)."""
         was_training = self.model.training
-        self.model.eval()
+        if was_training:
+            self.model.eval()
         out = self.model(data.x)
-        self.model.train(was_training)
+        if was_training:
+            self.model.train()
         count = data.count.clamp_min(1)
         member_loss = self._member_loss(out, data.target, data.mask, count) if loss else None
         pred = self.head.decode(out)
@@ -387,7 +389,12 @@ class Trainer:
         noise = []
         if self._noise_widths:
             features = sum(self._noise_widths)
-            buffer = torch.zeros(self.count, total, width, features)
+            # every slot is drawn when every member draws ``total`` full batches: no zeroing
+            covered = all(steps[m] == total for m in range(self.count)) and (
+                min(self.train.sizes) >= width
+            )
+            shape = (self.count, total, width, features)
+            buffer = torch.empty(shape) if covered else torch.zeros(shape)
             for m, perm in perms.items():
                 k, drawn = steps[m], min(self.batch_size, len(perm))  # what it draws alone
                 if drawn == width:  # draw straight into its slice: what torch.rand would draw
@@ -412,7 +419,8 @@ class Trainer:
 
     def _train_epoch(self, live: list[int]) -> Tensor:
         """One pass over each live member's shuffled rows; their mean training losses ``[M]``."""
-        self.model.train()
+        if not self.model.training:
+            self.model.train()
         index, mask, rows, steps, noise = self._epoch_plan(live)
         x = self.train.x.flatten(0, 1)
         target = self.train.target.flatten(0, 1)
@@ -458,7 +466,7 @@ class Trainer:
 
     def _loss(self, xb: Tensor, tb: Tensor, mb: Tensor, nb: Tensor, full: bool) -> Tensor:
         """Members' losses ``[M]`` on one step's batches (``full``: no padded row in them)."""
-        loss = self._member_loss(self.model(xb, mb), tb, mb, nb, full)
+        loss = self._member_loss(self.model(xb, mb, direct=True), tb, mb, nb, full)
         if self.l1:
             loss = loss + self.l1 * sum(p.abs().flatten(1).sum(1) for p in self._l1_params)
         return loss
@@ -558,11 +566,16 @@ class Trainer:
 
     def _epoch_metrics(self, train_loss: Tensor) -> list[list[float]]:
         """``[M][train_loss, train_acc, val_loss, val_acc]`` after an epoch (one host sync)."""
+        self.model.eval()  # once for both passes: a mode switch walks every layer
         _, train_acc, _ = self._evaluate(self.train, loss=False)
-        val_loss, val_acc, _ = self._evaluate(self.val)
-        no_val = self._no_val
-        val_loss = torch.where(no_val, train_loss, val_loss)
-        val_acc = torch.where(no_val, train_acc, val_acc)
+        if any(self.has_val):
+            val_loss, val_acc, _ = self._evaluate(self.val)
+            no_val = self._no_val
+            val_loss = torch.where(no_val, train_loss, val_loss)
+            val_acc = torch.where(no_val, train_acc, val_acc)
+        else:  # no validation rows anywhere: the training figures stand in, as below
+            val_loss, val_acc = train_loss, train_acc
+        self.model.train()
         rows = torch.stack([train_loss, train_acc, val_loss, val_acc]).float()
         return rows.T.tolist()
 

@@ -311,12 +311,18 @@ class PackedMLP(nn.Sequential):
             for layer, factors in zip(layers, noise, strict=True):
                 object.__setattr__(layer, "noise", factors)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``mask`` ``[M, B]`` marks real rows; BatchNorm statistics skip the others."""
+    def forward(self, x: Tensor, mask: Tensor | None = None, *, direct: bool = False) -> Tensor:
+        """``mask`` ``[M, B]`` marks real rows; BatchNorm statistics skip the others.
+
+        ``direct``: call the layers' ``forward`` itself, skipping torch's per-call dispatch
+        (hooks, tracing), which costs more than a small layer's work. The trainer's steps use
+        it: hooks on the layers do not run in them; hooks on this module do.
+        """
         if x.dim() == 2:
             x = x.expand(self.members, *x.shape)
         for module in self._modules.values():
-            x = module(x, mask) if type(module) is PackedBatchNorm1d else module(x)
+            call = module.forward if direct else module
+            x = call(x, mask) if type(module) is PackedBatchNorm1d else call(x)
         return x
 
 
