@@ -323,7 +323,8 @@ class Trainer:
 
         ``full``: every row is real (``mask`` all True), so nothing needs zeroing; the sum and
         the division stay the same ops, so the result is the same to the last bit."""
-        per_row = self.criterion(out.flatten(0, 1), target.flatten(0, 1))
+        # the unreduced copy is private: its forward is called without the per-call dispatch
+        per_row = self.criterion.forward(out.flatten(0, 1), target.flatten(0, 1))
         if per_row.dim() == 1:  # one loss per row (cross entropy)
             per_row = per_row.view(mask.shape)
         else:  # one per output: their mean per row
@@ -518,9 +519,9 @@ class Trainer:
             else:
                 state["step"] = count
 
-    @torch.no_grad()
     def _step_all(self) -> None:
-        """``optimizer.step()`` for every member, all with the same step count."""
+        """``optimizer.step()`` for every member, all with the same step count (the step runs
+        without grad by itself; ``_step`` has its own ``no_grad``)."""
         if not self._counts_written:
             self._step(list(range(self.count)))
             return
