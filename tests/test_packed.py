@@ -214,3 +214,38 @@ def test_default_mlp_members_are_bitwise_the_members_trained_alone(compose_cfg):
         got = packed.model.member(m).state_dict()
         for key, value in alone.model.state_dict().items():
             assert torch.equal(got[key], value), key
+
+
+@pytest.mark.parametrize("head", ["cross_entropy", "coral"])
+def test_a_full_step_loss_and_its_gradient_are_the_masked_ones_to_the_bit(compose_cfg, head):
+    """Steps where every member has a full batch skip the mask: nothing may change."""
+    cfg = compose_cfg(f"loss={head}", "model.dropout=0.0", "trainer.epochs=1")
+    trainer = make_trainer(cfg, [member_rows(24, 0, seed) for seed in range(2)], [1, 2])
+    x, target = trainer.train.x[:, :16], trainer.train.target[:, :16]
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    count = torch.full((2,), 16.0)
+    results = []
+    for full in (False, True):
+        trainer.model.zero_grad(set_to_none=True)
+        loss = trainer._member_loss(trainer.model(x, mask), target, mask, count, full)
+        loss.backward(torch.ones(2))
+        results.append((loss.detach(), [p.grad.clone() for p in trainer.model.parameters()]))
+    (masked, masked_grads), (plain, plain_grads) = results
+    assert torch.equal(masked, plain)
+    assert all(torch.equal(a, b) for a, b in zip(masked_grads, plain_grads, strict=True))
+
+
+def test_a_direct_forward_skips_the_layers_hooks_only(compose_cfg):
+    """The trainer's steps call the layers directly; hooks on the whole model still run."""
+    cfg = compose_cfg("model.dropout=0.0", "model.batch_norm=true")
+    model = build_network(network_spec(cfg, 20, 4, members=2))
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append("model"))
+    model[0].register_forward_hook(lambda *_: calls.append("layer"))
+    x = torch.randn(2, 8, 20)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    model.eval()  # BatchNorm's running statistics stay as they are
+    direct = model(x, mask, direct=True)
+    assert calls == ["model"]
+    assert torch.equal(direct, model(x, mask))
+    assert calls == ["model", "layer", "model"]

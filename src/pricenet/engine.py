@@ -357,10 +357,11 @@ class Trainer:
 
     def _epoch_plan(
         self, live: list[int]
-    ) -> tuple[Tensor, Tensor, Tensor, list[int], list[Tensor]]:
+    ) -> tuple[Tensor, Tensor, Tensor, list[int], list[bool], list[Tensor]]:
         """Flat row indices ``[S, M, W]`` into ``train.x`` viewed ``[M * N, F]``, masks, rows per
-        batch ``[S, M]``, batches per member and the epoch's noise per noisy layer (``[M, S, W,
-        F_l]``), each member drawing from its own generator: its batch order, then its noise.
+        batch ``[S, M]``, batches per member, whether each step's batches are all full (no
+        padded row) and the epoch's noise per noisy layer (``[M, S, W, F_l]``), each member
+        drawing from its own generator: its batch order, then its noise.
 
         Member ``m``'s batches are consecutive ``batch_size`` slices of its permutation, so its
         slot ``s * W + j`` holds its permutation's entry ``s * batch_size + j`` (``W`` is
@@ -387,6 +388,7 @@ class Trainer:
         index = index.view(self.count, total, width).transpose(0, 1).contiguous()
         mask = mask.view(self.count, total, width).transpose(0, 1).contiguous()
         rows = mask.sum(2).to(self.train.x.dtype)
+        full = (rows == width).all(1).tolist()  # on the host: no device sync
         noise = []
         if self._noise_widths:
             features = sum(self._noise_widths)
@@ -415,6 +417,7 @@ class Trainer:
             mask.to(self.device),
             rows.to(self.device),
             steps,
+            full,
             noise,
         )
 
@@ -422,7 +425,7 @@ class Trainer:
         """One pass over each live member's shuffled rows; their mean training losses ``[M]``."""
         if not self.model.training:
             self.model.train()
-        index, mask, rows, steps, noise = self._epoch_plan(live)
+        index, mask, rows, steps, full, noise = self._epoch_plan(live)
         x = self.train.x.flatten(0, 1)
         target = self.train.target.flatten(0, 1)
         x_batches = x.index_select(0, index.view(-1)).view(*index.shape, *x.shape[1:])
@@ -436,8 +439,6 @@ class Trainer:
             strict=True,
         )
         step_noise = list(zip(*(n.unbind(1) for n in noise), strict=True))
-        # steps where every member has a full batch need no mask in their loss
-        full = (rows == index.shape[2]).all(1).tolist()
         # every member steps together (one plain optimizer step) up to the shortest one's end
         together = min(steps) if len(live) == self.count else 0
         ones = torch.ones(self.count, device=self.device)  # d(sum of members' losses)/d(loss)
