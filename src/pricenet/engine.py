@@ -35,6 +35,11 @@ How members stay independent:
   step count, and when active members' counts differ it steps once per distinct count (with
   the other members' slices restored in between). Both paths run only at steps where they are
   needed; a plain step is one ``optimizer.step()``.
+- Per-step work is what a plain loop does: the epoch's batches, masks and noise are made and
+  split into per-step views once per epoch; a step where every member has a full batch skips
+  the mask in its loss (the same sum and division, so the same bits); the layers are called
+  without torch's hook dispatch (``PackedMLP(..., direct=True)``); grads are cleared by
+  setting them to None. M = 1 runs the same loop and pays nothing for packing.
 - Divergence (a non-finite train or val loss) freezes that member and records the error; the
   others go on. When every member has diverged, :class:`~pricenet.errors.DivergenceError`.
 
