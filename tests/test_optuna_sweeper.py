@@ -241,7 +241,8 @@ def test_a_killed_worker_trial_is_retried_and_the_rerun_tops_up(tmp_path):
     storage = f"journal:{journal}"
     args = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.heartbeat_interval=0.5"]
     sweep_dir = tmp_path / "outputs" / "search" / "pricenet"
-    slow = worker(tmp_path, *args, "hydra.sweeper.n_trials=3", "trainer.epochs=2000")
+    long = ("trainer.epochs=2000", "trainer.patience=null")  # still training when killed
+    slow = worker(tmp_path, *args, "hydra.sweeper.n_trials=3", *long)
     deadline = time.monotonic() + 120
     while not (sweep_dir / "trial_0" / "metrics.csv").is_file():  # trial 0 is training
         assert slow.poll() is None and time.monotonic() < deadline, slow.communicate()[1][-2000:]
