@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pricenet import checkpoint
+from pricenet.atomic import atomic_write_text
 from pricenet.checkpoint import (
     FORMAT_VERSION,
-    atomic_write_text,
     load_checkpoint,
     save_checkpoint,
 )

@@ -8,18 +8,16 @@ arbitrary objects is refused before any of its code runs.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import re
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
+from pricenet.atomic import atomic_write
 from pricenet.errors import CheckpointError
 
 # 2: the network is stored as a checked NetworkSpec, never as a config to instantiate.
@@ -28,52 +26,10 @@ BEST = "best.pt"
 LAST = "last.pt"
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, sync it, then ``os.replace`` it in.
-
-    A crash at any point leaves either the old file or the new one, never a truncated mix.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask like open()
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable, where supported
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus the format version) to ``path`` atomically."""
     body = {"format_version": FORMAT_VERSION, **payload}
-    return _atomic_write(Path(path), lambda handle: torch.save(body, handle))
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 text to ``path`` atomically (metrics.json, config.yaml, leaderboards)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (exported graphs)."""
-    return _atomic_write(Path(path), lambda handle: handle.write(data))
+    return atomic_write(Path(path), lambda handle: torch.save(body, handle))
 
 
 def resolve_checkpoint(path: str | Path, name: str = BEST) -> Path:

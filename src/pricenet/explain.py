@@ -188,8 +188,8 @@ def _save(fig: Any, path: Path) -> Path:
 
 def explain_features(options: ExplainOptions, out_dir: Path) -> list[Path]:
     """``features.csv`` and ``features.png`` for ``options.checkpoint`` in ``out_dir``."""
+    from pricenet.atomic import atomic_write_text
     from pricenet.attribution import attribute, csv_rows, plot_features, run_test_rows
-    from pricenet.checkpoint import atomic_write_text
     from pricenet.predict import Predictor
 
     predictor = Predictor.from_checkpoint(options.checkpoint)

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
-from pricenet.checkpoint import atomic_write_bytes
+from pricenet.atomic import atomic_write_bytes
 from pricenet.cli import check_output_path, parse_options
 from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
 from pricenet.predict import Predictor

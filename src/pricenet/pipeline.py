@@ -33,8 +33,9 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pricenet.atomic import atomic_write_text
 from pricenet.callbacks import Checkpointer
-from pricenet.checkpoint import BEST, LAST, atomic_write_text
+from pricenet.checkpoint import BEST, LAST
 from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
 from pricenet.engine import FitInterrupted, member_groups

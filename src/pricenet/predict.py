@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
-from pricenet.checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
+from pricenet.atomic import atomic_write_text
+from pricenet.checkpoint import load_checkpoint, resolve_checkpoint
 from pricenet.cli import check_output_path, parse_options
 from pricenet.errors import ConfigError, exit_on_user_error
 from pricenet.restore import Restored, restore_model

@@ -24,7 +24,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pricenet.checkpoint import atomic_write_text
+from pricenet.atomic import atomic_write_text
 
 log = logging.getLogger("pricenet")
 
