@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from pricenet.atomic import atomic_write
-from pricenet.errors import CheckpointError
+from pricenet.errors import CheckpointError, shown
 
 # 2: the network is stored as a checked NetworkSpec, never as a config to instantiate.
 FORMAT_VERSION = 2
@@ -64,7 +64,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a pricenet checkpoint (no format_version)")
     if payload["format_version"] != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format {_shown(payload['format_version'])} is not supported "
+            f"{path}: checkpoint format {shown(payload['format_version'])} is not supported "
             f"(this pricenet reads format {FORMAT_VERSION}; retrain with this version)"
         )
     check_payload(payload, str(path))
@@ -92,7 +92,7 @@ def check_payload(payload: dict[str, Any], where: str) -> None:
     """Refuse unknown top-level keys, values of the wrong type and non-plain settings."""
     for key, value in payload.items():
         if key not in PAYLOAD_KEYS:
-            raise CheckpointError(f"{where}: unknown key {_shown(key)} (not a pricenet checkpoint)")
+            raise CheckpointError(f"{where}: unknown key {shown(key)} (not a pricenet checkpoint)")
         expected = PAYLOAD_KEYS[key]
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise CheckpointError(
@@ -103,19 +103,14 @@ def check_payload(payload: dict[str, Any], where: str) -> None:
         items = value if isinstance(value, list) else [value]
         if not isinstance(key, str) or not all(isinstance(v, _PLAIN) for v in items):
             raise CheckpointError(
-                f"{where}: settings.{key}: {_shown(value)} is not a plain value (settings are "
+                f"{where}: settings.{key}: {shown(value)} is not a plain value (settings are "
                 "flat and are never built)"
             )
         if any(isinstance(v, str) and "${" in v for v in items):
             raise CheckpointError(
-                f"{where}: settings.{key}: {_shown(value)} is an interpolation; a checkpoint "
+                f"{where}: settings.{key}: {shown(value)} is an interpolation; a checkpoint "
                 "holds resolved values only"
             )
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_tensors(
@@ -128,8 +123,8 @@ def check_tensors(
     missing = [k for k in reference if k not in state]
     unknown = [k for k in state if k not in reference]
     if missing or unknown:
-        parts = [f"missing {', '.join(map(_shown, missing[:3]))}" if missing else ""]
-        parts.append(f"unexpected {', '.join(map(_shown, unknown[:3]))}" if unknown else "")
+        parts = [f"missing {', '.join(map(shown, missing[:3]))}" if missing else ""]
+        parts.append(f"unexpected {', '.join(map(shown, unknown[:3]))}" if unknown else "")
         raise CheckpointError(
             f"{where}: does not fit the stored network ({'; '.join(p for p in parts if p)})"
         )

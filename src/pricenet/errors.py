@@ -12,6 +12,12 @@ USAGE_EXIT_CODE = 2
 T = TypeVar("T")
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a value quoted in a one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class PricenetError(Exception):
     """A problem with the user's input (file, config, checkpoint), reported as one line."""
 

@@ -22,7 +22,7 @@ from pricenet.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from pricenet.errors import CheckpointError, PricenetError
+from pricenet.errors import CheckpointError, PricenetError, shown
 from pricenet.heads import Head
 from pricenet.model import build_network
 from pricenet.packed import PackedMLP
@@ -58,7 +58,7 @@ def _check_settings_agree(settings: dict[str, Any], spec: NetworkSpec, where: st
     expected = f"pricenet.heads.{HEADS[spec.head].__name__}"
     if target is not None and target != expected:
         raise CheckpointError(
-            f"{where}: settings name the head {_shown(target)}, but the network's head is "
+            f"{where}: settings name the head {shown(target)}, but the network's head is "
             f"{spec.head!r}"
         )
     hidden = settings.get("model.hidden")
@@ -76,11 +76,6 @@ def _checked(where: str | Path, build: Any, *args: Any) -> Any:
         if isinstance(err, CheckpointError):
             raise
         raise CheckpointError(f"{where}: {err}") from None
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def restore_model(payload: dict[str, Any], where: str | Path) -> Restored:
@@ -119,7 +114,7 @@ def restore_model(payload: dict[str, Any], where: str | Path) -> Restored:
         for t in temperatures
     ):
         raise CheckpointError(
-            f"{where}: temperatures {_shown(temperatures)} must be {spec.members} number(s) > 0"
+            f"{where}: temperatures {shown(temperatures)} must be {spec.members} number(s) > 0"
         )
     network = build_network(spec)
     state = check_tensors(_model_state(payload, where), network.state_dict(), f"{where}: model")

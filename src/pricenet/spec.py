@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from pricenet.errors import ConfigError
+from pricenet.errors import ConfigError, shown
 from pricenet.heads import CategoricalHead, CoralHead, Head, OrdinalHead, RegressionHead
 
 ArgValue = float | int | str | bool
@@ -114,15 +114,15 @@ class ActivationSpec:
         _keys(node, key, {"name", "args"})
         name, args = node["name"], node["args"]
         if not isinstance(name, str) or name not in ACTIVATIONS:
-            raise SpecError(f"{key}.name: {_shown(name)} is not an activation pricenet builds")
+            raise SpecError(f"{key}.name: {shown(name)} is not an activation pricenet builds")
         if not isinstance(args, dict):
             raise SpecError(f"{key}.args: expected a mapping, got {type(args).__name__}")
         checks = ACTIVATIONS[name].args
         for arg, value in args.items():
             if arg not in checks:
-                raise SpecError(f"{key}.args: {_shown(arg)} is not an argument of {name}")
+                raise SpecError(f"{key}.args: {shown(arg)} is not an argument of {name}")
             if not checks[arg](value):
-                raise SpecError(f"{key}.args.{arg}: {_shown(value)} is out of range")
+                raise SpecError(f"{key}.args.{arg}: {shown(value)} is out of range")
         if name == "rrelu" and not 0 <= args.get("lower", 0.125) <= args.get("upper", 1 / 3):
             raise SpecError(f"{key}.args: rrelu needs 0 <= lower <= upper")
         return cls(name, dict(args))
@@ -159,31 +159,31 @@ class NetworkSpec:
         _keys(node, key, set(cls.__dataclass_fields__))
         members = node["members"]
         if not isinstance(members, int) or isinstance(members, bool):
-            raise SpecError(f"{key}.members: {_shown(members)} is not an integer")
+            raise SpecError(f"{key}.members: {shown(members)} is not an integer")
         if not 1 <= members <= MAX_MEMBERS:
             raise SpecError(f"{key}.members: {members} is not in 1..{MAX_MEMBERS}")
         if not _count(node["in_features"]):
-            raise SpecError(f"{key}.in_features: {_shown(node['in_features'])} is out of range")
+            raise SpecError(f"{key}.in_features: {shown(node['in_features'])} is out of range")
         hidden = node["hidden"]
         if not isinstance(hidden, list | tuple) or len(hidden) > MAX_LAYERS:
             raise SpecError(f"{key}.hidden: expected a list of at most {MAX_LAYERS} sizes")
         for i, size in enumerate(hidden):
             if not _count(size):
-                raise SpecError(f"{key}.hidden[{i}]: {_shown(size)} is not a layer size")
+                raise SpecError(f"{key}.hidden[{i}]: {shown(size)} is not a layer size")
         activations = node["activations"]
         if not isinstance(activations, list | tuple) or len(activations) != len(hidden):
             raise SpecError(f"{key}.activations: expected one per hidden layer ({len(hidden)})")
         dropout = node["dropout"]
         if not _finite(dropout) or not 0 <= dropout < 1:
-            raise SpecError(f"{key}.dropout: {_shown(dropout)} is not in [0, 1)")
+            raise SpecError(f"{key}.dropout: {shown(dropout)} is not in [0, 1)")
         if not isinstance(node["batch_norm"], bool):
-            raise SpecError(f"{key}.batch_norm: {_shown(node['batch_norm'])} is not true/false")
+            raise SpecError(f"{key}.batch_norm: {shown(node['batch_norm'])} is not true/false")
         head = node["head"]
         if not isinstance(head, str) or head not in HEADS:
-            raise SpecError(f"{key}.head: {_shown(head)} is not one of {', '.join(HEADS)}")
+            raise SpecError(f"{key}.head: {shown(head)} is not one of {', '.join(HEADS)}")
         classes = node["num_classes"]
         if not isinstance(classes, int) or isinstance(classes, bool):
-            raise SpecError(f"{key}.num_classes: {_shown(classes)} is not an integer")
+            raise SpecError(f"{key}.num_classes: {shown(classes)} is not an integer")
         if not 2 <= classes <= MAX_CLASSES:
             raise SpecError(f"{key}.num_classes: {classes} is not in 2..{MAX_CLASSES}")
         return cls(
@@ -199,11 +199,6 @@ class NetworkSpec:
             head=head,
             num_classes=classes,
         )
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _keys(node: Any, key: str, expected: set[str]) -> None:

@@ -27,6 +27,18 @@ _FEATURE_KEYS = ("name", "kind", "low", "high", "categories", "unknown")
 _SCHEMA_KEYS = ("features", "label", "classes", "ordered", "id")
 
 
+def _check_keys(
+    d: Mapping, allowed: tuple[str, ...], required: tuple[str, ...], where: str
+) -> None:
+    """No key outside ``allowed`` and every one of ``required``: else a ConfigError."""
+    for key in d:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}: unknown key (expected {', '.join(allowed)})")
+    for key in required:
+        if key not in d:
+            raise ConfigError(f"{where}.{key}: missing")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -126,14 +138,7 @@ class Feature:
         """A feature from a mapping, checked key by key (errors name ``where`` and the key)."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"{where}: expected a mapping with name and kind, got {d!r}")
-        for key in d:
-            if key not in _FEATURE_KEYS:
-                raise ConfigError(
-                    f"{where}.{key}: unknown key (expected {', '.join(_FEATURE_KEYS)})"
-                )
-        for key in ("name", "kind"):
-            if key not in d:
-                raise ConfigError(f"{where}.{key}: missing")
+        _check_keys(d, _FEATURE_KEYS, ("name", "kind"), where)
         if not isinstance(d["kind"], str) or d["kind"] not in KINDS:
             raise ConfigError(f"{where}.kind: {d['kind']!r} is not one of {', '.join(KINDS)}")
         values: dict[str, Any] = {"name": d["name"], "kind": d["kind"]}
@@ -252,14 +257,7 @@ class Schema:
         """A schema from a mapping; every problem is a :class:`ConfigError` naming ``where``."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"{where}: expected a mapping with features, label, classes")
-        for key in d:
-            if key not in _SCHEMA_KEYS:
-                raise ConfigError(
-                    f"{where}.{key}: unknown key (expected {', '.join(_SCHEMA_KEYS)})"
-                )
-        for key in ("features", "label", "classes"):
-            if key not in d:
-                raise ConfigError(f"{where}.{key}: missing")
+        _check_keys(d, _SCHEMA_KEYS, ("features", "label", "classes"), where)
         raw_features, raw_classes = d["features"], d["classes"]
         if not isinstance(raw_features, list | tuple) or not raw_features:
             raise ConfigError(f"{where}.features: expected a non-empty list of features")
