@@ -1,37 +1,57 @@
 """Atomic file writes: a temporary file beside the target, fsynced, then ``os.replace``d.
 
 A crash at any point leaves either the old file or the new one, never a truncated mix; the
-file gets the permissions ``open()`` would give it (the umask). No heavy imports: leaderboards
-and metrics use it as well as checkpoints.
+file gets the permissions ``open()`` would give it (the umask). A full disk, a read-only file
+system or a refused permission is one :class:`WriteError` naming the path (the old file is
+kept, the temporary one removed), and a device, FIFO or socket is never replaced. No heavy
+imports: leaderboards and metrics use it as well as checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from pricenet.errors import PricenetError
+
+
+class WriteError(PricenetError):
+    """An output that could not be written (full disk, read-only file system, permissions)."""
+
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write`` on a temporary file beside ``path``, sync it, then ``os.replace`` it in.
 
-    A crash at any point leaves either the old file or the new one, never a truncated mix.
+    A crash at any point leaves either the old file or the new one, never a truncated mix; an
+    ``OSError`` on the way (ENOSPC, EROFS, EACCES ...) becomes a :class:`WriteError`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _refuse_special(path)
+    existed = path.exists()
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask like open()
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        cause = _os_error(err) if type(err) is not WriteError else None
+        if cause is None or isinstance(err, PricenetError | KeyboardInterrupt):
+            raise
+        kept = "the old file is unchanged" if existed else "nothing was written"
+        reason = cause.strerror or type(cause).__name__
+        raise WriteError(f"{path}: cannot write ({reason}); {kept}") from err
     with contextlib.suppress(OSError):  # make the rename itself durable, where supported
         folder = os.open(path.parent, os.O_RDONLY)
         try:
@@ -39,6 +59,29 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         finally:
             os.close(folder)
     return path
+
+
+def _refuse_special(path: Path) -> None:
+    """A device, FIFO, socket or directory at ``path`` is never replaced by a file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        what = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO ...)"
+        raise WriteError(f"{path}: is {what}; pricenet writes only regular files")
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``err`` (torch's writer may wrap it), else None."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _umask() -> int:

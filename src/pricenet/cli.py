@@ -8,8 +8,10 @@ with the key's name, like ``pricenet-train`` does.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,15 +57,34 @@ def _probe_writable(folder: Path, key: str, shown: Path) -> None:
     os.unlink(probe)
 
 
-def check_output_path(path: str | Path, overwrite: bool = False, key: str = "output") -> Path:
+def check_output_path(
+    path: str | Path,
+    overwrite: bool = False,
+    key: str = "output",
+    inputs: Mapping[str, str | Path] | None = None,
+) -> Path:
     """``path`` if a file can be written there, checked BEFORE any work; else ConfigError.
 
-    Refuses a directory, an existing file without ``overwrite=true``, a missing or unwritable
-    folder (tried for real with a temporary file, which also catches /proc and read-only mounts).
+    Refuses a directory, a device, FIFO or socket (even with ``overwrite=true``: replacing
+    ``/dev/null`` with a file breaks the machine), any of the command's ``inputs`` (``key``
+    -> path, e.g. the input CSV and the checkpoint: a command must not destroy what it
+    reads), an existing file without ``overwrite=true``, and a missing or unwritable folder
+    (tried for real with a temporary file, which also catches /proc and read-only mounts).
     """
     path = Path(path).expanduser()
-    if path.is_dir():
+    kind = special_file_kind(path)
+    if kind == "a directory":
         raise ConfigError(f"{key}={path}: is a directory; give a file path")
+    if kind is not None:
+        raise ConfigError(
+            f"{key}={path}: is {kind}, not a regular file; pricenet writes only regular files"
+        )
+    for name, source in (inputs or {}).items():
+        if same_file(path, Path(source).expanduser()):
+            raise ConfigError(
+                f"{key}={path}: is also {name}={source}; writing it would destroy the "
+                "command's own input, even with overwrite=true"
+            )
     if path.exists() and not overwrite:
         raise ConfigError(f"{key}={path}: already exists; pass overwrite=true to replace it")
     folder = path.parent
@@ -71,6 +92,34 @@ def check_output_path(path: str | Path, overwrite: bool = False, key: str = "out
         raise ConfigError(f"{key}={path}: folder {folder} does not exist")
     _probe_writable(folder, key, path)
     return path
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What ``path`` (followed through links) is when it exists and is not a regular file:
+    ``"a directory"``, ``"a character device"``, ``"a FIFO"`` ...; None for a regular file or
+    a new path."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    kinds = (
+        (stat.S_ISREG, None),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file: the same inode (hard and symbolic links, ``..``
+    detours) when both exist, else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def check_output_dir(path: str | Path, key: str = "out_dir") -> Path:

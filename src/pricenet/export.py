@@ -61,6 +61,7 @@ import torch
 from omegaconf import MISSING
 
 from pricenet.atomic import atomic_write_bytes
+from pricenet.checkpoint import resolve_checkpoint
 from pricenet.cli import check_output_path, parse_options
 from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
 from pricenet.predict import Predictor
@@ -410,11 +411,12 @@ def export(options: ExportOptions) -> Path:
     """Check the options and the output path, load, export, verify, write; return the path."""
     if options.format not in FORMATS:
         raise ConfigError(f"format={options.format}: choose from {', '.join(FORMATS)}")
-    output = check_output_path(options.output, options.overwrite)
+    checkpoint = resolve_checkpoint(options.checkpoint)
+    output = check_output_path(options.output, options.overwrite, inputs={"checkpoint": checkpoint})
     if options.format == "onnx":
         _require("onnx")
         _require("onnxruntime")
-    predictor = Predictor.from_checkpoint(options.checkpoint)
+    predictor = Predictor.from_checkpoint(checkpoint)
     if options.format == "onnx":
         data = export_onnx(predictor, options.checkpoint, options.opset)
     else:

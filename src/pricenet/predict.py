@@ -22,9 +22,10 @@ head's space (averaged probabilities).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,16 +34,19 @@ from omegaconf import MISSING
 from pricenet.atomic import atomic_write_text
 from pricenet.checkpoint import load_checkpoint, resolve_checkpoint
 from pricenet.cli import check_output_path, parse_options
-from pricenet.errors import ConfigError, exit_on_user_error
+from pricenet.errors import ConfigError, DataError, exit_on_user_error, shown
 from pricenet.restore import Restored, restore_model
 from pricenet.seed import resolve_device
 from pricenet.tables import Table, read_csv, validate_frame
+from pricenet.tables.cells import escape_formulas_in
+from pricenet.tables.validate import OVERFLOW_SIGMAS, limit_overflow
 
 if TYPE_CHECKING:
     import pandas as pd
 
 USAGE = """\
 usage: pricenet-predict checkpoint=PATH input=CSV output=CSV [overwrite=true] [ranges=warn]
+                        [escape_formulas=false]
 
   checkpoint  a best.pt / last.pt, or a run folder (its best.pt is used)
   input       CSV with the checkpoint's feature columns in any order, an optional id column
@@ -50,7 +54,12 @@ usage: pricenet-predict checkpoint=PATH input=CSV output=CSV [overwrite=true] [r
               accuracy is printed)
   output      CSV to write: id, the label (original class values), prob_<class> per class
   overwrite   replace an existing output (default false)
-  ranges      values outside the schema's ranges: warn (default), error or ignore"""
+  ranges      values outside the schema's ranges: warn (default), error or ignore; values
+              whose model input would overflow are refused under error, else clamped
+              with a warning
+  escape_formulas
+              prefix text cells starting with = + - @ tab or CR with ' so a spreadsheet
+              shows them rather than runs them (default true; numbers are never changed)"""
 
 
 class Predictor:
@@ -81,9 +90,15 @@ class Predictor:
 
     # ------------------------------------------------------------------ inputs
 
-    def table(self, frame: pd.DataFrame, ranges: str = "warn") -> Table:
-        """``frame`` validated against the schema (the CSV path's checks and messages)."""
-        return validate_frame(
+    def table(self, frame: Any, ranges: str = "warn") -> Table:
+        """``frame`` validated against the schema (the CSV path's checks and messages).
+
+        ``frame`` is a DataFrame, or one row as a Series or a dict of scalars (a dict of
+        columns also works); anything else is refused in one line. Values whose standardized
+        input would overflow are refused or, unless ``ranges="error"``, clamped with a warning.
+        """
+        frame = as_frame(frame)
+        table = validate_frame(
             frame,
             self.schema,
             require_label=False,
@@ -91,10 +106,21 @@ class Predictor:
             ranges=ranges,
             id=self.schema.id,
         )
+        return self._limited(table, ranges, lambda row: f"row {shown(frame.index[row])}")
 
     def read(self, path: str | Path, ranges: str = "warn") -> Table:
-        """A CSV validated against the schema."""
-        return read_csv(path, self.schema, require_label=False, missing=self.missing, ranges=ranges)
+        """A CSV validated against the schema (see :meth:`table`)."""
+        table = read_csv(
+            path, self.schema, require_label=False, missing=self.missing, ranges=ranges
+        )
+        return self._limited(table, ranges, lambda row: f"data row {row + 1}")
+
+    def _limited(self, table: Table, ranges: str, row_name: Callable[[int], str]) -> Table:
+        """``table`` with values that would overflow the model's input refused or clamped."""
+        limits = [prep.input_limits(OVERFLOW_SIGMAS) for prep in self.preprocessors]
+        low = np.max([lo for lo, _ in limits], axis=0)
+        high = np.min([hi for _, hi in limits], axis=0)
+        return limit_overflow(table, low, high, ranges, row_name)
 
     def validate(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """The frame's raw feature values (float32, schema order) and ids, or a DataError."""
@@ -103,6 +129,7 @@ class Predictor:
                 f"categorical features ({', '.join(self.categorical_features)}) have no "
                 "numeric raw values"
             )
+        frame = as_frame(frame)
         table = self.table(frame)
         return table.frame.to_numpy(dtype=np.float32), _ids(table, frame)
 
@@ -110,12 +137,27 @@ class Predictor:
 
     @torch.no_grad()
     def outputs(self, table: Table) -> torch.Tensor:
-        """The ensemble's combined, calibrated outputs ``(n, outputs)`` for validated rows."""
+        """The ensemble's combined, calibrated outputs ``(n, outputs)`` for validated rows.
+
+        Rows whose outputs are not finite (a network whose arithmetic overflows) are refused:
+        NaN would otherwise decode as the first class.
+        """
         x = torch.stack(
             [torch.from_numpy(prep.transform(table.frame)) for prep in self.preprocessors]
         ).to(self.device)
         outputs = self.network(x) / self.temperatures.to(self.device).view(-1, 1, 1)
-        return self.head.combine(outputs)
+        combined = self.head.combine(outputs)
+        broken = ~torch.isfinite(combined).all(dim=1)
+        if broken.any():
+            row = int(broken.nonzero()[0])
+            where = f"data row {row + 1}" + (
+                f" (id {shown(table.ids[row])})" if table.ids is not None else ""
+            )
+            raise DataError(
+                f"{table.source}: {where}: the model's outputs are not finite "
+                f"({int(broken.sum())} row(s)); its arithmetic overflows on these inputs"
+            )
+        return combined
 
     def predict_table(self, table: Table) -> pd.DataFrame:
         """Id, label (original class values) and ``prob_<class>`` per row of ``table``."""
@@ -130,8 +172,11 @@ class Predictor:
             result[f"prob_{value}"] = probs[:, k]
         return result
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Predictions for a DataFrame (any column order); the result keeps its index."""
+    def predict(self, frame: Any) -> pd.DataFrame:
+        """Predictions for a DataFrame (any column order; or one row as a Series or dict); the
+        result keeps its index, and its id column is the frame's (``id``, or the schema's),
+        else the index."""
+        frame = as_frame(frame)
         table = self.table(frame)
         result = self.predict_table(table)
         if table.ids is None:
@@ -139,7 +184,7 @@ class Predictor:
         result.index = frame.index
         return result
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, frame: Any) -> np.ndarray:
         """Class probabilities, shape ``(len(frame), num_classes)``."""
         return self.head.probabilities(self.outputs(self.table(frame))).cpu().numpy()
 
@@ -155,6 +200,29 @@ class Predictor:
         error, a missing category under ``missing=error``) gets NaN probabilities.
         """
         return _ProbabilityModule(self).eval()
+
+
+def as_frame(rows: Any) -> pd.DataFrame:
+    """``rows`` as a DataFrame: a DataFrame as is, a Series as one row (its index the columns),
+    a dict of scalars as one row, a dict of columns as a frame; else a one-line DataError."""
+    import pandas as pd
+
+    if isinstance(rows, pd.DataFrame):
+        return rows
+    if isinstance(rows, pd.Series):
+        return rows.to_frame().T.infer_objects()
+    if isinstance(rows, Mapping):
+        if rows and all(np.ndim(v) == 0 for v in rows.values()):
+            return pd.DataFrame([rows])
+        try:
+            return pd.DataFrame(rows)
+        except (ValueError, TypeError) as err:
+            first = (str(err).splitlines() or [type(err).__name__])[0]
+            raise DataError(f"rows given as a dict cannot form a table ({first})") from None
+    raise DataError(
+        f"expected a pandas DataFrame (or one row as a Series or dict), got "
+        f"{type(rows).__name__}: rows need their column names"
+    )
 
 
 def _ids(table: Table, frame: pd.DataFrame) -> np.ndarray:
@@ -245,15 +313,41 @@ class PredictOptions:
     output: str = MISSING
     overwrite: bool = False
     ranges: str = "warn"
+    escape_formulas: bool = True
+
+
+def read_input(predictor: Predictor, path: str | Path, ranges: str) -> Table:
+    """The input file as a validated table (the one place a new input format hooks in)."""
+    return predictor.read(path, ranges)
+
+
+def write_output(result: pd.DataFrame, path: Path, escape_formulas: bool = True) -> None:
+    """Write ``result`` as CSV atomically (the one place a new output format hooks in).
+
+    With ``escape_formulas``, text cells a spreadsheet would run as a formula get a leading
+    ``'`` (OWASP's CSV-injection rule: :func:`pricenet.tables.cells.escape_formula`); numbers
+    are unchanged.
+    """
+    frame = escape_formulas_in(result) if escape_formulas else result
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.6f"))
 
 
 def predict_csv(options: PredictOptions) -> pd.DataFrame:
-    """Read ``input``, predict, write ``output`` atomically; print the accuracy when labelled."""
-    output = check_output_path(options.output, options.overwrite)
-    predictor = Predictor.from_checkpoint(options.checkpoint)
-    table = predictor.read(options.input, options.ranges)
+    """Read ``input``, predict, write ``output`` atomically; print the accuracy when labelled.
+
+    The output must be a regular file or a new path, and neither the input nor the
+    checkpoint (checked before any work).
+    """
+    checkpoint = resolve_checkpoint(options.checkpoint)
+    output = check_output_path(
+        options.output,
+        options.overwrite,
+        inputs={"input": options.input, "checkpoint": checkpoint},
+    )
+    predictor = Predictor.from_checkpoint(checkpoint)
+    table = read_input(predictor, options.input, options.ranges)
     result = predictor.predict_table(table)
-    atomic_write_text(output, result.to_csv(index=False, float_format="%.6f"))
+    write_output(result, output, options.escape_formulas)
     print(f"wrote {len(result)} predictions to {output}")
     if table.labels is not None:
         predicted = predictor.schema.label_indices(result[predictor.label_name])

@@ -123,3 +123,33 @@ def _as_float(value: Any) -> float:
     except (TypeError, ValueError, OverflowError):
         return math.nan
     return number
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection)."""
+
+
+def escape_formula(value: Any) -> Any:
+    """``value`` with a leading ``'`` when it is text a spreadsheet would run as a formula
+    (it starts with ``= + - @``, tab or CR and is not a plain number such as ``-1.5``);
+    anything else unchanged. OWASP's rule for CSV injection."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def escape_formulas_in(frame: Any) -> Any:
+    """A copy of DataFrame ``frame`` with :func:`escape_formula` applied to its text columns
+    (numeric columns are never touched); ``frame`` itself when nothing needs escaping."""
+    import pandas as pd
+
+    out = frame
+    for position, name in enumerate(frame.columns):
+        column = frame.iloc[:, position]
+        if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+            continue
+        fixed = column.map(escape_formula)
+        if not fixed.equals(column):
+            out = out.copy() if out is frame else out
+            out[name] = fixed
+    return out

@@ -181,6 +181,13 @@ class Preprocessor:
         names += [f"{name}:missing" for name in self.indicators]
         return tuple(names)
 
+    def input_limits(self, sigmas: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per numeric feature, the raw values whose standardized input lies within
+        ``sigmas`` of 0 (float64): ``mean -/+ sigmas * std``."""
+        mean = self.numeric_mean.astype(np.float64)
+        spread = sigmas * self.numeric_std.astype(np.float64)
+        return mean - spread, mean + spread
+
     def transform(self, frame: pd.DataFrame | Table) -> np.ndarray:
         """The (n, width) float32 model input for validated rows."""
         frame = frame.frame if isinstance(frame, Table) else frame
@@ -197,6 +204,14 @@ class Preprocessor:
                 )
             x = torch.where(absent, torch.from_numpy(self.numeric_fill), x)
         x = (x - torch.from_numpy(self.numeric_mean)) / torch.from_numpy(self.numeric_std)
+        overflow = ~torch.isfinite(x)
+        if overflow.any():  # finite float32 values can overflow once standardized
+            row, col = (int(i) for i in overflow.nonzero()[0])
+            raise DataError(
+                f"column {self.numeric_names[col]!r}, row {row + 1}: "
+                f"{frame[self.numeric_names[col]].iloc[row]:g} overflows float32 once "
+                "standardized"
+            )
         blocks = [x.numpy()]
         missing_of: dict[str, np.ndarray] = {
             name: absent[:, i].numpy() for i, name in enumerate(self.numeric_names)

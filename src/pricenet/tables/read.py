@@ -25,7 +25,7 @@ import pandas as pd
 from pricenet.errors import ConfigError, DataError
 from pricenet.tables.schema import Schema
 from pricenet.tables.table import Table
-from pricenet.tables.validate import check_policies, validate_frame
+from pricenet.tables.validate import check_policies, id_column, validate_frame
 
 log = logging.getLogger("pricenet.tables")
 
@@ -289,7 +289,7 @@ def read_csv(
     label_name = schema.label if schema is not None else label
     if label_name is None:
         raise ConfigError("data.label: name the label column (needed to infer a schema)")
-    id_name = id if id is not None else (schema.id if schema is not None else None)
+    id_name = id_column(schema, seen, id) if schema is not None else id
     required = list(schema.feature_names) if schema is not None else []
     if require_label or schema is None:
         required.append(label_name)

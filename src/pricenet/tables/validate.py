@@ -9,8 +9,8 @@ order) as ``<source>: column '<name>', line <n>: <what>`` (files) or ``column '<
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -45,6 +45,22 @@ def check_policies(missing: str, ranges: str) -> None:
         )
     if ranges not in RANGE_POLICIES:
         raise ConfigError(f"data.ranges={ranges!r}: expected one of {', '.join(RANGE_POLICIES)}")
+
+
+DEFAULT_ID = "id"
+"""A column of this name is passed through as the rows' ids when the schema names none."""
+
+
+def id_column(schema: Schema, columns: Iterable[str], id: str | None = None) -> str | None:
+    """The column that holds the rows' ids: ``id`` when given, else the schema's, else a
+    column named ``id`` (unless it is a feature or the label): ids are never dropped as an
+    unknown column."""
+    if id is not None:
+        return id
+    if schema.id is not None:
+        return schema.id
+    taken = {*schema.feature_names, schema.label}
+    return DEFAULT_ID if DEFAULT_ID not in taken and DEFAULT_ID in set(columns) else None
 
 
 def range_text(feature: Feature) -> str:
@@ -89,6 +105,61 @@ def _numeric(series: pd.Series, feature: Feature, missing: str, ranges: str) -> 
     if ranges == "warn" and outside.any():
         _warn_range(series, feature, outside, first)
     return _Column(values, first)
+
+
+OVERFLOW_SIGMAS = 1e6
+"""How far (in training standard deviations) from the training mean a value may lie before a
+model's input counts as overflowing: far beyond any value seen in training (a sample of n rows
+lies within sqrt(n) of its mean), and far enough inside float32's range that the network's
+arithmetic stays finite."""
+
+
+def limit_overflow(
+    table: Table,
+    low: np.ndarray,
+    high: np.ndarray,
+    ranges: str,
+    row_name: Callable[[int], str],
+) -> Table:
+    """``table`` with each numeric feature's values inside ``[low, high]`` (per numeric-kind
+    feature in schema order: where the model's standardized input stays within
+    :data:`OVERFLOW_SIGMAS`).
+
+    A value beyond is refused under ``ranges="error"`` (naming the column and
+    ``row_name(position)``), and clamped to the limit with a warning otherwise: inputs of
+    +-3e38 pass the cell checks (they are finite float32) but overflow once standardized and
+    would give NaN probabilities. Missing values (NaN) are left alone.
+    """
+    names = [f.name for f in table.schema.features if f.numeric]
+    if not names:
+        return table
+    values = table.frame[names].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        beyond = (values < low) | (values > high)
+    if not beyond.any():
+        return table
+    prefix = f"{table.source}: " if not table.source.startswith("<") else ""
+    row, col = np.argwhere(beyond)[0]  # reading order: row by row, columns in schema order
+    where = f"column {names[col]!r}, {row_name(int(row))}"
+    value = number_text(values[row, col])
+    if ranges == "error":
+        raise DataError(
+            f"{prefix}{where}: {shown(value)} is more than {OVERFLOW_SIGMAS:g} training standard "
+            "deviations from the mean: the model's input would overflow "
+            "(ranges=warn predicts it clamped, with a warning)"
+        )
+    log.warning(
+        "%s%d value(s) more than %g training standard deviations from the mean, clamped "
+        "(the model's input would overflow); the first: %s, %s",
+        prefix,
+        int(beyond.sum()),
+        OVERFLOW_SIGMAS,
+        where,
+        shown(value),
+    )
+    frame = table.frame.copy()
+    frame[names] = np.clip(values, low, high)
+    return replace(table, frame=frame)
 
 
 def _warn_range(series: pd.Series, feature: Feature, outside: np.ndarray, first_bad: int) -> None:
@@ -173,7 +244,8 @@ def validate_frame(
 ) -> Table:
     """Check ``frame`` against ``schema`` and return the validated :class:`Table`.
 
-    Columns may come in any order; the id column (``id``, else ``schema.id``) is kept, the
+    Columns may come in any order; the id column (``id``, else ``schema.id``, else a column
+    named ``id``: :func:`id_column`) is kept, the
     label is used when present (required with ``require_label``), other columns are ignored
     with a warning. ``missing``: ``"error"`` refuses empty/NA cells, ``"impute"`` keeps them as
     NaN/None for the preprocessor. ``ranges``: a value outside a feature's ``[low, high]`` is
@@ -184,8 +256,8 @@ def validate_frame(
     """
     check_policies(missing, ranges)
     prefix = f"{source}: " if source else ""
-    id_column = id if id is not None else schema.id
     columns = [str(c) for c in frame.columns]
+    id_name = id_column(schema, columns, id)
     if len(set(columns)) != len(columns):
         dup = next(c for c in columns if columns.count(c) > 1)
         raise DataError(f"{prefix}column {dup!r}: appears more than once")
@@ -196,7 +268,7 @@ def validate_frame(
         word = "column" if len(absent) == 1 else "columns"
         where = "header" if line_of is not None else "DataFrame"
         raise DataError(f"{prefix}{word} {', '.join(map(repr, absent))}: missing from the {where}")
-    known = {*schema.feature_names, schema.label, id_column}
+    known = {*schema.feature_names, schema.label, id_name}
     extra = [c for c in columns if c not in known]
     if extra:
         log.warning("%signoring unknown column(s) %s", prefix, ", ".join(map(repr, extra)))
@@ -241,8 +313,8 @@ def validate_frame(
         }
     )
     ids = None
-    if id_column is not None and id_column in frame.columns:
-        series = frame[id_column]
+    if id_name is not None and id_name in frame.columns:
+        series = frame[id_name]
         if pd.api.types.is_string_dtype(series.dtype) or series.dtype == object:
             series = series.map(lambda v: v.strip() if isinstance(v, str) else v)
         ids = series.to_numpy(dtype=object)
