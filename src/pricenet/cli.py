@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pricenet.errors import ConfigError
+from pricenet.errors import ConfigError, shown
 
 T = TypeVar("T")
 
@@ -34,7 +34,7 @@ def parse_options(args: list[str], schema: type[T], usage: str) -> T:
         sys.exit(0)
     for arg in args:
         if "=" not in arg:
-            raise ConfigError(f"{arg!r}: expected key=value (see --help)")
+            raise ConfigError(f"{shown(arg)}: expected key=value (see --help)")
     try:
         cfg: Any = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(args))
     except OmegaConfBaseException as err:

@@ -33,9 +33,11 @@ def is_missing(value: Any) -> bool:
     if value is None:
         return True
     try:
-        return bool(value != value)  # NaN, pd.NA and NaT are not equal to themselves
-    except (TypeError, ValueError):
-        return False
+        return bool(value != value)  # NaN and NaT are not equal to themselves
+    except (TypeError, ValueError):  # pd.NA != pd.NA is pd.NA, whose truth is an error
+        import pandas as pd
+
+        return value is pd.NA
 
 
 def describe_text(cell: str) -> str | None:

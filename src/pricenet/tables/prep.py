@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pricenet.errors import ConfigError, DataError
+from pricenet.errors import ConfigError, DataError, shown
 from pricenet.tables.schema import Schema
 from pricenet.tables.table import Table
 from pricenet.tables.validate import MISSING_POLICIES
@@ -105,7 +105,7 @@ class Preprocessor:
         run) pass the same list: the columns with gaps anywhere in the table.
         """
         if missing not in MISSING_POLICIES:
-            raise ConfigError(f"data.missing={missing!r}: expected one of error, impute")
+            raise ConfigError(f"data.missing={shown(missing)}: expected one of error, impute")
         frame = frame.frame if isinstance(frame, Table) else frame
         if len(frame) == 0:
             raise DataError("no training rows to fit the preprocessing on")
@@ -229,8 +229,8 @@ class Preprocessor:
                 if not c.unknown:
                     row = int(np.argmax(unknown))
                     raise DataError(
-                        f"column {c.name!r}, row {row}: {column.iloc[row]!r} is not one of the "
-                        "categories"
+                        f"column {c.name!r}, row {row + 1}: {shown(column.iloc[row])} is not "
+                        "one of the categories"
                     )
                 codes[unknown] = len(c.categories)
             block = np.zeros((n, c.width), dtype=np.float32)
@@ -274,11 +274,13 @@ class Preprocessor:
         """
         _keys(d, _STATE_KEYS, where)
         if d["version"] != STATE_VERSION or isinstance(d["version"], bool):
-            raise ConfigError(f"{where}.version: {d['version']!r} is not {STATE_VERSION}")
+            raise ConfigError(f"{where}.version: {shown(d['version'])} is not {STATE_VERSION}")
         if not isinstance(d["standardize"], bool):
-            raise ConfigError(f"{where}.standardize: {d['standardize']!r} is not true or false")
+            raise ConfigError(
+                f"{where}.standardize: {shown(d['standardize'])} is not true or false"
+            )
         if d["missing"] not in MISSING_POLICIES:
-            raise ConfigError(f"{where}.missing: {d['missing']!r} is not error or impute")
+            raise ConfigError(f"{where}.missing: {shown(d['missing'])} is not error or impute")
         numeric = _names(d["numeric"], f"{where}.numeric")
         arrays = {
             key: _vector(d[key], len(numeric), f"{where}.{key}") for key in ("mean", "std", "fill")
@@ -296,9 +298,9 @@ class Preprocessor:
             if not categories:
                 raise ConfigError(f"{at}.categories: empty")
             if not isinstance(c["unknown"], bool):
-                raise ConfigError(f"{at}.unknown: {c['unknown']!r} is not true or false")
+                raise ConfigError(f"{at}.unknown: {shown(c['unknown'])} is not true or false")
             if c["fill"] not in categories:
-                raise ConfigError(f"{at}.fill: {c['fill']!r} is not one of the categories")
+                raise ConfigError(f"{at}.fill: {shown(c['fill'])} is not one of the categories")
             encodings.append(CategoricalEncoding(name, categories, c["unknown"], c["fill"]))
         all_names = list(numeric) + [c.name for c in encodings]
         if len(set(all_names)) != len(all_names):
@@ -306,7 +308,7 @@ class Preprocessor:
         indicators = _names(d["indicators"], f"{where}.indicators")
         stray = [n for n in indicators if n not in all_names]
         if stray:
-            raise ConfigError(f"{where}.indicators: {stray[0]!r} is not a feature")
+            raise ConfigError(f"{where}.indicators: {shown(stray[0])} is not a feature")
         if indicators and d["missing"] != "impute":
             raise ConfigError(f"{where}.indicators: only under missing=impute")
         prep = cls(
@@ -346,7 +348,7 @@ def _keys(d: Any, keys: tuple[str, ...], where: str) -> None:
         raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
     for key in d:
         if key not in keys:
-            raise ConfigError(f"{where}.{key}: unknown key")
+            raise ConfigError(f"{where}.{str(key)[:60]}: unknown key")
     for key in keys:
         if key not in d:
             raise ConfigError(f"{where}.{key}: missing")
@@ -357,7 +359,7 @@ def _names(values: Any, where: str) -> tuple[str, ...]:
         raise ConfigError(f"{where}: expected a list of names, got {type(values).__name__}")
     for i, v in enumerate(values):
         if not isinstance(v, str) or not v:
-            raise ConfigError(f"{where}[{i}]: {v!r} is not a non-empty string")
+            raise ConfigError(f"{where}[{i}]: {shown(v)} is not a non-empty string")
     if len(set(values)) != len(values):
         raise ConfigError(f"{where}: a name appears more than once")
     return tuple(values)

@@ -9,6 +9,7 @@ order) as ``<source>: column '<name>', line <n>: <what>`` (files) or ``column '<
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pricenet.errors import ConfigError, DataError
+from pricenet.errors import shown as quoted
 from pricenet.tables.cells import (
     LARGEST,
     describe_text,
@@ -41,10 +43,12 @@ def check_policies(missing: str, ranges: str) -> None:
     """Refuse an unknown ``data.missing`` or ``data.ranges`` policy."""
     if missing not in MISSING_POLICIES:
         raise ConfigError(
-            f"data.missing={missing!r}: expected one of {', '.join(MISSING_POLICIES)}"
+            f"data.missing={quoted(missing)}: expected one of {', '.join(MISSING_POLICIES)}"
         )
     if ranges not in RANGE_POLICIES:
-        raise ConfigError(f"data.ranges={ranges!r}: expected one of {', '.join(RANGE_POLICIES)}")
+        raise ConfigError(
+            f"data.ranges={quoted(ranges)}: expected one of {', '.join(RANGE_POLICIES)}"
+        )
 
 
 DEFAULT_ID = "id"
@@ -259,8 +263,8 @@ def validate_frame(
     columns = [str(c) for c in frame.columns]
     id_name = id_column(schema, columns, id)
     if len(set(columns)) != len(columns):
-        dup = next(c for c in columns if columns.count(c) > 1)
-        raise DataError(f"{prefix}column {dup!r}: appears more than once")
+        dup = next(c for c, n in Counter(columns).items() if n > 1)
+        raise DataError(f"{prefix}column {quoted(dup)}: appears more than once")
     frame = frame.set_axis(columns, axis=1)
     required = [*schema.feature_names, *([schema.label] if require_label else [])]
     absent = [name for name in required if name not in frame.columns]
@@ -271,7 +275,9 @@ def validate_frame(
     known = {*schema.feature_names, schema.label, id_name}
     extra = [c for c in columns if c not in known]
     if extra:
-        log.warning("%signoring unknown column(s) %s", prefix, ", ".join(map(repr, extra)))
+        listed = ", ".join(quoted(name) for name in extra[:10])
+        more = f" and {len(extra) - 10} more" if len(extra) > 10 else ""
+        log.warning("%signoring unknown column(s) %s%s", prefix, listed, more)
     if len(frame) == 0:
         raise DataError(f"{prefix}no data rows")
 
@@ -294,7 +300,7 @@ def validate_frame(
         firsts.append((label_bad, len(checked)))
     if firsts:
         row, order = min(firsts)
-        at = f"line {line_of(row)}" if line_of is not None else f"row {frame.index[row]!r}"
+        at = f"line {line_of(row)}" if line_of is not None else f"row {quoted(frame.index[row])}"
         if order == len(checked):
             name = schema.label
             text = cell_text(row, name) if cell_text is not None else None
