@@ -7,6 +7,7 @@ path refuses, and the fuzz tests (only DataError, never another exception).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from pricenet.errors import DataError, exit_on_user_error
 from pricenet.tables import MOBILE_PRICE, Table, make_synthetic, read_csv, validate_frame
 from pricenet.tables.splits import stratified_split
+from pricenet.tables.validate import id_column
 
 LABEL = MOBILE_PRICE.label
 FEATURES = MOBILE_PRICE.feature_names
@@ -244,6 +246,52 @@ def test_id_column_is_kept_and_label_is_optional_for_prediction(tmp_path):
     table = read_csv(path, MOBILE_PRICE, require_label=False)
     assert table.labels is None
     assert list(table.ids[:3]) == ["1", "2", "3"]
+
+
+def test_a_column_named_id_is_kept_when_the_schema_names_none(tmp_path, caplog):
+    no_id = dataclasses.replace(MOBILE_PRICE, id=None)
+    rows = [["id"] + row for row in grid()]
+    rows[1:] = [[f"x{i}"] + row[1:] for i, row in enumerate(rows[1:])]
+    path = write(tmp_path, text_of(rows))
+    with caplog.at_level(logging.WARNING, logger="pricenet.tables"):
+        from_csv = read_csv(path, no_id)
+        from_frame = validate_frame(pd.read_csv(path), no_id)
+    assert "ignoring" not in caplog.text  # the old reader dropped it as an unknown column
+    assert list(from_csv.ids[:2]) == list(from_frame.ids[:2]) == ["x0", "x1"]
+
+
+def test_id_column_prefers_the_given_name_then_the_schema_then_id():
+    no_id = dataclasses.replace(MOBILE_PRICE, id=None)
+    assert id_column(no_id, ["id", "ram"]) == "id"
+    assert id_column(no_id, ["ram"]) is None
+    assert id_column(dataclasses.replace(MOBILE_PRICE, id="phone"), ["id", "phone"]) == "phone"
+    assert id_column(no_id, ["id"], id="sku") == "sku"
+    as_feature = dataclasses.replace(
+        no_id, features=(*no_id.features[:-1], dataclasses.replace(no_id.features[-1], name="id"))
+    )
+    assert id_column(as_feature, ["id"]) is None  # a feature named id stays a feature
+
+
+def test_nullable_integers_with_na_are_missing_values():
+    frame = ONE_TABLE.astype({"ram": "Int64"})
+    frame.loc[1, "ram"] = pd.NA
+    with pytest.raises(DataError, match=r"^column 'ram', row 1: <NA> is a missing value$"):
+        validate_frame(frame, MOBILE_PRICE)
+    table = validate_frame(frame, MOBILE_PRICE, missing="impute")  # was "'<NA>' is not a number"
+    assert np.isnan(table.frame.loc[1, "ram"]) and table.frame["ram"].isna().sum() == 1
+
+
+def test_duplicate_and_unknown_columns_are_named_briefly():
+    wide = ONE_TABLE.assign(**{f"{'v' * 5000}{i}": 0 for i in range(50)})
+    with pytest.raises(DataError) as caught:
+        validate_frame(pd.concat([wide, wide[["ram"]]], axis=1), MOBILE_PRICE)
+    assert str(caught.value) == "column 'ram': appears more than once"
+    huge = ONE_TABLE.astype({"ram": object})
+    huge.index = ["i" * 100_000, *huge.index[1:]]
+    huge.iloc[0, huge.columns.get_loc("ram")] = "x" * 100_000
+    with pytest.raises(DataError) as caught:
+        validate_frame(huge, MOBILE_PRICE)
+    assert len(str(caught.value)) < 200
 
 
 def test_line_numbers_count_blank_lines_and_quoted_newlines(tmp_path):
