@@ -57,19 +57,14 @@ def _probe_writable(folder: Path, key: str, shown: Path) -> None:
     os.unlink(probe)
 
 
-def check_output_path(
-    path: str | Path,
-    overwrite: bool = False,
-    key: str = "output",
-    inputs: Mapping[str, str | Path] | None = None,
-) -> Path:
+def check_output_path(path: str | Path, overwrite: bool = False, key: str = "output") -> Path:
     """``path`` if a file can be written there, checked BEFORE any work; else ConfigError.
 
     Refuses a directory, a device, FIFO or socket (even with ``overwrite=true``: replacing
-    ``/dev/null`` with a file breaks the machine), any of the command's ``inputs`` (``key``
-    -> path, e.g. the input CSV and the checkpoint: a command must not destroy what it
-    reads), an existing file without ``overwrite=true``, and a missing or unwritable folder
-    (tried for real with a temporary file, which also catches /proc and read-only mounts).
+    ``/dev/null`` with a file breaks the machine), an existing file without
+    ``overwrite=true``, and a missing or unwritable folder (tried for real with a temporary
+    file, which also catches /proc and read-only mounts). A command then passes its inputs to
+    :func:`check_not_an_input`.
     """
     path = Path(path).expanduser()
     kind = special_file_kind(path)
@@ -79,12 +74,6 @@ def check_output_path(
         raise ConfigError(
             f"{key}={path}: is {kind}, not a regular file; pricenet writes only regular files"
         )
-    for name, source in (inputs or {}).items():
-        if same_file(path, Path(source).expanduser()):
-            raise ConfigError(
-                f"{key}={path}: is also {name}={source}; writing it would destroy the "
-                "command's own input, even with overwrite=true"
-            )
     if path.exists() and not overwrite:
         raise ConfigError(f"{key}={path}: already exists; pass overwrite=true to replace it")
     folder = path.parent
@@ -92,6 +81,18 @@ def check_output_path(
         raise ConfigError(f"{key}={path}: folder {folder} does not exist")
     _probe_writable(folder, key, path)
     return path
+
+
+def check_not_an_input(output: Path, inputs: Mapping[str, str | Path], key: str = "output") -> None:
+    """Refuse an ``output`` that is one of the command's ``inputs`` (option name -> path: the
+    input CSV, the checkpoint), even with ``overwrite=true``: a command must not destroy what
+    it reads. Links and ``..`` detours count as the same file."""
+    for name, source in inputs.items():
+        if same_file(output, Path(source).expanduser()):
+            raise ConfigError(
+                f"{key}={output}: is also {name}={source}; writing it would destroy the "
+                "command's own input, even with overwrite=true"
+            )
 
 
 def special_file_kind(path: Path) -> str | None:

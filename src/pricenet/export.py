@@ -62,7 +62,7 @@ from omegaconf import MISSING
 
 from pricenet.atomic import atomic_write_bytes
 from pricenet.checkpoint import resolve_checkpoint
-from pricenet.cli import check_output_path, parse_options
+from pricenet.cli import check_not_an_input, check_output_path, parse_options
 from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
 from pricenet.predict import Predictor
 
@@ -411,8 +411,9 @@ def export(options: ExportOptions) -> Path:
     """Check the options and the output path, load, export, verify, write; return the path."""
     if options.format not in FORMATS:
         raise ConfigError(f"format={options.format}: choose from {', '.join(FORMATS)}")
+    output = check_output_path(options.output, options.overwrite)
     checkpoint = resolve_checkpoint(options.checkpoint)
-    output = check_output_path(options.output, options.overwrite, inputs={"checkpoint": checkpoint})
+    check_not_an_input(output, {"checkpoint": checkpoint})
     if options.format == "onnx":
         _require("onnx")
         _require("onnxruntime")

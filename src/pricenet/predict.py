@@ -33,7 +33,7 @@ from omegaconf import MISSING
 
 from pricenet.atomic import atomic_write_text
 from pricenet.checkpoint import load_checkpoint, resolve_checkpoint
-from pricenet.cli import check_output_path, parse_options
+from pricenet.cli import check_not_an_input, check_output_path, parse_options
 from pricenet.errors import ConfigError, DataError, exit_on_user_error, shown
 from pricenet.restore import Restored, restore_model
 from pricenet.seed import resolve_device
@@ -338,12 +338,9 @@ def predict_csv(options: PredictOptions) -> pd.DataFrame:
     The output must be a regular file or a new path, and neither the input nor the
     checkpoint (checked before any work).
     """
+    output = check_output_path(options.output, options.overwrite)
     checkpoint = resolve_checkpoint(options.checkpoint)
-    output = check_output_path(
-        options.output,
-        options.overwrite,
-        inputs={"input": options.input, "checkpoint": checkpoint},
-    )
+    check_not_an_input(output, {"input": options.input, "checkpoint": checkpoint})
     predictor = Predictor.from_checkpoint(checkpoint)
     table = read_input(predictor, options.input, options.ranges)
     result = predictor.predict_table(table)
