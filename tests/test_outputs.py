@@ -253,6 +253,20 @@ def test_predict_on_a_full_disk_prints_one_line_and_keeps_the_old_output(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv", "rows.csv"]
 
 
+def test_metrics_csv_on_a_full_disk_is_one_error():
+    from types import SimpleNamespace
+
+    from pricenet.engine import CURVES
+    from pricenet.logs import CsvLogger
+
+    # /dev/full: every write fails with ENOSPC, as on a full disk
+    state = SimpleNamespace(epoch=1, history={k: [0.5] for k in CURVES}, last=lambda k: 0.5)
+    logger = CsvLogger("/dev/full")
+    for step in (logger.on_fit_start, logger.on_epoch_end):
+        with pytest.raises(WriteError, match=r"^/dev/full: cannot write \(No space left"):
+            step(SimpleNamespace(state=state))
+
+
 # ------------------------------------------------------------ ids survive
 
 

@@ -13,7 +13,7 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,12 +46,9 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        cause = _os_error(err) if type(err) is not WriteError else None
-        if cause is None or isinstance(err, PricenetError | KeyboardInterrupt):
-            raise
         kept = "the old file is unchanged" if existed else "nothing was written"
-        reason = cause.strerror or type(cause).__name__
-        raise WriteError(f"{path}: cannot write ({reason}); {kept}") from err
+        _raise_write_error(path, err, kept)
+        raise
     with contextlib.suppress(OSError):  # make the rename itself durable, where supported
         folder = os.open(path.parent, os.O_RDONLY)
         try:
@@ -59,6 +56,28 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         finally:
             os.close(folder)
     return path
+
+
+@contextlib.contextmanager
+def reporting_write_errors(path: Path, kept: str = "it may be incomplete") -> Iterator[None]:
+    """Turn an ``OSError`` raised inside (a full disk ...) into a :class:`WriteError` naming
+    ``path``: for files appended to in place, like ``metrics.csv``."""
+    try:
+        yield
+    except Exception as err:
+        _raise_write_error(path, err, kept)
+        raise
+
+
+def _raise_write_error(path: Path, err: BaseException, kept: str) -> None:
+    """Raise a :class:`WriteError` for ``err`` when an ``OSError`` is behind it (torch's zip
+    writer wraps it); return for anything else (a user error, an interrupt, a bug)."""
+    if isinstance(err, PricenetError) or not isinstance(err, Exception):
+        return
+    cause = _os_error(err)
+    if cause is not None:
+        reason = cause.strerror or type(cause).__name__
+        raise WriteError(f"{path}: cannot write ({reason}); {kept}") from err
 
 
 def _refuse_special(path: Path) -> None:

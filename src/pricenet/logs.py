@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from pricenet.atomic import reporting_write_errors
 from pricenet.engine import CURVES
 
 log = logging.getLogger("pricenet")
@@ -129,7 +130,7 @@ class CsvLogger:
 
     def on_fit_start(self, trainer: Any) -> None:
         history = trainer.state.history
-        with self.path.open("w", newline="") as handle:
+        with reporting_write_errors(self.path), self.path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["epoch", *CURVES])
             for i in range(trainer.state.epoch):
@@ -137,7 +138,7 @@ class CsvLogger:
 
     def on_epoch_end(self, trainer: Any) -> None:
         s = trainer.state
-        with self.path.open("a", newline="") as handle:
+        with reporting_write_errors(self.path), self.path.open("a", newline="") as handle:
             csv.writer(handle).writerow([s.epoch, *(s.last(k) for k in CURVES)])
 
 
