@@ -20,8 +20,9 @@ from typing import BinaryIO
 from pricenet.errors import PricenetError
 
 
-class WriteError(PricenetError):
-    """An output that could not be written (full disk, read-only file system, permissions)."""
+class WriteError(PricenetError, OSError):
+    """An output that could not be written (full disk, read-only file system, permissions):
+    a user-facing one-line error that is still an ``OSError`` to code that catches those."""
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
@@ -76,7 +77,7 @@ def _raise_write_error(path: Path, err: BaseException, kept: str) -> None:
         return
     cause = _os_error(err)
     if cause is not None:
-        reason = cause.strerror or type(cause).__name__
+        reason = cause.strerror or str(cause) or type(cause).__name__
         raise WriteError(f"{path}: cannot write ({reason}); {kept}") from err
 
 
