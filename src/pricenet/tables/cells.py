@@ -150,8 +150,12 @@ def escape_formulas_in(frame: Any) -> Any:
         column = frame.iloc[:, position]
         if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
             continue
-        fixed = column.map(escape_formula)
-        if not fixed.equals(column):
-            out = out.copy() if out is frame else out
-            out[name] = fixed
+        text = column.astype("string").str
+        candidates = text.startswith(FORMULA_STARTS).fillna(False).to_numpy(dtype=bool)
+        if not candidates.any():
+            continue
+        fixed = column.astype(object)  # a copy; only the candidates go through Python
+        fixed[candidates] = column[candidates].map(escape_formula)
+        out = out.copy() if out is frame else out
+        out[name] = fixed
     return out
