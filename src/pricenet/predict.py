@@ -150,11 +150,12 @@ class Predictor:
         broken = ~torch.isfinite(combined).all(dim=1)
         if broken.any():
             row = int(broken.nonzero()[0])
+            source = "" if table.source.startswith("<") else f"{table.source}: "
             where = f"data row {row + 1}" + (
                 f" (id {shown(table.ids[row])})" if table.ids is not None else ""
             )
             raise DataError(
-                f"{table.source}: {where}: the model's outputs are not finite "
+                f"{source}{where}: the model's outputs are not finite "
                 f"({int(broken.sum())} row(s)); its arithmetic overflows on these inputs"
             )
         return combined

@@ -130,7 +130,8 @@ def limit_overflow(
     :data:`OVERFLOW_SIGMAS`).
 
     A value beyond is refused under ``ranges="error"`` (naming the column and
-    ``row_name(position)``), and clamped to the limit with a warning otherwise: inputs of
+    ``row_name(position)``), and clamped to the limit with a warning otherwise (also under
+    ``"ignore"``: the prediction is for another value than the one given): inputs of
     +-3e38 pass the cell checks (they are finite float32) but overflow once standardized and
     would give NaN probabilities. Missing values (NaN) are left alone.
     """
@@ -249,11 +250,11 @@ def validate_frame(
     """Check ``frame`` against ``schema`` and return the validated :class:`Table`.
 
     Columns may come in any order; the id column (``id``, else ``schema.id``, else a column
-    named ``id``: :func:`id_column`) is kept, the
-    label is used when present (required with ``require_label``), other columns are ignored
-    with a warning. ``missing``: ``"error"`` refuses empty/NA cells, ``"impute"`` keeps them as
-    NaN/None for the preprocessor. ``ranges``: a value outside a feature's ``[low, high]`` is
-    an ``"error"``, a ``"warn"``ing, or ``"ignore"``d. ``line_of(row)`` names rows by file line
+    named ``id``: :func:`id_column`) is kept, the label is used when present (required with
+    ``require_label``), other columns are ignored with a warning. ``missing``: ``"error"``
+    refuses empty/NA cells, ``"impute"`` keeps them as NaN/None for the preprocessor.
+    ``ranges``: a value outside a feature's ``[low, high]`` is an ``"error"``, a ``"warn"``ing,
+    or ``"ignore"``d. ``line_of(row)`` names rows by file line
     and ``cell_text(row, column)`` gives a cell's text as written (the CSV reader passes both,
     computed only when an error is reported); without them rows are named by the frame's index.
     The first problem in reading order raises :class:`DataError`, prefixed by ``source``.
