@@ -116,8 +116,9 @@ def test_a_fifo_or_socket_is_never_replaced_even_with_overwrite(tmp_path, make, 
     )
 
 
-def test_dev_null_is_refused_without_writing_anything(monkeypatch):
+def test_dev_null_is_refused_without_writing_anything(tmp_path, monkeypatch):
     before = os.stat("/dev/null")
+    (tmp_path / "null.csv").symlink_to("/dev/null")
     probes: list[Any] = []
 
     def probe(*args: Any, **kwargs: Any) -> Any:
@@ -127,6 +128,8 @@ def test_dev_null_is_refused_without_writing_anything(monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", probe)
     with pytest.raises(ConfigError, match="output=/dev/null: is a character device"):
         check_output_path("/dev/null", overwrite=True)
+    with pytest.raises(ConfigError, match="null.csv: is a character device"):  # through a link
+        check_output_path(tmp_path / "null.csv", overwrite=True)
     with pytest.raises(WriteError, match="/dev/null: is not a regular file"):
         atomic_write_bytes(Path("/dev/null"), b"x")
     assert probes == [], "a probe or temporary file was created"
