@@ -236,6 +236,40 @@ def test_a_full_disk_inside_torchs_zip_writer_is_one_error(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
 
+def test_training_on_a_full_disk_fails_in_one_line_naming_the_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    import json
+
+    import pricenet.checkpoint
+    from pricenet.errors import exit_on_user_error
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("pricenet.conf", version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["trainer.epochs=1", "data.n_rows=120", "trainer.device=cpu"]
+            + ["report.plots=false", "report.tensorboard=false", "report.progress=none"],
+        )
+    GlobalHydra.instance().clear()
+
+    def full(body, handle):  # torch's zip writer meets a full disk half way
+        handle.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pricenet.checkpoint.torch, "save", full)
+    with pytest.raises(SystemExit) as exit_info:
+        exit_on_user_error(run)(cfg, tmp_path / "run")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {tmp_path / 'run' / 'last.pt'}: cannot write (No space left on device); "
+        "nothing was written\n"
+    )
+    assert not any(p.name.endswith((".pt", ".tmp")) for p in (tmp_path / "run").iterdir())
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+
+
 def test_predict_on_a_full_disk_prints_one_line_and_keeps_the_old_output(
     trained, tmp_path, monkeypatch, capsys
 ):
