@@ -8,6 +8,7 @@ Notebook::
 
     predictor = Predictor.from_checkpoint("outputs/runs/<run>")
     predictor.predict(frame)         # DataFrame: id, <label>, prob_<class> per class
+    predictor.predict(row)           # one row: a Series or a dict {column: value}
     predictor.predict_proba(frame)   # (n, K) numpy array
 
 A checkpoint is untrusted input: it is loaded with ``weights_only=True`` and rebuilt through
@@ -186,7 +187,7 @@ class Predictor:
         return result
 
     def predict_proba(self, frame: Any) -> np.ndarray:
-        """Class probabilities, shape ``(len(frame), num_classes)``."""
+        """Class probabilities, shape ``(rows, num_classes)`` (rows as :meth:`table` takes)."""
         return self.head.probabilities(self.outputs(self.table(frame))).cpu().numpy()
 
     def probability_module(self) -> torch.nn.Module:
