@@ -36,7 +36,8 @@ from pricenet.cli import check_output_path, parse_options
 from pricenet.errors import ConfigError, exit_on_user_error
 from pricenet.restore import Restored, restore_model
 from pricenet.seed import resolve_device
-from pricenet.tables import Table, read_csv, validate_frame
+from pricenet.tables import Table, validate_frame
+from pricenet.tables.read import is_parquet, read_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,8 +94,10 @@ class Predictor:
         )
 
     def read(self, path: str | Path, ranges: str = "warn") -> Table:
-        """A CSV validated against the schema."""
-        return read_csv(path, self.schema, require_label=False, missing=self.missing, ranges=ranges)
+        """A CSV or Parquet file (by its suffix) validated against the schema."""
+        return read_table(
+            path, self.schema, require_label=False, missing=self.missing, ranges=ranges
+        )
 
     def validate(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """The frame's raw feature values (float32, schema order) and ids, or a DataError."""
@@ -253,7 +256,12 @@ def predict_csv(options: PredictOptions) -> pd.DataFrame:
     predictor = Predictor.from_checkpoint(options.checkpoint)
     table = predictor.read(options.input, options.ranges)
     result = predictor.predict_table(table)
-    atomic_write_text(output, result.to_csv(index=False, float_format="%.6f"))
+    if is_parquet(output):
+        from pricenet.tables.parquet import write_parquet
+
+        write_parquet(output, result)
+    else:
+        atomic_write_text(output, result.to_csv(index=False, float_format="%.6f"))
     print(f"wrote {len(result)} predictions to {output}")
     if table.labels is not None:
         predicted = predictor.schema.label_indices(result[predictor.label_name])
