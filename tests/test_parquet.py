@@ -176,6 +176,19 @@ def test_nulls_are_empty_cells_refused_or_imputed_like_the_csvs(tmp_path):
     assert_same_table(read_csv(csv, MOBILE_PRICE, missing="impute"), imputed)
 
 
+def test_a_null_in_a_dictionary_column_is_an_empty_cell(tmp_path):
+    frame = GOOD.copy()
+    frame["color"] = pd.Categorical(["red", "blue"] * (len(frame) // 2))
+    frame.loc[4, "color"] = None
+    _, parquet = both(frame, tmp_path)
+    assert pa.types.is_dictionary(pq.read_schema(parquet).field("color").type)
+    color = Feature("color", "categorical", categories=("blue", "red"))
+    schema = Schema((*MOBILE_PRICE.features, color), "price_range", MOBILE_PRICE.classes, True)
+    assert refused(parquet, schema) == f"{parquet}: column 'color', row 5: empty cell"
+    imputed = read_parquet(parquet, schema, missing="impute")
+    assert imputed.frame["color"].tolist()[3:6] == ["blue", None, "blue"]
+
+
 # --------------------------------------------------------------------------- one-line errors
 
 
@@ -226,6 +239,18 @@ def test_file_problems_are_one_line(tmp_path):
         f"{good}: is {size:,} bytes, over the limit of {size - 1:,} (raise it with data.max_bytes)"
     )
     assert len(read_table(good, MOBILE_PRICE, max_bytes=size)) == len(GOOD)
+
+    many = tmp_path / "many.parquet"  # 200,000 rows of one value: a small file, a large table
+    pq.write_table(pa.Table.from_pandas(GOOD.iloc[[0] * 200_000], preserve_index=False), many)
+    assert many.stat().st_size < 100_000
+    assert refused(many, max_bytes=1_000_000) == (
+        f"{many}: 200,000 rows x 21 columns need 33,600,000 bytes in memory, over the limit "
+        "of 1,000,000 (raise it with data.max_bytes)"
+    )
+
+    empty = tmp_path / "empty.parquet"
+    GOOD.iloc[:0].to_parquet(empty)
+    assert refused(empty) == f"{empty}: has columns but no data rows"
 
     assert refused(Path("/dev/zero")) == (
         "/dev/zero: is a device, not a regular file; pricenet reads CSV files only"

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pricenet.atomic import atomic_write
@@ -44,8 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pricenet.tables")
 
-Role = Literal["number", "text"]
-"""What a column must give: numbers (numeric features, integer classes) or text."""
+Role = Literal["number", "text", "as text"]
+"""What a column must give: numbers (numeric features, integer classes), text (the id and
+categorical features: numbers are taken as they are, dates become text) or, for text classes,
+text whatever its type."""
 
 
 def _type_problem(arrow_type: pa.DataType, role: Role) -> str | None:
@@ -54,9 +55,12 @@ def _type_problem(arrow_type: pa.DataType, role: Role) -> str | None:
         return _type_problem(arrow_type.value_type, role)
     if pa.types.is_nested(arrow_type):
         return f"is a nested column ({arrow_type}); pricenet reads one number or text per cell"
-    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
-        return f"holds bytes ({arrow_type}); pricenet reads numbers and text"
-    if pa.types.is_fixed_size_binary(arrow_type) or pa.types.is_binary_view(arrow_type):
+    if (
+        pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_fixed_size_binary(arrow_type)
+        or pa.types.is_binary_view(arrow_type)
+    ):
         return f"holds bytes ({arrow_type}); pricenet reads numbers and text"
     if role == "number" and pa.types.is_temporal(arrow_type):
         return (
@@ -84,16 +88,17 @@ def _is_text(arrow_type: pa.DataType) -> bool:
     )
 
 
-def _as_validated(column: pa.ChunkedArray, role: Role, force_text: bool) -> pa.ChunkedArray:
-    """``column`` as the CSV reader would give it: decoded, decimals as float64, text if forced."""
+def _as_validated(column: pa.ChunkedArray, role: Role) -> pa.ChunkedArray:
+    """``column`` as the CSV reader would give it for ``role``: dictionaries decoded, decimals
+    as float64, dates as text where text is wanted."""
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    if force_text and not _is_text(column.type):
+    if _is_text(column.type):
+        return column
+    if role == "as text" or (role == "text" and pa.types.is_temporal(column.type)):
         return column.cast(pa.string())
     if pa.types.is_decimal(column.type):
-        return pc.cast(column, pa.float64(), safe=False)
-    if role == "text" and pa.types.is_temporal(column.type):
-        return column.cast(pa.string())
+        return column.cast(pa.float64(), safe=False)
     return column
 
 
@@ -121,13 +126,24 @@ def _columns(path: Path, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
 
 
 def _read_frame(
-    path: Path, parquet: pq.ParquetFile, roles: dict[str, tuple[Role, bool]]
+    path: Path,
+    parquet: pq.ParquetFile,
+    roles: dict[str, Role],
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> pd.DataFrame:
-    """The columns in ``roles`` (name -> role, read as text) as a frame indexed by row, from 1.
+    """The columns in ``roles`` (name -> role) as a frame indexed by row, counted from 1.
 
+    A compressed file may hold far more than its size suggests, so the table's size in memory
+    (8 bytes a cell) must fit in ``max_bytes`` too, checked from the footer before reading.
     One pandas block per column (``split_blocks``) and Arrow's buffers released as they are
     converted (``self_destruct``): no copy of the whole table is made on the way.
     """
+    rows = parquet.metadata.num_rows
+    if rows * len(roles) * 8 > max_bytes:
+        raise DataError(
+            f"{path}: {rows:,} rows x {len(roles)} columns need {rows * len(roles) * 8:,} bytes "
+            f"in memory, over the limit of {max_bytes:,} (raise it with data.max_bytes)"
+        )
     try:
         arrow = parquet.read(columns=list(roles), use_threads=True)
     except (pa.ArrowException, OSError) as err:
@@ -138,7 +154,7 @@ def _read_frame(
         raise DataError(f"{path}: has columns but no data rows")
     for i, name in enumerate(arrow.column_names):
         column = arrow.column(i)
-        converted = _as_validated(column, *roles[name])
+        converted = _as_validated(column, roles[name])
         if converted is not column:
             arrow = arrow.set_column(i, name, converted)
     frame = arrow.to_pandas(split_blocks=True, self_destruct=True, ignore_metadata=True)
@@ -155,33 +171,27 @@ def _cell_text(path: Path) -> Callable[[int, str], str | None]:
     """
 
     def text(row: int, name: str) -> str | None:
-        value = pq.ParquetFile(path).read(columns=[name]).column(0)[row]
-        if pa.types.is_dictionary(value.type):
-            value = value.value
-        if not value.is_valid:
+        cell = pq.ParquetFile(path).read(columns=[name]).column(0)[row].as_py()
+        if cell is None:
             return ""
-        cell = value.as_py()
         return cell if isinstance(cell, str) else None
 
     return text
 
 
-def _roles(schema: Schema, id_name: str | None) -> dict[str, tuple[Role, bool]]:
-    """Each column the schema reads: what it must give, and whether it is read as text."""
-    roles: dict[str, tuple[Role, bool]] = {}
-    for feature in schema.features:
-        categorical = feature.kind == "categorical"
-        roles[feature.name] = ("text" if categorical else "number", False)
-    roles[schema.label] = ("number", False) if schema.integer_classes else ("text", True)
+def _roles(schema: Schema, id_name: str | None) -> dict[str, Role]:
+    """Each column the schema reads, and what it must give."""
+    roles: dict[str, Role] = {
+        f.name: "text" if f.kind == "categorical" else "number" for f in schema.features
+    }
+    roles[schema.label] = "number" if schema.integer_classes else "as text"
     if id_name is not None:
-        roles[id_name] = ("text", False)
+        roles[id_name] = "text"
     return roles
 
 
-def _check_types(
-    path: Path, columns: dict[str, pa.DataType], roles: dict[str, tuple[Role, bool]]
-) -> None:
-    for name, (role, _) in roles.items():
+def _check_types(path: Path, columns: dict[str, pa.DataType], roles: dict[str, Role]) -> None:
+    for name, role in roles.items():
         problem = _type_problem(columns[name], role)
         if problem:
             raise DataError(f"{path}: column {name!r}: {problem}")
@@ -198,15 +208,15 @@ def _absent(path: Path, names: Iterable[str], columns: dict[str, pa.DataType]) -
 
 def _inference_roles(
     path: Path, columns: dict[str, pa.DataType], label: str, id_name: str | None
-) -> dict[str, tuple[Role, bool]]:
+) -> dict[str, Role]:
     """Every column a schema could use, for inference; the others are left out with a warning."""
-    roles: dict[str, tuple[Role, bool]] = {}
+    roles: dict[str, Role] = {}
     left_out = []
     for name, arrow_type in columns.items():
         if name in (id_name, label):
-            roles[name] = ("text", False)
+            roles[name] = "text"
         elif name and _type_problem(arrow_type, "number") is None:
-            roles[name] = ("number", False)
+            roles[name] = "number"
         else:
             left_out.append(f"{name!r} ({arrow_type})")
     if left_out:
@@ -264,7 +274,8 @@ def read_parquet(
     _absent(path, required, columns)
 
     if schema is None:
-        frame = _read_frame(path, parquet, _inference_roles(path, columns, label_name, id_name))
+        roles = _inference_roles(path, columns, label_name, id_name)
+        frame = _read_frame(path, parquet, roles, max_bytes)
         from pricenet.tables.infer import infer_schema
 
         schema = infer_schema(frame, label_name, id_name, source=str(path))
@@ -274,7 +285,7 @@ def read_parquet(
     else:
         roles = {k: v for k, v in _roles(schema, id_name).items() if k in columns}
         _check_types(path, columns, roles)
-        frame = _read_frame(path, parquet, roles)
+        frame = _read_frame(path, parquet, roles, max_bytes)
     extra = [name for name in columns if name not in frame.columns]
     if extra:
         log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(map(repr, extra)))
