@@ -229,12 +229,14 @@ def _inference_roles(
     return roles
 
 
-def read_parquet_raw_frame(path: Path, *, label: str, id: str | None = None) -> pd.DataFrame:
+def read_parquet_raw_frame(
+    path: Path, *, label: str | None = None, id: str | None = None
+) -> pd.DataFrame:
     """Every column a schema could use, as typed in the file (to infer a schema from)."""
     check_file(path, kind="Parquet")
     parquet = _open(path)
     columns = _columns(path, parquet.schema_arrow)
-    _absent(path, [label, *([id] if id is not None else [])], columns)
+    _absent(path, [name for name in (label, id) if name is not None], columns)
     return _read_frame(path, parquet, _inference_roles(path, columns, label, id))
 
 
