@@ -38,8 +38,9 @@ from pricenet.cli import check_not_an_input, check_output_path, parse_options
 from pricenet.errors import ConfigError, DataError, exit_on_user_error, shown
 from pricenet.restore import Restored, restore_model
 from pricenet.seed import resolve_device
-from pricenet.tables import Table, read_csv, validate_frame
+from pricenet.tables import Table, validate_frame
 from pricenet.tables.cells import escape_formulas_in
+from pricenet.tables.read import is_parquet, read_table
 from pricenet.tables.validate import OVERFLOW_SIGMAS, limit_overflow
 
 if TYPE_CHECKING:
@@ -110,8 +111,8 @@ class Predictor:
         return self._limited(table, ranges, lambda row: f"row {shown(frame.index[row])}")
 
     def read(self, path: str | Path, ranges: str = "warn") -> Table:
-        """A CSV validated against the schema (see :meth:`table`)."""
-        table = read_csv(
+        """A CSV or Parquet file (by suffix) validated against the schema (see :meth:`table`)."""
+        table = read_table(
             path, self.schema, require_label=False, missing=self.missing, ranges=ranges
         )
         return self._limited(table, ranges, lambda row: f"data row {row + 1}")
@@ -318,18 +319,18 @@ class PredictOptions:
     escape_formulas: bool = True
 
 
-def read_input(predictor: Predictor, path: str | Path, ranges: str) -> Table:
-    """The input file as a validated table (the one place a new input format hooks in)."""
-    return predictor.read(path, ranges)
-
-
 def write_output(result: pd.DataFrame, path: Path, escape_formulas: bool = True) -> None:
-    """Write ``result`` as CSV atomically (the one place a new output format hooks in).
+    """Write ``result`` atomically: as Parquet when ``path`` ends in ``.parquet``, else CSV.
 
-    With ``escape_formulas``, text cells a spreadsheet would run as a formula get a leading
+    With ``escape_formulas``, CSV text cells a spreadsheet would run as a formula get a leading
     ``'`` (OWASP's CSV-injection rule: :func:`pricenet.tables.cells.escape_formula`); numbers
-    are unchanged.
+    are unchanged. Parquet cells are typed data, never formulas, and are written as they are.
     """
+    if is_parquet(path):
+        from pricenet.tables.parquet import write_parquet
+
+        write_parquet(path, result)
+        return
     frame = escape_formulas_in(result) if escape_formulas else result
     atomic_write_text(path, frame.to_csv(index=False, float_format="%.6f"))
 
@@ -344,7 +345,7 @@ def predict_csv(options: PredictOptions) -> pd.DataFrame:
     checkpoint = resolve_checkpoint(options.checkpoint)
     check_not_an_input(output, {"input": options.input, "checkpoint": checkpoint})
     predictor = Predictor.from_checkpoint(checkpoint)
-    table = read_input(predictor, options.input, options.ranges)
+    table = predictor.read(options.input, options.ranges)
     result = predictor.predict_table(table)
     write_output(result, output, options.escape_formulas)
     print(f"wrote {len(result)} predictions to {output}")

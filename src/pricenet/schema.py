@@ -1,4 +1,4 @@
-"""Print the schema pricenet infers for a CSV, as YAML to review, edit and pin.
+"""Print the schema pricenet infers for a CSV or Parquet file, as YAML to review, edit and pin.
 
 python -m pricenet.schema FILE label=COLUMN [id=COLUMN] [max_categories=50] > schema.yaml
 """
@@ -15,7 +15,7 @@ from pricenet.errors import ConfigError, exit_on_user_error
 USAGE = """\
 usage: python -m pricenet.schema FILE label=COLUMN [id=COLUMN] [max_categories=50] > schema.yaml
 
-Infers a schema from the CSV FILE and prints it as YAML:
+Infers a schema from FILE (CSV, or Parquet when it ends in .parquet) and prints it as YAML:
   label           the column to predict (its distinct values become the classes)
   id              a column kept for predictions, not a feature (default: a unique id/*_id column)
   max_categories  text columns with at most this many distinct values become categorical

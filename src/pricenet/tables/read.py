@@ -34,13 +34,15 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 
 At about 80 bytes a row that is ~25 million rows, whose float64 frame alone needs ~4 GB.
 """
+PARQUET_SUFFIXES = (".parquet", ".pq")
+"""File names ending so are read (and predictions written) as Parquet; any other as CSV."""
 SEPARATORS = (";", "\t", "|")
 """Separators recognized besides the comma: a header with one of them and no comma uses it."""
 _CHUNK = 1 << 23
 
 
-def check_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
-    """The size of ``path``, a regular file of at most ``max_bytes`` (checked with stat only).
+def check_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, kind: str = "CSV") -> int:
+    """The size of ``path``, a regular ``kind`` file of at most ``max_bytes`` (stat only).
 
     Devices (``/dev/zero``), FIFOs and sockets are refused without being opened, so a FIFO
     with no writer cannot hang and an endless device cannot exhaust memory.
@@ -52,9 +54,9 @@ def check_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
     except OSError as err:
         raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
     if stat.S_ISDIR(info.st_mode):
-        raise DataError(f"{path}: is a directory, expected a CSV file")
+        raise DataError(f"{path}: is a directory, expected a {kind} file")
     if not stat.S_ISREG(info.st_mode):
-        kind = (
+        what = (
             "a FIFO"
             if stat.S_ISFIFO(info.st_mode)
             else "a device"
@@ -63,7 +65,7 @@ def check_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
             if stat.S_ISSOCK(info.st_mode)
             else "not a plain file"
         )
-        raise DataError(f"{path}: is {kind}, not a regular file; pricenet reads CSV files only")
+        raise DataError(f"{path}: is {what}, not a regular file; pricenet reads {kind} files only")
     if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
         raise ConfigError(f"data.max_bytes={max_bytes!r}: expected a positive integer")
     if info.st_size > max_bytes:
@@ -235,10 +237,14 @@ def _parse(
 
 
 def read_raw_frame(path: Path, *, label: str | None = None, id: str | None = None) -> pd.DataFrame:
-    """Every column of a CSV as parsed (cells as written), after the file and header checks.
+    """Every column of a CSV (or Parquet file) as parsed, after the file and header checks.
 
     Used to infer a schema; columns without a name are left out.
     """
+    if is_parquet(path):
+        from pricenet.tables.parquet import read_parquet_raw_frame
+
+        return read_parquet_raw_frame(path, label=label, id=id)
     check_file(path)
     header_line, header, sep = read_header(path)
     _check_duplicates(path, header, header_line)
@@ -256,6 +262,21 @@ def _check_duplicates(path: Path, header: list[str], line: int) -> None:
         if name and name in seen:
             raise DataError(f"{path}: column {name!r}, line {line}: appears more than once")
         seen.add(name)
+
+
+def is_parquet(path: str | Path) -> bool:
+    """True when ``path``'s suffix names a Parquet file (see :data:`PARQUET_SUFFIXES`)."""
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
+def read_table(path: str | Path, schema: Schema | None = None, **options) -> Table:
+    """:func:`read_csv`, or for a ``.parquet`` file :func:`~pricenet.tables.parquet.read_parquet`
+    (same arguments, same checks and messages)."""
+    if is_parquet(path):
+        from pricenet.tables.parquet import read_parquet
+
+        return read_parquet(path, schema, **options)
+    return read_csv(path, schema, **options)
 
 
 def read_csv(

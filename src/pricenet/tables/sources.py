@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pricenet.errors import ConfigError, user_error
-from pricenet.tables.read import DEFAULT_MAX_BYTES, read_csv
+from pricenet.tables.read import DEFAULT_MAX_BYTES, read_table
 from pricenet.tables.schema import Schema
 from pricenet.tables.synthetic import make_synthetic
 from pricenet.tables.table import Table
@@ -46,11 +46,14 @@ def csv(
     ranges: str = "error",
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Table:
-    """``data=csv``: the file at ``path``, validated against ``schema`` (None: inferred)."""
+    """``data=csv``: the file at ``path``, validated against ``schema`` (None: inferred).
+
+    A ``.parquet`` path is read as Parquet (:func:`~pricenet.tables.read.read_table`).
+    """
     resolved = resolve_schema(schema)
     if resolved is not None and label == resolved.label:
         label = None  # the schema names it already
-    return read_csv(
+    return read_table(
         path,
         resolved,
         label=label,

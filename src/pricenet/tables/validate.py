@@ -317,7 +317,8 @@ def validate_frame(
         {
             name: pd.Series(column.values, dtype=column.values.dtype, copy=False)
             for name, column in checked.items()
-        }
+        },
+        copy=False,  # one block per column: stacking them would copy the whole table
     )
     ids = None
     if id_name is not None and id_name in frame.columns:
