@@ -183,7 +183,8 @@ LR_AT_EPOCH_3 = 0.01 * 0.5**3  # adam's 0.01, halved each epoch by the step sche
 CASES = {
     "lr": Case(
         _set("optimizer.param_groups.0.lr", 1000.0),
-        f"optimizer lr is 1000.0 in the checkpoint but {LR_AT_EPOCH_3} in the config",
+        f"optimizer lr is 1000.0 in the checkpoint but {LR_AT_EPOCH_3} in the config (its "
+        "schedule's lr at epoch 3)",
         _trained_with("lr", 1000.0),
     ),
     "maximize-and-betas": Case(
@@ -315,6 +316,7 @@ def test_crafted_resume_state_is_refused_in_one_line(saved, tmp_path, case):
     assert fresh.optimizer.state_dict() == before and fresh.state.epoch == 0
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_crafted_lr_with_one_line_and_exit_2(saved, tmp_path):
     crafted = tmp_path / "crafted"
     _craft(saved, crafted, _set("optimizer.param_groups.0.lr", 1000.0))
@@ -330,7 +332,7 @@ def test_the_cli_refuses_a_crafted_lr_with_one_line_and_exit_2(saved, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines == [
         f"error: {crafted / LAST}: optimizer lr is 1000.0 in the checkpoint but "
-        f"{LR_AT_EPOCH_3} in the config"
+        f"{LR_AT_EPOCH_3} in the config (its schedule's lr at epoch 3)"
     ]
     # Hydra makes its own folder before pricenet runs; no run artifact lands in it
     assert not {LAST, "metrics.json", "config.yaml"} & {

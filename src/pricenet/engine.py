@@ -837,7 +837,9 @@ def check_trainer_state(
     groups = SchedulerStep(scheduler, monitor, members).expected_groups(
         policy["scheduler"], fit.epoch, where, "trainer.callbacks.scheduler"
     )
-    check_optimizer_state(state["optimizer"], optimizer, groups, max(steps, default=0), where)
+    check_optimizer_state(
+        state["optimizer"], optimizer, groups, fit.epoch, max(steps, default=0), where
+    )
     rng = state["rng"]
     keys = [
         "generators",

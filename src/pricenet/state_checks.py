@@ -220,13 +220,15 @@ def check_optimizer_state(
     saved: Any,
     optimizer: torch.optim.Optimizer,
     expected_groups: list[dict[str, Any]],
+    epoch: int,
     max_step: int,
     where: str,
 ) -> None:
     """A saved ``optimizer.state_dict()`` against this run's ``optimizer`` (freshly built):
 
     - every hyper-parameter of every param group equals ``expected_groups`` (the config's
-      values, the lr as its scheduler sets it at the saved epoch); the differing keys are named;
+      values, the lr as its scheduler sets it at the saved ``epoch``); the differing keys are
+      named;
     - each parameter's state has the keys this optimizer keeps, tensors shaped like the
       parameter with its dtype and finite values, step counts in ``0..max_step``.
     """
@@ -244,11 +246,13 @@ def check_optimizer_state(
             raise fail(where, f"{name}.params", f"is {shown(group['params'])}, expected {indices}")
         differ = differences(group, expected, {"params"})
         if differ:
+            scheduled = expected["lr"] != expected.get("initial_lr", expected["lr"])
             raise CheckpointError(
                 f"{where}: "
                 + "; ".join(
                     f"{name} {k} is {shown(group[k])} in the checkpoint but "
                     f"{shown(expected[k])} in the config"
+                    + (f" (its schedule's lr at epoch {epoch})" if k == "lr" and scheduled else "")
                     for k in differ
                 )
             )
