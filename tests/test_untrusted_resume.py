@@ -374,3 +374,28 @@ def test_every_optimizer_and_schedule_resumes(compose_cfg, tmp_path, extra):
     resume = f"trainer.resume={tmp_path / 'first'}"
     resumed, _ = run(compose_cfg(*common, "trainer.epochs=4", resume), tmp_path / "resumed")
     assert resumed == full
+
+
+def test_a_resume_with_a_member_stopped_early_equals_an_uninterrupted_run(compose_cfg, tmp_path):
+    """A member that stopped before the saved epoch (its epoch, counts and history shorter
+    than the others') passes the checks."""
+    common = (
+        "trainer.deterministic=true",
+        "data.n_rows=160",
+        "trainer.batch_size=16",
+        "cv=kfold",
+        "cv.folds=4",
+        "optim.lr=0.02",
+        "trainer.patience=2",
+        "monitor=val_loss",
+        *LEAN,
+    )
+    _, first = run(compose_cfg(*common, "trainer.epochs=4"), tmp_path / "first")
+    members = load_checkpoint(first[LAST])["trainer"]["fit"]["members"]
+    assert [(m["epoch"], m["stopped_early"]) for m in members][0] == (3, True)
+    assert [m["epoch"] for m in members[1:]] == [4, 4, 4]
+    full, _ = run(compose_cfg(*common, "trainer.epochs=10"), tmp_path / "full")
+    resume = f"trainer.resume={tmp_path / 'first'}"
+    resumed, _ = run(compose_cfg(*common, "trainer.epochs=10", resume), tmp_path / "resumed")
+    assert full["epochs_run"] > 4
+    assert resumed == full
