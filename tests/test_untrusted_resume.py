@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from pricenet.checkpoint import LAST, load_checkpoint
 from pricenet.engine import FitState, Trainer
 from pricenet.errors import CheckpointError, DivergenceError
+from pricenet.members import load_data
 from pricenet.pipeline import run
 
 LEAN = (
@@ -399,3 +400,17 @@ def test_a_resume_with_a_member_stopped_early_equals_an_uninterrupted_run(compos
     resumed, _ = run(compose_cfg(*common, "trainer.epochs=10", resume), tmp_path / "resumed")
     assert full["epochs_run"] > 4
     assert resumed == full
+
+
+def test_a_resume_on_changed_data_is_refused_before_the_folder_is_made(compose_cfg, tmp_path):
+    frame = load_data(compose_cfg("data.n_rows=160")).to_frame()
+    path = tmp_path / "train.csv"
+    frame.to_csv(path, index=False)
+    common = ("data=csv", f"data.path={path}", "data/schema=mobile_price", *LEAN)
+    run(compose_cfg(*common, "trainer.epochs=2"), tmp_path / "first")
+    frame.loc[0, "ram"] += 1
+    frame.to_csv(path, index=False)
+    resume = f"trainer.resume={tmp_path / 'first'}"
+    with pytest.raises(CheckpointError, match="that run was trained on other data than"):
+        run(compose_cfg(*common, "trainer.epochs=4", resume), tmp_path / "resumed")
+    assert not (tmp_path / "resumed").exists()

@@ -87,7 +87,7 @@ class BestWeights:
         for name, reference in self.weights.items():
             check_tensor(weights[name], reference, where, f"{key}.weights.{name}")
 
-    def load_state_dict(self, state: dict[str, Any], where: str = "best_weights") -> None:
+    def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
         self.check_state(state, where)
         self.best_score = [list(s) for s in state["best_score"]]
         for key, value in state["weights"].items():
@@ -135,7 +135,7 @@ class EarlyStopping:
         ):
             check_int(count, 0, high, where, f"{key}.bad_epochs[{m}]")
 
-    def load_state_dict(self, state: dict[str, Any], where: str = "early_stopping") -> None:
+    def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
         self.check_state(state, where)
         self.best_score = [list(s) for s in state["best_score"]]
         self.bad_epochs = list(state["bad_epochs"])
