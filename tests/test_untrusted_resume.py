@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from pricenet.checkpoint import LAST, load_checkpoint
 from pricenet.engine import FitState, Trainer
-from pricenet.errors import CheckpointError, DivergenceError
+from pricenet.errors import CheckpointError, DivergenceError, shown
 from pricenet.members import load_data
 from pricenet.pipeline import run
 
@@ -152,6 +152,12 @@ def _stops_at_once(trainer: Trainer) -> None:
     assert trainer.state.members[0].stopped_early and trainer.state.members[0].epoch == FIRST + 1
 
 
+def _frozen_member_1(trainer: Trainer) -> None:
+    """Effect: a healthy member taken for diverged: it never trains again."""
+    trainer.fit()
+    assert trainer.state.members[1].epoch == FIRST < trainer.state.members[0].epoch
+
+
 def _accepted(check: Callable[[Trainer], bool]) -> Callable[[Trainer], None]:
     """Effect: the crafted value is taken as it is and the fit goes on."""
 
@@ -243,6 +249,12 @@ CASES = {
         _set("fit.members.1.history.val_acc", [0.5]),
         "trainer.fit.members[1].history.val_acc has 1 item(s), expected 3",
         _accepted(lambda t: len(t.state.members[1].history["val_acc"]) == 1),
+    ),
+    "error-text": Case(
+        _set("fit.members.1.error", "x" * 10_000_000),
+        f"trainer.fit.members[1].error is {shown('x' * 60)}, expected none or one line of at "
+        "most 1000 characters",
+        _frozen_member_1,
     ),
     "patience-count": Case(
         lambda s: s["callbacks"]["early_stopping"].update(

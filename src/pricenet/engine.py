@@ -735,6 +735,7 @@ class Trainer:
 TRAINER_KEYS = ("model", "optimizer", "fit", "steps", "callbacks", "rng")
 FIT_KEYS = ("epoch", "history", "members")
 MEMBER_KEYS = ("epoch", "best_epoch", "stopped_early", "error", "history")
+MAX_ERROR_CHARS = 1000  # a diverged member's reason is one short line; it is logged and reported
 
 
 def _check_history(value: Any, length: int, where: str, key: str) -> None:
@@ -759,9 +760,21 @@ def _check_fit(value: Any, members: int, where: str) -> FitState:
         own = check_int(record["epoch"], 0, epoch, where, f"{name}.epoch")
         check_int(record["best_epoch"], 0, own, where, f"{name}.best_epoch")
         if not isinstance(record["stopped_early"], bool):
-            raise fail(where, f"{name}.stopped_early", f"is {shown(record['stopped_early'])}")
-        if record["error"] is not None and not isinstance(record["error"], str):
-            raise fail(where, f"{name}.error", f"is {shown(record['error'])}, expected a text")
+            raise fail(
+                where,
+                f"{name}.stopped_early",
+                f"is {shown(record['stopped_early'])}, expected a bool",
+            )
+        error = record["error"]
+        if error is not None and (
+            not isinstance(error, str) or len(error) > MAX_ERROR_CHARS or "\n" in error
+        ):
+            raise fail(
+                where,
+                f"{name}.error",
+                f"is {shown(error)}, expected none or one line of at most {MAX_ERROR_CHARS} "
+                "characters",
+            )
         _check_history(record["history"], own, where, f"{name}.history")
         if not record["stopped_early"] and record["error"] is None and own != epoch:
             raise fail(
