@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
+import random
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -426,3 +428,55 @@ def test_a_resume_on_changed_data_is_refused_before_the_folder_is_made(compose_c
     with pytest.raises(CheckpointError, match="that run was trained on other data than"):
         run(compose_cfg(*common, "trainer.epochs=4", resume), tmp_path / "resumed")
     assert not (tmp_path / "resumed").exists()
+
+
+def _leaves(node: Any, path: tuple = ()) -> Iterator[tuple]:
+    """The paths to every value in a trainer state that holds no other value."""
+    if isinstance(node, dict | list) and node:
+        for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+            yield from _leaves(value, (*path, key))
+    else:
+        yield path
+
+
+def _junk(value: Any, rng: random.Random) -> Any:
+    """A wrong value in place of ``value``: another type, out of range, another shape..."""
+    choices: list[Any] = [None, -1, 10**12, 2.5, math.nan, math.inf, "x", True, [], {}]
+    if isinstance(value, torch.Tensor):
+        choices += [
+            torch.zeros(3),
+            value.to(torch.float64 if value.is_floating_point() else torch.float32),
+            value.flatten()[:-1] if value.numel() else torch.ones(1),
+        ]
+        if value.is_floating_point():
+            choices.append(torch.full_like(value, math.nan))
+    return rng.choice(choices)
+
+
+@pytest.mark.slow
+def test_random_crafted_states_are_refused_or_train_without_a_traceback(saved, tmp_path):
+    """Any one value of the state replaced by junk: refused in one line by the trainer's load,
+    or (where the junk is harmless, a history value say) trained to the end without an error
+    other than a diverged run."""
+    rng = random.Random(16)
+    state = saved["payload"]["trainer"]
+    leaves = list(_leaves(state))
+    cfg = _resume_cfg(saved["folder"])
+    refused = 0
+    for _ in range(60):
+        path = rng.choice(leaves)
+        crafted = copy.deepcopy(state)
+        node = crafted
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = _junk(node[path[-1]], rng)
+        trainer = build(cfg)
+        try:
+            trainer.load_state_dict(crafted)
+        except CheckpointError as err:
+            assert "\n" not in str(err) and len(str(err)) < 400, path
+            refused += 1
+            continue
+        with contextlib.suppress(DivergenceError):
+            trainer.fit()
+    assert refused >= 58  # nearly every value matters

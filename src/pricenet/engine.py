@@ -738,12 +738,18 @@ MEMBER_KEYS = ("epoch", "best_epoch", "stopped_early", "error", "history")
 MAX_ERROR_CHARS = 1000  # a diverged member's reason is one short line; it is logged and reported
 
 
+# What each curve's values may be: losses and lrs are >= 0, accuracies fractions.
+CURVE_RANGES = {"loss": (0.0, math.inf), "acc": (0.0, 1.0), "lr": (0.0, math.inf)}
+
+
 def _check_history(value: Any, length: int, where: str, key: str) -> None:
-    """One finite number per epoch for every curve."""
+    """One finite number in its curve's range per epoch for every curve."""
     history = check_mapping(value, CURVES, where, key)
     for curve in CURVES:
+        low, high = CURVE_RANGES[curve.rsplit("_", 1)[-1]]
         for e, number in enumerate(check_list(history[curve], length, where, f"{key}.{curve}")):
-            check_number(number, where, f"{key}.{curve}[{e}]")
+            if not low <= check_number(number, where, f"{key}.{curve}[{e}]") <= high:
+                raise fail(where, f"{key}.{curve}[{e}]", f"is {number}, expected {low:g}..{high:g}")
 
 
 def _check_fit(value: Any, members: int, where: str) -> FitState:
