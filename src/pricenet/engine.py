@@ -14,7 +14,7 @@ Interface (what the pipeline builds on)::
     trainer.monitor_value()        # latest monitored value, mean over non-diverged members
     trainer.best_model()           # a PackedMLP: every member with its own best weights
     trainer.evaluate(xs, ys)       # per member (loss, acc, pred) with the current weights
-    trainer.state_dict() / load_state_dict(state)   # exact resume
+    trainer.state_dict() / load_state_dict(state)   # exact resume; every value checked first
 
 How members stay independent:
 
