@@ -16,11 +16,28 @@ from typing import Any
 import torch
 
 from pricenet.checkpoint import LAST, save_checkpoint
+from pricenet.errors import shown
+from pricenet.state_checks import (
+    check_int,
+    check_list,
+    check_mapping,
+    check_number,
+    check_scores,
+    check_tensor,
+    differences,
+    fail,
+    replay,
+)
 
 
 def score(monitor: str, loss: float, acc: float) -> list[float]:
     """Higher is better; accuracy ties are broken by the lower loss."""
     return [acc, -loss] if monitor.endswith("acc") else [-loss]
+
+
+def score_width(monitor: str) -> int:
+    """How many numbers :func:`score` gives for ``monitor``."""
+    return 2 if monitor.endswith("acc") else 1
 
 
 def _member_score(trainer: Any, monitor: str, m: int) -> list[float]:
@@ -58,7 +75,20 @@ class BestWeights:
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": [list(s) for s in self.best_score], "weights": self.weights}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def check_state(self, state: Any, where: str, key: str = "best_weights") -> None:
+        """Refuse a saved state that does not fit: one score per member, this network's
+        weights (shapes, dtypes, finite)."""
+        state = check_mapping(state, ("best_score", "weights"), where, key)
+        members = len(self.has_val)
+        check_scores(
+            state["best_score"], members, score_width(self.monitor), where, f"{key}.best_score"
+        )
+        weights = check_mapping(state["weights"], list(self.weights), where, f"{key}.weights")
+        for name, reference in self.weights.items():
+            check_tensor(weights[name], reference, where, f"{key}.weights.{name}")
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
+        self.check_state(state, where)
         self.best_score = [list(s) for s in state["best_score"]]
         for key, value in state["weights"].items():
             self.weights[key].copy_(value)
@@ -91,9 +121,35 @@ class EarlyStopping:
             "bad_epochs": list(self.bad_epochs),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def check_state(self, state: Any, where: str, key: str = "early_stopping") -> None:
+        """Refuse a saved state that does not fit: one score and one count of epochs without
+        improvement (``0..patience``) per member."""
+        state = check_mapping(state, ("best_score", "bad_epochs"), where, key)
+        members = len(self.has_val)
+        check_scores(
+            state["best_score"], members, score_width(self.monitor), where, f"{key}.best_score"
+        )
+        high = None if self.patience is None else self.patience
+        for m, count in enumerate(
+            check_list(state["bad_epochs"], members, where, f"{key}.bad_epochs")
+        ):
+            check_int(count, 0, high, where, f"{key}.bad_epochs[{m}]")
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
+        self.check_state(state, where)
         self.best_score = [list(s) for s in state["best_score"]]
         self.bad_epochs = list(state["bad_epochs"])
+
+
+# What ReduceLROnPlateau learns from the metrics it sees: checked by range, not replayed.
+PLATEAU_COUNTERS = ("last_epoch", "num_bad_epochs", "cooldown_counter", "best", "_last_lr")
+
+
+def shown_value(value: Any) -> str:
+    """A state value quoted in an error (a tensor by its shape, not its values)."""
+    if isinstance(value, torch.Tensor):
+        return f"a {tuple(value.shape)} tensor"
+    return shown(value)
 
 
 class SchedulerStep:
@@ -117,7 +173,52 @@ class SchedulerStep:
     def state_dict(self) -> dict[str, Any]:
         return self.scheduler.state_dict()
 
+    def expected_groups(self, state: Any, epoch: int, where: str, key: str = "scheduler") -> list:
+        """Check a saved scheduler state against this (freshly built) scheduler after ``epoch``
+        steps, and return the optimizer's param groups as they must be then: the config's
+        hyper-parameters and the lr the schedule gives at that epoch.
+
+        A schedule of the epoch alone (step, cosine, ...) is replayed, and the saved state must
+        equal the replay. ReduceLROnPlateau's depends on the metrics seen: its settings must
+        equal the config's, its counters lie in range and its lr between min_lr and the
+        config's lr.
+        """
+        optimizer, scheduler = replay(
+            self.scheduler.optimizer, self.scheduler, 0 if self.plateau else epoch
+        )
+        expected = scheduler.state_dict()
+        state = check_mapping(state, list(expected), where, key)
+        groups = [dict(g) for g in optimizer.param_groups]
+        dynamic = set(PLATEAU_COUNTERS) if self.plateau else set()
+        differ = differences(state, expected, dynamic)
+        if differ:
+            k = differ[0]
+            raise fail(
+                where,
+                f"{key}.{k}",
+                f"is {shown_value(state[k])}, but the config's scheduler has "
+                f"{shown_value(expected[k])} at epoch {epoch}",
+            )
+        if not self.plateau:
+            return groups
+        check_int(state["last_epoch"], epoch, epoch, where, f"{key}.last_epoch")
+        check_int(state["num_bad_epochs"], 0, epoch, where, f"{key}.num_bad_epochs")
+        check_int(
+            state["cooldown_counter"], 0, expected["cooldown"], where, f"{key}.cooldown_counter"
+        )
+        best = check_number(state["best"], where, f"{key}.best", finite=False)
+        if math.isinf(best) and best != expected["mode_worse"]:
+            raise fail(where, f"{key}.best", f"is {best}, expected a finite number")
+        lrs = check_list(state["_last_lr"], len(groups), where, f"{key}._last_lr")
+        for g, (lr, group) in enumerate(zip(lrs, groups, strict=True)):
+            low, high = expected["min_lrs"][g], group["lr"]
+            if not low <= check_number(lr, where, f"{key}._last_lr[{g}]") <= high:
+                raise fail(where, f"{key}._last_lr[{g}]", f"is {lr}, expected {low}..{high}")
+            group["lr"] = lr
+        return groups
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a state that :meth:`expected_groups` accepted."""
         self.scheduler.load_state_dict(state)
 
 

@@ -14,7 +14,7 @@ Interface (what the pipeline builds on)::
     trainer.monitor_value()        # latest monitored value, mean over non-diverged members
     trainer.best_model()           # a PackedMLP: every member with its own best weights
     trainer.evaluate(xs, ys)       # per member (loss, acc, pred) with the current weights
-    trainer.state_dict() / load_state_dict(state)   # exact resume
+    trainer.state_dict() / load_state_dict(state)   # exact resume; every value checked first
 
 How members stay independent:
 
@@ -66,9 +66,19 @@ import torch
 from torch import Tensor, nn
 
 from pricenet.callbacks import BestWeights, EarlyStopping, SchedulerStep
-from pricenet.errors import DivergenceError
+from pricenet.checkpoint import check_tensors
+from pricenet.errors import DivergenceError, shown
 from pricenet.heads import Head
 from pricenet.packed import PackedBatchNorm1d, PackedMLP
+from pricenet.state_checks import (
+    check_int,
+    check_list,
+    check_mapping,
+    check_number,
+    check_optimizer_state,
+    check_rng_state,
+    fail,
+)
 
 log = logging.getLogger("pricenet")
 
@@ -103,6 +113,14 @@ def member_groups(cfg: Mapping, members: int) -> list[list[int]]:
         return [list(range(members))]
     log.info("fitting %d models sequentially, not packed: %s", members, reason)
     return [[m] for m in range(members)]
+
+
+def batches_per_epoch(rows: int, batch_size: int, batch_norm: bool) -> int:
+    """How many optimizer steps a member with ``rows`` training rows takes per epoch."""
+    k = math.ceil(rows / batch_size)
+    if batch_norm and rows - (k - 1) * batch_size < 2:
+        k -= 1  # BatchNorm needs 2 rows: drop a 1-row last batch, as torch would fail
+    return k
 
 
 def _empty_history() -> dict[str, list[float]]:
@@ -183,8 +201,11 @@ class FitState:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> FitState:
-        members = [MemberState(**m) for m in state["members"]]
-        return cls(epoch=state["epoch"], history=state["history"], members=members)
+        def history(saved: dict[str, list[float]]) -> dict[str, list[float]]:
+            return {k: list(v) for k, v in saved.items()}  # the fit appends to its own lists
+
+        members = [MemberState(**{**m, "history": history(m["history"])}) for m in state["members"]]
+        return cls(epoch=state["epoch"], history=history(state["history"]), members=members)
 
 
 class Callback(Protocol):
@@ -378,10 +399,7 @@ class Trainer:
         perms: dict[int, Tensor] = {}
         for m in live:
             n = self.train.sizes[m]
-            k = math.ceil(n / self.batch_size)
-            if self._batch_norm and n - (k - 1) * self.batch_size < 2:
-                k -= 1  # BatchNorm needs 2 rows: drop a 1-row last batch, as torch would fail
-            steps[m] = k
+            steps[m] = batches_per_epoch(n, self.batch_size, self._batch_norm)
             perms[m] = torch.randperm(n, generator=self.generators[m])
         total = max(max(steps), 1)
         index = torch.zeros(self.count, total * width, dtype=torch.long)
@@ -685,13 +703,23 @@ class Trainer:
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (tensors may come on any device)."""
+    def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
+        """Restore what :meth:`state_dict` saved (tensors may come on any device), once
+        :func:`check_trainer_state` has accepted every value of it."""
+        check_trainer_state(
+            state,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            patience=self.early_stopping.patience,
+            monitor=self.monitor,
+            where=where,
+            train_sizes=self.train.sizes,
+            batch_size=self.batch_size,
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.state = FitState.from_dict(state["fit"])
-        if len(self.state.members) != self.count:
-            raise ValueError(f"{len(self.state.members)} members saved, {self.count} here")
         self.member_steps = list(state["steps"])
         self._counts_written = False
         for name, cb in self.policy.items():
@@ -702,6 +730,152 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+
+
+TRAINER_KEYS = ("model", "optimizer", "fit", "steps", "callbacks", "rng")
+FIT_KEYS = ("epoch", "history", "members")
+MEMBER_KEYS = ("epoch", "best_epoch", "stopped_early", "error", "history")
+MAX_ERROR_CHARS = 1000  # a diverged member's reason is one short line; it is logged and reported
+
+
+# What each curve's values may be: losses and lrs are >= 0, accuracies fractions.
+CURVE_RANGES = {"loss": (0.0, math.inf), "acc": (0.0, 1.0), "lr": (0.0, math.inf)}
+
+
+def _check_history(value: Any, length: int, where: str, key: str) -> None:
+    """One finite number in its curve's range per epoch for every curve."""
+    history = check_mapping(value, CURVES, where, key)
+    for curve in CURVES:
+        low, high = CURVE_RANGES[curve.rsplit("_", 1)[-1]]
+        for e, number in enumerate(check_list(history[curve], length, where, f"{key}.{curve}")):
+            if not low <= check_number(number, where, f"{key}.{curve}[{e}]") <= high:
+                raise fail(where, f"{key}.{curve}[{e}]", f"is {number}, expected {low:g}..{high:g}")
+
+
+def _check_fit(value: Any, members: int, where: str) -> FitState:
+    """A saved :class:`FitState`: one record per member, epochs and best epochs in range,
+    histories as long as the epochs, members still training at the run's epoch."""
+    key = "trainer.fit"
+    fit = check_mapping(value, FIT_KEYS, where, key)
+    epoch = check_int(fit["epoch"], 0, None, where, f"{key}.epoch")
+    _check_history(fit["history"], epoch, where, f"{key}.history")
+    records = check_list(fit["members"], members, where, f"{key}.members")
+    for m, record in enumerate(records):
+        name = f"{key}.members[{m}]"
+        record = check_mapping(record, MEMBER_KEYS, where, name)
+        own = check_int(record["epoch"], 0, epoch, where, f"{name}.epoch")
+        check_int(record["best_epoch"], 0, own, where, f"{name}.best_epoch")
+        if not isinstance(record["stopped_early"], bool):
+            raise fail(
+                where,
+                f"{name}.stopped_early",
+                f"is {shown(record['stopped_early'])}, expected a bool",
+            )
+        error = record["error"]
+        if error is not None and (
+            not isinstance(error, str) or len(error) > MAX_ERROR_CHARS or "\n" in error
+        ):
+            raise fail(
+                where,
+                f"{name}.error",
+                f"is {shown(error)}, expected none or one line of at most {MAX_ERROR_CHARS} "
+                "characters",
+            )
+        _check_history(record["history"], own, where, f"{name}.history")
+        if not record["stopped_early"] and record["error"] is None and own != epoch:
+            raise fail(
+                where, f"{name}.epoch", f"is {own}, but the member still trains at epoch {epoch}"
+            )
+    if records and epoch != max(r["epoch"] for r in records):
+        raise fail(where, f"{key}.epoch", f"is {epoch}, but no member reached it")
+    return FitState.from_dict(dict(fit))
+
+
+def check_trainer_state(
+    state: Any,
+    *,
+    model: PackedMLP,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    patience: int | None,
+    monitor: str,
+    where: str,
+    train_sizes: Sequence[int] | None = None,
+    batch_size: int | None = None,
+) -> None:
+    """Refuse a saved trainer state (``last.pt``'s ``trainer``) that the trainer built from
+    this run's config could not continue exactly, before anything of it is loaded.
+
+    ``model``, ``optimizer`` and ``scheduler`` are freshly built from the config (nothing
+    stepped yet): the state's weights must fit the model; its optimizer's hyper-parameters
+    must equal the config's (the lr as the schedule gives it at the saved epoch) and its
+    state tensors the parameters' shapes; epochs, best epochs, patience counts and step
+    counts must lie in range, with one entry per member; the scheduler and RNG states must
+    be what torch accepts. With ``train_sizes`` (each member's training rows) and
+    ``batch_size``, each member's step count must be the one its epochs took.
+    Raises :class:`~pricenet.errors.CheckpointError` naming ``where`` and the key.
+    """
+    members = model.members
+    state = check_mapping(state, TRAINER_KEYS, where, "trainer")
+    check_tensors(state["model"], model.state_dict(), f"{where}: trainer.model")
+    fit = _check_fit(state["fit"], members, where)
+    steps = check_list(state["steps"], members, where, "trainer.steps")
+    batch_norm = any(isinstance(m, PackedBatchNorm1d) for m in model.modules())
+    for m, count in enumerate(steps):
+        check_int(count, 0, None, where, f"trainer.steps[{m}]")
+        if train_sizes is None or batch_size is None:
+            continue
+        member = fit.members[m]
+        epochs = member.epoch + (member.error is not None)  # a diverged member's last epoch
+        expected = epochs * batches_per_epoch(train_sizes[m], batch_size, batch_norm)
+        if count != expected:
+            raise fail(
+                where,
+                f"trainer.steps[{m}]",
+                f"is {count}, but {member.epoch} epoch(s) of this member take {expected} steps",
+            )
+    policy = check_mapping(
+        state["callbacks"],
+        ("best_weights", "early_stopping", "scheduler"),
+        where,
+        "trainer.callbacks",
+    )
+    has_val = [True] * members
+    BestWeights(model, monitor, has_val).check_state(
+        policy["best_weights"], where, "trainer.callbacks.best_weights"
+    )
+    stopping = EarlyStopping(patience, monitor, has_val)
+    stopping.check_state(policy["early_stopping"], where, "trainer.callbacks.early_stopping")
+    for m, count in enumerate(policy["early_stopping"]["bad_epochs"]):
+        if count > fit.members[m].epoch:
+            raise fail(
+                where,
+                f"trainer.callbacks.early_stopping.bad_epochs[{m}]",
+                f"is {count}, more than the member's {fit.members[m].epoch} epoch(s)",
+            )
+    groups = SchedulerStep(scheduler, monitor, members).expected_groups(
+        policy["scheduler"], fit.epoch, where, "trainer.callbacks.scheduler"
+    )
+    check_optimizer_state(
+        state["optimizer"], optimizer, groups, fit.epoch, max(steps, default=0), where
+    )
+    rng = state["rng"]
+    keys = [
+        "generators",
+        "torch",
+        *(["cuda"] if isinstance(rng, Mapping) and "cuda" in rng else []),
+    ]
+    rng = check_mapping(rng, keys, where, "trainer.rng")
+    reference = torch.Generator().get_state()
+    for m, saved in enumerate(
+        check_list(rng["generators"], members, where, "trainer.rng.generators")
+    ):
+        check_rng_state(saved, reference, where, f"trainer.rng.generators[{m}]")
+    check_rng_state(rng["torch"], reference, where, "trainer.rng.torch")
+    if "cuda" in rng:
+        cuda = rng["cuda"]
+        if not isinstance(cuda, torch.Tensor) or cuda.dtype != torch.uint8 or cuda.dim() != 1:
+            raise fail(where, "trainer.rng.cuda", "is not a generator state (a byte tensor)")
 
 
 def _unreduced(criterion: nn.Module) -> nn.Module:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pricenet.atomic import atomic_write_text
@@ -38,7 +39,7 @@ from pricenet.callbacks import Checkpointer
 from pricenet.checkpoint import BEST, LAST
 from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
-from pricenet.engine import FitInterrupted, member_groups
+from pricenet.engine import FitInterrupted, check_trainer_state, member_groups
 from pricenet.errors import CheckpointError, ConfigError, DivergenceError
 from pricenet.evaluation import evaluate, metrics_of
 from pricenet.keep import checkpoint_meta, keep_diverged, keep_model
@@ -120,17 +121,36 @@ def member_count(cfg: DictConfig) -> int:
     return folds * (cfg.cv.repeats if cfg.cv.folds else 1) * cfg.trainer.seeds
 
 
-def _check_resume(resumed: Resume, cfg: DictConfig) -> None:
-    """A resume that would train nothing, or cannot continue exactly, is refused up front."""
+def _check_resume(resumed: Resume, cfg: DictConfig, table: Table) -> None:
+    """A resume that would train nothing, or cannot continue exactly, is refused up front,
+    before the run folder is claimed: its data must be the same, and its trainer state must
+    fit the trainer this config builds (:func:`~pricenet.engine.check_trainer_state`)."""
     where = cfg.trainer.resume
     if len(member_groups(cfg, member_count(cfg))) > 1:
         raise ConfigError(
             f"trainer.resume={where}: this run fits its models one by one (not packed), "
             "which cannot be resumed; rerun it"
         )
-    fit = resumed.state.get("fit", {})
-    done = fit.get("epoch", 0)
-    members = fit.get("members", [])
+    if resumed.data_sha256 not in (None, table_sha256(table)):
+        raise CheckpointError(
+            f"trainer.resume={where}: that run was trained on other data than "
+            f"{table.source} (its content changed); resume on the same data, or start a new run"
+        )
+    optimizer = instantiate(cfg.optim, _convert_="all")(resumed.network.parameters())
+    check_trainer_state(
+        resumed.state,
+        model=resumed.network,
+        optimizer=optimizer,
+        scheduler=instantiate(cfg.scheduler, _convert_="all")(optimizer),
+        patience=cfg.trainer.patience,
+        monitor=cfg.monitor,
+        where=str(resumed.file),
+        train_sizes=[len(member.train) for member in plan_for(cfg, table)],
+        batch_size=cfg.trainer.batch_size,
+    )
+    fit = resumed.state["fit"]
+    done = fit["epoch"]
+    members = fit["members"]
     if members and all(m.get("stopped_early") or m.get("error") for m in members):
         raise ConfigError(f"trainer.resume={where}: that run stopped early at epoch {done}")
     if done >= cfg.trainer.epochs:
@@ -166,10 +186,11 @@ def run(
     resumed = None
     if cfg.trainer.resume:
         resumed = resume_state(cfg.trainer.resume, resolved)
-        _check_resume(resumed, cfg)
     threads = set_threads(cfg.trainer.threads)
     table = load_data(cfg)
     build_head(cfg, table.schema)  # an ordinal loss on unordered classes fails here
+    if resumed is not None:
+        _check_resume(resumed, cfg, table)
     run_dir = claim_run_dir(run_dir, hydra_wrote=multirun)
     try:
         metrics, artifacts = _run(
@@ -210,11 +231,6 @@ def _run(
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     set_seed(tcfg.seed, tcfg.deterministic)
     sha = table_sha256(table)
-    if resumed is not None and resumed.data_sha256 not in (None, sha):
-        raise CheckpointError(
-            f"trainer.resume={tcfg.resume}: that run was trained on other data than "
-            f"{table.source} (its content changed); resume on the same data, or start a new run"
-        )
     plan = plan_for(cfg, table)
     prepared = prepare(cfg, table, plan, device)
     warn_absent_classes(prepared)

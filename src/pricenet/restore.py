@@ -125,10 +125,13 @@ def restore_model(payload: dict[str, Any], where: str | Path) -> Restored:
 
 @dataclass
 class Resume:
-    """What a resumed run takes from a ``last.pt``: the trainer state and the data's fingerprint."""
+    """What a resumed run takes from a ``last.pt``: the trainer state and the data's
+    fingerprint; with the file and its (checked) network, to check the state against."""
 
     state: dict[str, Any]
     data_sha256: str | None
+    file: Path
+    network: PackedMLP
 
 
 def resume_state(path: str | Path, config: dict[str, Any]) -> Resume:
@@ -146,7 +149,7 @@ def resume_state(path: str | Path, config: dict[str, Any]) -> Resume:
     checkpoint = load_checkpoint(file)
     if not isinstance(checkpoint.get("trainer"), dict):
         raise CheckpointError(f"{file}: holds no trainer state to resume from (use a last.pt)")
-    restore_model(checkpoint, file)  # the same checks as predict: a bad file fails here
+    restored = restore_model(checkpoint, file)  # the same checks as predict: a bad file fails here
     differences = config_differences(checkpoint.get("settings", {}), config)
     if differences:
         shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
@@ -156,4 +159,4 @@ def resume_state(path: str | Path, config: dict[str, Any]) -> Resume:
             f"{file}: was trained with other settings: {shown}; resume with the same "
             f"overrides as the original run{hint}"
         )
-    return Resume(checkpoint["trainer"], checkpoint.get("data_sha256"))
+    return Resume(checkpoint["trainer"], checkpoint.get("data_sha256"), file, restored.network)
