@@ -132,10 +132,17 @@ def check_tensors(
         value = state[key]
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{where}: {key} is a {type(value).__name__}, not a tensor")
+        if value.layout != torch.strided or value.is_meta or value.is_quantized:
+            kind = "a meta" if value.is_meta else f"a {value.layout} / {value.dtype}"
+            raise CheckpointError(f"{where}: {key} is {kind} tensor, not a dense one with values")
         if value.shape != expected.shape:
             raise CheckpointError(
                 f"{where}: {key} has shape {tuple(value.shape)}, but the stored network needs "
                 f"{tuple(expected.shape)}"
+            )
+        if value.numel() * value.element_size() > value.untyped_storage().nbytes():
+            raise CheckpointError(  # a zero-stride view: a few stored values, a huge shape
+                f"{where}: {key} claims more values than its stored data holds"
             )
         if value.is_floating_point() != expected.is_floating_point():
             raise CheckpointError(
@@ -155,6 +162,7 @@ RESUME_MAY_CHANGE = (
     "trainer.device",
     "trainer.threads",
     "trainer.checkpoint_interval_s",
+    "trainer.max_",  # the budget's limits
     "trainer.deterministic",
     "report.",
     "paths.",
