@@ -26,7 +26,7 @@ from pricenet.tables.cells import (
     shown,
     to_float,
 )
-from pricenet.tables.schema import Feature, Schema
+from pricenet.tables.schema import Feature, Schema, first_repeat
 from pricenet.tables.table import Table
 
 log = logging.getLogger("pricenet.tables")
@@ -186,9 +186,9 @@ def validate_frame(
     prefix = f"{source}: " if source else ""
     id_column = id if id is not None else schema.id
     columns = [str(c) for c in frame.columns]
-    if len(set(columns)) != len(columns):
-        dup = next(c for c in columns if columns.count(c) > 1)
-        raise DataError(f"{prefix}column {dup!r}: appears more than once")
+    repeated = first_repeat(columns)
+    if repeated is not None:
+        raise DataError(f"{prefix}column {repeated[1]!r}: appears more than once")
     frame = frame.set_axis(columns, axis=1)
     required = [*schema.feature_names, *([schema.label] if require_label else [])]
     absent = [name for name in required if name not in frame.columns]
