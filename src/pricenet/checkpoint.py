@@ -35,9 +35,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 def resolve_checkpoint(path: str | Path, name: str = BEST) -> Path:
     """A checkpoint file, or ``<run folder>/<name>`` when given a run folder."""
     path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / name
-    if not path.is_file():
+    try:
+        if path.is_dir():
+            path = path / name
+        found = path.is_file()
+    except OSError as err:  # a name too long for the file system, say
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not found:
         raise CheckpointError(f"{path}: checkpoint not found")
     return path
 
