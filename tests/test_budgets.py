@@ -343,3 +343,28 @@ def test_an_error_line_escapes_newlines_and_is_capped(tmp_path, capsys):
         exit_on_user_error(Predictor.from_checkpoint)(tmp_path / ("y" * 5000))
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and len(err) <= 2010 and " ... " in err
+
+
+def test_archives_that_unpack_beyond_their_size_are_refused_before_loading(tmp_path):
+    """torch.load allocates what a file declares: a deflated entry (a zip bomb) and the
+    legacy format are refused before it runs."""
+    import zipfile
+
+    from pricenet.checkpoint import FORMAT_VERSION
+
+    saved = tmp_path / "zeros.pt"
+    torch.save({"format_version": FORMAT_VERSION, "model": {"w": torch.zeros(2_000_000)}}, saved)
+    deflated = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    size = deflated.stat().st_size
+    assert torch.load(deflated, weights_only=True)["model"]["w"].numel() * 4 > 100 * size
+    with pytest.raises(CheckpointError, match="is compressed; torch.save stores tensors"):
+        load_checkpoint(deflated)
+
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"format_version": FORMAT_VERSION}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.load(legacy, weights_only=True)["format_version"] == FORMAT_VERSION
+    with pytest.raises(CheckpointError, match="legacy format"):
+        load_checkpoint(legacy)

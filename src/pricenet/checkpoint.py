@@ -8,9 +8,12 @@ arbitrary objects is refused before any of its code runs.
 
 from __future__ import annotations
 
+import itertools
 import pickle
+import pickletools
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,7 @@ def resolve_checkpoint(path: str | Path, name: str = BEST) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``) and check its format version."""
     path = Path(path)
+    _check_archive(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
@@ -73,6 +77,43 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     check_payload(payload, str(path))
     return payload
+
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # what torch's pre-1.6 format pickles first
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a file that would make ``torch.load`` allocate more than the file holds, before
+    it reads anything: torch allocates each tensor's storage at the size the file declares.
+    A zip entry must be stored, not compressed (``torch.save`` never compresses; a deflated
+    entry of a few KB can unpack to gigabytes), and the legacy format, which declares sizes
+    ahead of data it may not have, is refused. Other files go on to ``torch.load``, which
+    refuses them."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                entries = archive.infolist()
+            packed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+            if packed:
+                raise CheckpointError(
+                    f"{path}: {shown(packed[0])} is compressed; torch.save stores tensors "
+                    "uncompressed, and a compressed entry could unpack to any size"
+                )
+            if sum(e.file_size for e in entries) > path.stat().st_size:
+                raise CheckpointError(f"{path}: its entries declare more bytes than the file has")
+            return
+        with path.open("rb") as handle:
+            ops = pickletools.genops(handle)
+            head = [arg for _, arg, _ in itertools.islice(ops, 3)]
+    except CheckpointError:
+        raise
+    except Exception:  # not a pickle or a damaged zip: torch.load names the problem
+        return
+    if _LEGACY_MAGIC in head:
+        raise CheckpointError(
+            f"{path}: is in torch's legacy format (before 1.6), whose tensors are allocated at "
+            "declared sizes before they are read; load and save it with a current torch"
+        )
 
 
 # Every top-level key a checkpoint may hold, with the type of its value. Anything else is
