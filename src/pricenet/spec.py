@@ -10,6 +10,10 @@ checked for its type and range before anything is built; nothing goes through Hy
 At train time the user's own config (trusted: they wrote it) is instantiated as usual, and
 :func:`network_spec` describes what it built in this vocabulary, refusing, before any
 training, a module that a checkpoint could not describe.
+
+Budget before allocation: a spec knows its size (:meth:`NetworkSpec.parameter_count`,
+:meth:`NetworkSpec.activation_bytes`, members x widths x layers, no tensor built), so a
+network over the budget is refused before anything is allocated, on both paths.
 """
 
 from __future__ import annotations
