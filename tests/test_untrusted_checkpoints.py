@@ -316,3 +316,44 @@ def test_the_untouched_checkpoint_loads(trained):
     run_dir, config = trained
     assert Predictor.from_checkpoint(run_dir / "best.pt").head.num_classes == 4
     assert resume_state(run_dir / "last.pt", config).state["fit"]["epoch"] == 2
+
+
+def _overflowing(payload: dict) -> None:
+    """Finite values in range whose outputs overflow: huge output weights, a tiny temperature."""
+    home = payload["model"] if "model" in payload else payload["trainer"]["model"]
+    output = [key for key in home if key.endswith(".weight")][-1]
+    home[output] = home[output] * 1e30
+    payload["temperatures"] = [1e-30]
+
+
+def test_a_checkpoint_whose_outputs_overflow_is_refused(trained, tmp_path, capsys):
+    from pricenet.model import build_network
+    from pricenet.spec import NetworkSpec, build_head
+
+    path = poisoned(trained, tmp_path, "best.pt", _overflowing)
+    payload = load_checkpoint(path)
+    spec = NetworkSpec.from_dict(payload["network"])
+    network = build_network(spec).eval()
+    network.load_state_dict(payload["model"])  # every tensor is finite and fits
+    head = build_head(spec.head, spec.num_classes)
+    with torch.no_grad():
+        outputs = head.combine(network(torch.randn(5, spec.in_features)) / 1e-30)
+    assert torch.isnan(head.probabilities(outputs)).all()  # what predict returned before
+    refused_by_every_loader(path, trained[1], capsys, "non-finite outputs .* on a probe row")
+
+
+def test_exports_self_check_fails_on_nan():
+    import numpy as np
+
+    from pricenet.export import _self_check
+
+    expected = np.array([[0.2, 0.8], [np.nan, np.nan], [np.nan, np.nan]], dtype=np.float32)
+    got = expected.copy()
+    assert np.array_equal(np.isnan(got), np.isnan(expected))  # the old check's condition
+    refused = np.array([False, True, False])  # row 1 is refused by design; row 2 is not
+    with pytest.raises(CheckpointError, match="non-finite probabilities on 1 of 2 valid probe"):
+        _self_check(got, expected, refused, "m.pt", "onnx")
+    _self_check(got[:2], expected[:2], refused[:2], "m.pt", "onnx")  # NaN where refused: fine
+    got[0, 0] += 0.1
+    with pytest.raises(CheckpointError, match="disagrees with torch"):
+        _self_check(got[:2], expected[:2], refused[:2], "m.pt", "onnx")

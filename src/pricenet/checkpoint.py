@@ -8,9 +8,12 @@ arbitrary objects is refused before any of its code runs.
 
 from __future__ import annotations
 
+import itertools
 import pickle
+import pickletools
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,9 +38,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 def resolve_checkpoint(path: str | Path, name: str = BEST) -> Path:
     """A checkpoint file, or ``<run folder>/<name>`` when given a run folder."""
     path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / name
-    if not path.is_file():
+    try:
+        if path.is_dir():
+            path = path / name
+        found = path.is_file()
+    except OSError as err:  # a name too long for the file system, say
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not found:
         raise CheckpointError(f"{path}: checkpoint not found")
     return path
 
@@ -45,6 +52,7 @@ def resolve_checkpoint(path: str | Path, name: str = BEST) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``) and check its format version."""
     path = Path(path)
+    _check_archive(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
@@ -69,6 +77,43 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     check_payload(payload, str(path))
     return payload
+
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # what torch's pre-1.6 format pickles first
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a file that would make ``torch.load`` allocate more than the file holds, before
+    it reads anything: torch allocates each tensor's storage at the size the file declares.
+    A zip entry must be stored, not compressed (``torch.save`` never compresses; a deflated
+    entry of a few KB can unpack to gigabytes), and the legacy format, which declares sizes
+    ahead of data it may not have, is refused. Other files go on to ``torch.load``, which
+    refuses them."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                entries = archive.infolist()
+            packed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+            if packed:
+                raise CheckpointError(
+                    f"{path}: {shown(packed[0])} is compressed; torch.save stores tensors "
+                    "uncompressed, and a compressed entry could unpack to any size"
+                )
+            if sum(e.file_size for e in entries) > path.stat().st_size:
+                raise CheckpointError(f"{path}: its entries declare more bytes than the file has")
+            return
+        with path.open("rb") as handle:
+            ops = pickletools.genops(handle)
+            head = [arg for _, arg, _ in itertools.islice(ops, 3)]
+    except CheckpointError:
+        raise
+    except Exception:  # not a pickle or a damaged zip: torch.load names the problem
+        return
+    if _LEGACY_MAGIC in head:
+        raise CheckpointError(
+            f"{path}: is in torch's legacy format (before 1.6), whose tensors are allocated at "
+            "declared sizes before they are read; load and save it with a current torch"
+        )
 
 
 # Every top-level key a checkpoint may hold, with the type of its value. Anything else is
@@ -132,10 +177,17 @@ def check_tensors(
         value = state[key]
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{where}: {key} is a {type(value).__name__}, not a tensor")
+        if value.layout != torch.strided or value.is_meta or value.is_quantized:
+            kind = "a meta" if value.is_meta else f"a {value.layout} / {value.dtype}"
+            raise CheckpointError(f"{where}: {key} is {kind} tensor, not a dense one with values")
         if value.shape != expected.shape:
             raise CheckpointError(
                 f"{where}: {key} has shape {tuple(value.shape)}, but the stored network needs "
                 f"{tuple(expected.shape)}"
+            )
+        if value.numel() * value.element_size() > value.untyped_storage().nbytes():
+            raise CheckpointError(  # a zero-stride view: a few stored values, a huge shape
+                f"{where}: {key} claims more values than its stored data holds"
             )
         if value.is_floating_point() != expected.is_floating_point():
             raise CheckpointError(
@@ -155,6 +207,7 @@ RESUME_MAY_CHANGE = (
     "trainer.device",
     "trainer.threads",
     "trainer.checkpoint_interval_s",
+    "trainer.max_",  # the budget's limits
     "trainer.deterministic",
     "report.",
     "paths.",

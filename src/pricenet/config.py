@@ -72,6 +72,9 @@ class TrainerConfig:
     checkpoint_interval_s: float = 30.0
     seeds: int = 1
     calibrate: bool = True
+    # the network budget, checked from its sizes before anything is built (pricenet.spec)
+    max_parameters: int = 50_000_000
+    max_activation_bytes: int = 2**30  # one batch of batch_size rows through every member
 
 
 @dataclass
@@ -185,6 +188,21 @@ def model_has_batch_norm(cfg: DictConfig) -> bool:
     return bool(model.get("batch_norm", False)) and len(model.get("hidden", [])) > 0
 
 
+def _check_layer_keys(model: DictConfig) -> None:
+    """A per-layer key names a layer that exists (else it would be silently ignored): a hidden
+    layer for activations; any linear layer, the output layer last, for inits."""
+    hidden = len(model.get("hidden", []))
+    groups = (
+        ("layer_activations", hidden, f"{hidden} hidden layer(s)"),
+        ("layer_inits", hidden + 1, f"{hidden + 1} linear layer(s), the last the output layer"),
+    )
+    for group, layers, what in groups:
+        for key in model.get(group) or {}:
+            if not str(key).isdigit() or int(key) >= layers:
+                span = f": indices 0..{layers - 1}" if layers else ""
+                raise ConfigError(f"model.{group}.{key}: no such layer; the model has {what}{span}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values before any training starts; raise :class:`ConfigError` naming the key."""
     _check_known_keys(cfg)
@@ -211,6 +229,9 @@ def validate(cfg: DictConfig) -> None:
         _fail(
             "trainer.checkpoint_interval_s", trainer.checkpoint_interval_s, "must be seconds >= 0"
         )
+    for key in ("max_parameters", "max_activation_bytes"):
+        if not _is_count(trainer.get(key, 1)):
+            _fail(f"trainer.{key}", trainer[key], "must be an integer >= 1")
     if trainer.threads is not None and trainer.threads < 1:
         _fail("trainer.threads", trainer.threads, "must be >= 1, or null for torch's default")
     if cfg.monitor not in MONITORS:
@@ -229,6 +250,7 @@ def validate(cfg: DictConfig) -> None:
     for i, size in enumerate(model.hidden):
         if not _is_count(size):
             _fail(f"model.hidden[{i}]", size, "hidden sizes must be positive integers")
+    _check_layer_keys(model)
 
     data = cfg.data
     for key in ("val_size", "test_size"):

@@ -4,18 +4,63 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import TypeVar
 
 USAGE_EXIT_CODE = 2
 T = TypeVar("T")
 
 
+# The longest line an error prints; a longer message (a huge path) keeps its start and end.
+MAX_LINE = 2000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def shown(value: object, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters: a value quoted in a one-line error."""
-    text = repr(value)
+    """``repr(value)`` cut to ``limit`` characters: a value quoted in a one-line error.
+
+    Only a prefix of the value is ever turned into text, so quoting a 10 MB label costs no
+    more than quoting a short one, and 5000-deep nested lists never reach ``repr``'s
+    recursion limit."""
+    text = _prefix(value, limit + 1, depth=0)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _prefix(value: object, budget: int, depth: int) -> str:
+    """At least ``min(budget, len(repr(value)))`` leading characters of ``repr(value)``
+    (containers item by item, stopping once ``budget`` is spent or 20 levels deep)."""
+    if isinstance(value, str | bytes):
+        return repr(value[:budget])
+    mapping = isinstance(value, Mapping)
+    if not (mapping or isinstance(value, Sequence | Set)) or not value:
+        return repr(value)[: max(budget, 0) + 1]
+    if depth >= 20:
+        return "..."
+    opening, closing = "{}" if mapping or isinstance(value, Set) else "[]"
+    if isinstance(value, tuple):
+        opening, closing = "(", ",)" if len(value) == 1 else ")"
+    text = opening
+    for i, item in enumerate(value.items() if mapping else value):
+        if len(text) >= budget:
+            return text + "..."
+        text += ", " if i else ""
+        if mapping:
+            text += _prefix(item[0], budget - len(text), depth + 1) + ": "
+            item = item[1]
+        text += _prefix(item, budget - len(text), depth + 1)
+    return text + closing
+
+
+def one_line(message: str, limit: int = MAX_LINE) -> str:
+    """``message`` as one printable line: control characters (a newline in a path) escaped
+    as ``\\n``, and at most ``limit`` characters (its start and end kept)."""
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), message)
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 class PricenetError(Exception):
@@ -68,7 +113,7 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
             cause = user_error(err)
             if cause is None or verbose_errors():
                 raise
-            print(f"error: {cause}", file=sys.stderr)
+            print(f"error: {one_line(str(cause))}", file=sys.stderr)
             sys.exit(USAGE_EXIT_CODE)
 
     return wrapper

@@ -64,7 +64,7 @@ from pricenet.atomic import atomic_write_bytes
 from pricenet.checkpoint import resolve_checkpoint
 from pricenet.cli import check_not_an_input, check_output_path, parse_options
 from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
-from pricenet.predict import Predictor
+from pricenet.predict import MISSING_CODE, UNKNOWN_CODE, Predictor
 
 FORMATS = ("onnx", "torchscript")
 INPUT = "features"
@@ -347,17 +347,43 @@ def onnx_inputs(schema: Schema, frame: Any) -> dict[str, np.ndarray]:
     return feed
 
 
-def _self_check(got: np.ndarray, expected: np.ndarray, checkpoint: str, fmt: str) -> None:
-    """``got`` reproduces ``expected`` within the tolerance, NaN (refused rows) for NaN."""
-    same_shape = got.shape == expected.shape
-    refused = np.isnan(expected) if same_shape else None
-    gap = float("nan")
-    if same_shape and np.array_equal(np.isnan(got), refused):
-        gap = float(np.abs(got - expected)[~refused].max()) if (~refused).any() else 0.0
-    if not same_shape or not gap <= SELF_CHECK_TOLERANCE:
+def _refused_rows(predictor: Predictor, example: tuple[torch.Tensor, ...]) -> np.ndarray:
+    """The probe rows the module answers with NaN by design: a category outside the schema
+    where its ``unknown`` is error, a missing one under ``missing=error``."""
+    refused = torch.zeros(len(example[0]), dtype=torch.bool)
+    prep = predictor.preprocessors[0]
+    for j, encoding in enumerate(prep.categorical):
+        codes = example[1][:, j]
+        if not encoding.unknown:
+            refused |= codes == UNKNOWN_CODE
+        if prep.missing != "impute":
+            refused |= codes == MISSING_CODE
+    return refused.numpy()
+
+
+def _self_check(
+    got: np.ndarray, expected: np.ndarray, refused: np.ndarray, checkpoint: str, fmt: str
+) -> None:
+    """``got`` reproduces ``expected`` within the tolerance, and both are finite except on
+    the ``refused`` rows (NaN there, by design): NaN anywhere else fails, even NaN for NaN."""
+    if got.shape != expected.shape:
         raise CheckpointError(
             f"{checkpoint}: the exported {fmt} graph disagrees with torch "
-            f"(max |diff| {gap:.2e}, shape {got.shape} vs {expected.shape}); nothing written"
+            f"(shape {got.shape} vs {expected.shape}); nothing written"
+        )
+    kept = ~refused
+    for name, values in (("torch", expected), (fmt, got)):
+        bad = int((~np.isfinite(values[kept])).any(axis=1).sum())
+        if bad:
+            raise CheckpointError(
+                f"{checkpoint}: {name} gives non-finite probabilities on {bad} of "
+                f"{int(kept.sum())} valid probe rows; nothing written"
+            )
+    gap = float(np.abs(got[kept] - expected[kept]).max()) if kept.any() else 0.0
+    if not gap <= SELF_CHECK_TOLERANCE:
+        raise CheckpointError(
+            f"{checkpoint}: the exported {fmt} graph disagrees with torch "
+            f"(max |diff| {gap:.2e}); nothing written"
         )
 
 
@@ -382,7 +408,8 @@ def export_onnx(predictor: Predictor, checkpoint: str, opset: int = OPSET) -> by
     if schema.categories:
         feed[CATEGORIES] = _probe_strings(example[1], schema)
     session = onnx_session(model)
-    _self_check(session.run(None, feed)[0], expected, checkpoint, "onnx")
+    refused = _refused_rows(predictor, example)
+    _self_check(session.run(None, feed)[0], expected, refused, checkpoint, "onnx")
     return model
 
 
@@ -403,7 +430,9 @@ def export_torchscript(predictor: Predictor, checkpoint: str) -> bytes:
     with torch.no_grad():
         # a different batch size than traced with: the batch dimension must stay dynamic
         probe = tuple(tensor[:7] for tensor in example)
-        _self_check(traced(*probe).numpy(), module(*probe).numpy(), checkpoint, "torchscript")
+        refused = _refused_rows(predictor, probe)
+        got, expected = traced(*probe).numpy(), module(*probe).numpy()
+        _self_check(got, expected, refused, checkpoint, "torchscript")
     return buffer.getvalue()
 
 

@@ -10,6 +10,7 @@ alone does.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Mapping
@@ -98,23 +99,27 @@ def _layer_override(overrides: Mapping | None, index: int, group: str) -> Any:
     return None
 
 
-def build_network(spec: NetworkSpec) -> PackedMLP:
+def build_network(spec: NetworkSpec, device: str | torch.device | None = None) -> PackedMLP:
     """The packed network a checked spec describes, with torch's default init.
 
     This is the loading path: weights come from a checkpoint next, and nothing here imports
-    or instantiates anything by name.
+    or instantiates anything by name. ``device="meta"`` builds the structure without
+    allocating any storage: the shapes a checkpoint's tensors are checked against first.
     """
     head = build_head(spec.head, spec.num_classes)
-    return PackedMLP(
-        spec.members,
-        spec.in_features,
-        head.backbone_outputs,
-        hidden=spec.hidden,
-        activations=[build_activation(a) for a in spec.activations],
-        dropout=spec.dropout,
-        batch_norm=spec.batch_norm,
-        output_layer=head.output_layer(),
-    )
+    activations = [build_activation(a) for a in spec.activations]  # small; PReLU's is read
+    output_layer = head.output_layer()
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return PackedMLP(
+            spec.members,
+            spec.in_features,
+            head.backbone_outputs,
+            hidden=spec.hidden,
+            activations=activations,
+            dropout=spec.dropout,
+            batch_norm=spec.batch_norm,
+            output_layer=output_layer,
+        )
 
 
 def _activation_after(model: PackedMLP, linear: PackedLinear) -> nn.Module | None:

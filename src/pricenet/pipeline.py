@@ -58,7 +58,7 @@ from pricenet.restore import Resume, resume_state
 from pricenet.runs import claim_run_dir
 from pricenet.seed import resolve_device, set_seed, set_threads
 from pricenet.spec import network_spec
-from pricenet.tables import Table
+from pricenet.tables import Preprocessor, Table
 
 log = logging.getLogger("pricenet")
 
@@ -112,7 +112,21 @@ def check_config(cfg: DictConfig) -> None:
     resolve_device(cfg.trainer.device)
     check_factories(cfg)
     check_plan(cfg.cv, cfg.trainer.seeds)
-    network_spec(cfg, in_features=1, num_classes=2)
+    network_spec(cfg, in_features=1, num_classes=2, members=member_count(cfg))
+
+
+def check_network(cfg: DictConfig, table: Table) -> None:
+    """The network's sizes and budget with the table's real input width and classes: a
+    70k-column table is refused here, before the run folder is claimed or any member's data
+    is prepared. The width is a preprocessor's, fitted on one row (what :func:`prepare` fits
+    on every member's rows)."""
+    frame = table.frame
+    gaps = [name for name in frame.columns if frame[name].isna().any()]
+    missing = to_container(cfg.data).get("missing", "error")
+    width = Preprocessor.fit(
+        frame.iloc[:1], table.schema, standardize=False, missing=missing, indicators=gaps
+    ).width
+    network_spec(cfg, width, table.schema.num_classes, members=member_count(cfg))
 
 
 def member_count(cfg: DictConfig) -> int:
@@ -189,6 +203,7 @@ def run(
     threads = set_threads(cfg.trainer.threads)
     table = load_data(cfg)
     build_head(cfg, table.schema)  # an ordinal loss on unordered classes fails here
+    check_network(cfg, table)
     if resumed is not None:
         _check_resume(resumed, cfg, table)
     run_dir = claim_run_dir(run_dir, hydra_wrote=multirun)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pricenet.checkpoint import (
     LAST,
     check_tensors,
@@ -116,11 +118,41 @@ def restore_model(payload: dict[str, Any], where: str | Path) -> Restored:
         raise CheckpointError(
             f"{where}: temperatures {shown(temperatures)} must be {spec.members} number(s) > 0"
         )
+    # The spec is within the budget (NetworkSpec.from_dict); the tensors must fit it before
+    # anything real is built: their shapes are checked against a storage-less (meta) network.
+    shapes = build_network(spec, "meta").state_dict()
+    state = check_tensors(_model_state(payload, where), shapes, f"{where}: model")
     network = build_network(spec)
-    state = check_tensors(_model_state(payload, where), network.state_dict(), f"{where}: model")
     network.load_state_dict(state)
     head = build_head(spec.head, spec.num_classes)
-    return Restored(spec, network, head, schema, preprocessors, [float(t) for t in temperatures])
+    restored = Restored(
+        spec, network, head, schema, preprocessors, [float(t) for t in temperatures]
+    )
+    _check_finite_outputs(restored, where)
+    return restored
+
+
+@torch.no_grad()
+def _check_finite_outputs(restored: Restored, where: str | Path) -> None:
+    """Weights that are finite but overflow (huge values, a tiny temperature) give NaN
+    probabilities for every row: refused here, on a probe row of each member's training
+    means (numbers) and most frequent categories, as predict computes them."""
+    import pandas as pd
+
+    rows = []
+    for prep in restored.preprocessors:
+        row = dict(zip(prep.numeric_names, prep.numeric_fill.tolist(), strict=True))
+        row.update({c.name: c.fill for c in prep.categorical})
+        rows.append(torch.from_numpy(prep.transform(pd.DataFrame([row]))))
+    network = restored.network.eval()
+    temperatures = torch.tensor(restored.temperatures).view(-1, 1, 1)
+    outputs = restored.head.combine(network(torch.stack(rows)) / temperatures)
+    probabilities = restored.head.probabilities(outputs)
+    if not bool(torch.isfinite(outputs).all() and torch.isfinite(probabilities).all()):
+        raise CheckpointError(
+            f"{where}: its network gives non-finite outputs (NaN or infinity) on a probe row "
+            "of its training means; the weights or temperatures overflow"
+        )
 
 
 @dataclass

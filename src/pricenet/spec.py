@@ -10,6 +10,10 @@ checked for its type and range before anything is built; nothing goes through Hy
 At train time the user's own config (trusted: they wrote it) is instantiated as usual, and
 :func:`network_spec` describes what it built in this vocabulary, refusing, before any
 training, a module that a checkpoint could not describe.
+
+Budget before allocation: a spec knows its size (:meth:`NetworkSpec.parameter_count`,
+:meth:`NetworkSpec.activation_bytes`, members x widths x layers, no tensor built), so a
+network over the budget is refused before anything is allocated, on both paths.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ MAX_MEMBERS = 1024
 MAX_WIDTH = 65_536
 MAX_LAYERS = 64
 MAX_CLASSES = 10_000
+# The network budget every loaded network must fit (a fixed ceiling), computed from the spec
+# before anything is built: its stored values (weights and buffers: 2**28 float32 = 1 GiB),
+# and the activations of one forward pass over PREDICT_ROWS rows (4 GiB). Training checks
+# the same ceilings (so what trains loads), then its own, lower, trainer.max_* limits.
+MAX_PARAMETERS = 2**28
+MAX_ACTIVATION_BYTES = 4 * 2**30
+PREDICT_ROWS = 1024
+BYTES_PER_VALUE = 4  # float32
 
 
 def _finite(value: Any) -> bool:
@@ -125,7 +137,18 @@ class ActivationSpec:
                 raise SpecError(f"{key}.args.{arg}: {shown(value)} is out of range")
         if name == "rrelu" and not 0 <= args.get("lower", 0.125) <= args.get("upper", 1 / 3):
             raise SpecError(f"{key}.args: rrelu needs 0 <= lower <= upper")
+        if name == "hardtanh" and not args.get("min_val", -1.0) < args.get("max_val", 1.0):
+            raise SpecError(f"{key}.args: hardtanh needs min_val < max_val")
         return cls(name, dict(args))
+
+    def check_width(self, width: int, key: str) -> None:
+        """An activation with one learned value per unit must have its layer's width."""
+        count = self.args.get("num_parameters", 1)
+        if self.name == "prelu" and count not in (1, width):
+            raise SpecError(
+                f"{key}.args.num_parameters: {count} does not fit its layer of {width} units "
+                "(1 or the layer's width)"
+            )
 
 
 @dataclass(frozen=True)
@@ -186,7 +209,7 @@ class NetworkSpec:
             raise SpecError(f"{key}.num_classes: {shown(classes)} is not an integer")
         if not 2 <= classes <= MAX_CLASSES:
             raise SpecError(f"{key}.num_classes: {classes} is not in 2..{MAX_CLASSES}")
-        return cls(
+        spec = cls(
             members=members,
             in_features=node["in_features"],
             hidden=tuple(hidden),
@@ -199,6 +222,63 @@ class NetworkSpec:
             head=head,
             num_classes=classes,
         )
+        for i, (activation, width) in enumerate(zip(spec.activations, hidden, strict=True)):
+            activation.check_width(width, f"{key}.activations[{i}]")
+        spec.check_budget(MAX_PARAMETERS, MAX_ACTIVATION_BYTES, PREDICT_ROWS, key)
+        return spec
+
+    # ------------------------------------------------------------------ budget
+
+    @property
+    def outputs(self) -> int:
+        """The backbone's outputs (the head's, before its extra output layer)."""
+        return HEADS[self.head](num_classes=self.num_classes).backbone_outputs
+
+    def parameter_count(self) -> int:
+        """The values the built network stores (weights and buffers), from the spec alone."""
+        widths = (self.in_features, *self.hidden, self.outputs)
+        per_member = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+        if self.batch_norm:  # weight, bias, running mean and variance; a batch counter
+            per_member += sum(4 * size + 1 for size in self.hidden)
+        for activation, size in zip(self.activations, self.hidden, strict=True):
+            if activation.name == "prelu":
+                per_member += min(activation.args.get("num_parameters", 1), size)
+        if self.head == "coral":
+            per_member += self.num_classes - 1
+        return self.members * per_member
+
+    def activation_bytes(self, rows: int) -> int:
+        """The tensors one forward pass over ``rows`` rows holds, from the spec alone: the
+        input, each hidden layer's linear, batch-norm, activation and dropout outputs, and
+        the outputs, for every member (float32)."""
+        per_layer = 2 + int(self.batch_norm) + int(self.dropout > 0)
+        values = self.in_features + per_layer * sum(self.hidden) + 2 * self.num_classes
+        return BYTES_PER_VALUE * rows * self.members * values
+
+    def check_budget(
+        self,
+        max_parameters: int,
+        max_activation_bytes: int,
+        rows: int,
+        key: str,
+        names: tuple[str, str] = ("the limit", "the limit"),
+    ) -> None:
+        """Refuse (:class:`SpecError`) a network over either limit, before it is built;
+        ``names`` says what each limit is called where it was set."""
+        # (before the data is read, the config's checks pass one input: not worth naming)
+        inputs = f", {self.in_features:,} inputs" if self.in_features > 1 else ""
+        shape = f"{self.members} member(s){inputs}, hidden {list(self.hidden)}"
+        count = self.parameter_count()
+        if count > max_parameters:
+            raise SpecError(
+                f"{key}: {count:,} parameters ({shape}) is over {names[0]} of {max_parameters:,}"
+            )
+        size = self.activation_bytes(rows)
+        if size > max_activation_bytes:
+            raise SpecError(
+                f"{key}: one forward pass over {rows:,} rows needs {size:,} bytes of activations "
+                f"({shape}), over {names[1]} of {max_activation_bytes:,}"
+            )
 
 
 def _keys(node: Any, key: str, expected: set[str]) -> None:
@@ -254,20 +334,29 @@ def head_name(head: Head, where: str) -> str:
 def network_spec(cfg: Mapping, in_features: int, num_classes: int, members: int = 1) -> NetworkSpec:
     """Describe the network the user's config asks for (train time; the config is trusted).
 
-    Refuses, before any training, an activation or head a checkpoint could not describe.
+    Refuses, before any training and before anything is built, an activation or head a
+    checkpoint could not describe, sizes out of the checkpoint's bounds, and a network over
+    the load ceilings or the config's ``trainer.max_parameters`` /
+    ``trainer.max_activation_bytes`` (activations of one batch of ``trainer.batch_size``).
     """
     from hydra.utils import instantiate
 
     model = cfg["model"]
     hidden = tuple(int(size) for size in model["hidden"])
+    _check_sizes(hidden, in_features, num_classes, members)
     overrides = model.get("layer_activations") or {}
     activations = []
-    for i in range(len(hidden)):
+    for i, size in enumerate(hidden):
         node = next((v for k, v in overrides.items() if str(k) == str(i)), None)
         where = f"model.layer_activations.{i}" if node is not None else "activation"
-        activations.append(describe_activation(instantiate(node or cfg["activation"]), where))
+        activation = describe_activation(instantiate(node or cfg["activation"]), where)
+        try:
+            activation.check_width(size, where)
+        except SpecError as err:
+            raise ConfigError(str(err)) from None
+        activations.append(activation)
     head = instantiate(cfg["loss"]["head"])
-    return NetworkSpec(
+    spec = NetworkSpec(
         members=members,
         in_features=in_features,
         hidden=hidden,
@@ -277,3 +366,48 @@ def network_spec(cfg: Mapping, in_features: int, num_classes: int, members: int 
         head=head_name(head, "loss.head"),
         num_classes=num_classes,
     )
+    trainer = cfg["trainer"]
+    try:
+        spec.check_budget(MAX_PARAMETERS, MAX_ACTIVATION_BYTES, PREDICT_ROWS, "model")
+    except SpecError as err:
+        raise ConfigError(
+            f"{err}, the most a checkpoint may hold; shrink model.hidden or the fits "
+            "(trainer.seeds, cv)"
+        ) from None
+    try:
+        spec.check_budget(
+            trainer["max_parameters"],
+            trainer["max_activation_bytes"],
+            trainer["batch_size"],
+            "model",
+            ("trainer.max_parameters", "trainer.max_activation_bytes"),
+        )
+    except SpecError as err:
+        raise ConfigError(
+            f"{err}; shrink model.hidden, trainer.batch_size or the fits (trainer.seeds, cv), "
+            "or raise that limit"
+        ) from None
+    return spec
+
+
+def _check_sizes(hidden: tuple[int, ...], in_features: int, num_classes: int, members: int) -> None:
+    """The bounds of :meth:`NetworkSpec.from_dict`, as config errors naming the setting."""
+    if members > MAX_MEMBERS:
+        raise ConfigError(
+            f"{members:,} fits (trainer.seeds x cv.folds x cv.repeats) are more than the "
+            f"{MAX_MEMBERS} one checkpoint holds"
+        )
+    if len(hidden) > MAX_LAYERS:
+        raise ConfigError(f"model.hidden has {len(hidden)} layers; at most {MAX_LAYERS}")
+    for i, size in enumerate(hidden):
+        if size > MAX_WIDTH:
+            raise ConfigError(
+                f"model.hidden[{i}]={size} is invalid: at most {MAX_WIDTH:,} units per layer"
+            )
+    if in_features > MAX_WIDTH:
+        raise ConfigError(
+            f"the data gives {in_features:,} model inputs (features, categories and "
+            f"was-missing inputs); a network takes at most {MAX_WIDTH:,}"
+        )
+    if num_classes > MAX_CLASSES:
+        raise ConfigError(f"the label has {num_classes:,} classes; at most {MAX_CLASSES:,}")

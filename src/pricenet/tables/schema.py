@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from pricenet.errors import ConfigError, DataError
+from pricenet.errors import shown as quoted
 from pricenet.tables.cells import describe_text, is_missing, number_text, shown, to_float
 
 Kind = Literal["numeric", "integer", "binary", "categorical"]
@@ -39,15 +40,26 @@ def _check_keys(
             raise ConfigError(f"{where}.{key}: missing")
 
 
+def first_repeat(values: Iterable[Any]) -> tuple[int, Any] | None:
+    """``(index, value)`` of the first value seen before, or None: one pass, so 100k names
+    are checked as fast as ten (a ``list.count`` per name took minutes)."""
+    seen: set[Any] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            return i, value
+        seen.add(value)
+    return None
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _name_problem(name: Any) -> str | None:
     if not isinstance(name, str):
-        return f"{name!r} is not a string"
+        return f"{quoted(name)} is not a string"
     if not name or name != name.strip():
-        return f"{name!r}: a column name must be non-empty, without spaces around it"
+        return f"{quoted(name)}: a column name must be non-empty, without spaces around it"
     return None
 
 
@@ -70,7 +82,7 @@ class Feature:
     def __post_init__(self) -> None:
         problem = self.problem()
         if problem:
-            raise ConfigError(f"feature {self.name!r}: {problem}")
+            raise ConfigError(f"feature {quoted(self.name)}: {problem}")
 
     @property
     def numeric(self) -> bool:
@@ -82,7 +94,7 @@ class Feature:
         if _name_problem(self.name):
             return f"name: {_name_problem(self.name)}"
         if self.kind not in KINDS:
-            return f"kind: {self.kind!r} is not one of {', '.join(KINDS)}"
+            return f"kind: {quoted(self.kind)} is not one of {', '.join(KINDS)}"
         for key in ("low", "high"):
             value = getattr(self, key)
             if value is None:
@@ -90,16 +102,16 @@ class Feature:
             if self.kind == "categorical":
                 return f"{key}: a categorical feature has no range"
             if not _is_number(value):
-                return f"{key}: {value!r} is not a number"
+                return f"{key}: {quoted(value)} is not a number"
             if not math.isfinite(value):
-                return f"{key}: {value!r} is not finite"
+                return f"{key}: {quoted(value)} is not finite"
         if self.low is not None and self.high is not None and self.low > self.high:
             return f"low: {self.low} is above high: {self.high}"
         if self.kind == "binary":
             for key in ("low", "high"):
                 value = getattr(self, key)
                 if value is not None and value not in (0, 1):
-                    return f"{key}: {value!r}: a binary feature's range lies within 0..1"
+                    return f"{key}: {quoted(value)}: a binary feature's range lies within 0..1"
         if self.kind != "categorical":
             if self.categories:
                 return f"categories: only a categorical feature has categories (kind {self.kind})"
@@ -111,14 +123,14 @@ class Feature:
         for i, cat in enumerate(self.categories):
             if not isinstance(cat, str) or not cat.strip() or cat != cat.strip():
                 return (
-                    f"categories[{i}]: {cat!r} is not a non-empty string without spaces around "
-                    "it (quote numbers and yes/no in YAML)"
+                    f"categories[{i}]: {quoted(cat)} is not a non-empty string without spaces "
+                    "around it (quote numbers and yes/no in YAML)"
                 )
-        if len(set(self.categories)) != len(self.categories):
-            dup = next(c for c in self.categories if self.categories.count(c) > 1)
-            return f"categories: {dup!r} appears more than once"
+        repeated = first_repeat(self.categories)
+        if repeated is not None:
+            return f"categories: {quoted(repeated[1])} appears more than once"
         if self.unknown not in UNKNOWN_POLICIES:
-            return f"unknown: {self.unknown!r} is not one of {', '.join(UNKNOWN_POLICIES)}"
+            return f"unknown: {quoted(self.unknown)} is not one of {', '.join(UNKNOWN_POLICIES)}"
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,19 +149,19 @@ class Feature:
     def from_dict(cls, d: Any, where: str) -> Feature:
         """A feature from a mapping, checked key by key (errors name ``where`` and the key)."""
         if not isinstance(d, Mapping):
-            raise ConfigError(f"{where}: expected a mapping with name and kind, got {d!r}")
+            raise ConfigError(f"{where}: expected a mapping with name and kind, got {quoted(d)}")
         _check_keys(d, _FEATURE_KEYS, ("name", "kind"), where)
         if not isinstance(d["kind"], str) or d["kind"] not in KINDS:
-            raise ConfigError(f"{where}.kind: {d['kind']!r} is not one of {', '.join(KINDS)}")
+            raise ConfigError(f"{where}.kind: {quoted(d['kind'])} is not one of {', '.join(KINDS)}")
         values: dict[str, Any] = {"name": d["name"], "kind": d["kind"]}
         for key in ("low", "high"):
             value = d.get(key)
             if value is not None and not _is_number(value):
-                raise ConfigError(f"{where}.{key}: {value!r} is not a number")
+                raise ConfigError(f"{where}.{key}: {quoted(value)} is not a number")
             values[key] = None if value is None else float(value)
         categories = d.get("categories", [])
         if not isinstance(categories, list | tuple):
-            raise ConfigError(f"{where}.categories: expected a list, got {categories!r}")
+            raise ConfigError(f"{where}.categories: expected a list, got {quoted(categories)}")
         values["categories"] = tuple(categories)
         values["unknown"] = d.get("unknown", "error")
         probe = cls.__new__(cls)
@@ -212,34 +224,36 @@ class Schema:
             return "features: at least one feature is needed"
         for i, f in enumerate(self.features):
             if not isinstance(f, Feature):
-                return f"features[{i}]: {f!r} is not a Feature"
+                return f"features[{i}]: {quoted(f)} is not a Feature"
         names = self.feature_names
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            i = len(names) - 1 - names[::-1].index(dup)
-            return f"features[{i}].name: {dup!r} appears more than once"
+        repeated = first_repeat(names)
+        if repeated is not None:
+            return f"features[{repeated[0]}].name: {quoted(repeated[1])} appears more than once"
         if _name_problem(self.label):
             return f"label: {_name_problem(self.label)}"
         if self.label in names:
-            return f"label: {self.label!r} is also a feature"
+            return f"label: {quoted(self.label)} is also a feature"
         if self.id is not None:
             if _name_problem(self.id):
                 return f"id: {_name_problem(self.id)}"
             if self.id in names or self.id == self.label:
-                return f"id: {self.id!r} is also a feature or the label"
+                return f"id: {quoted(self.id)} is also a feature or the label"
         if not isinstance(self.classes, tuple) or len(self.classes) < 2:
-            return f"classes: {list(self.classes)!r}: at least two classes are needed"
+            return f"classes: {quoted(list(self.classes))}: at least two classes are needed"
         kinds = {type(c) for c in self.classes}
         if kinds not in ({int}, {str}):
-            return f"classes: {list(self.classes)!r}: all integers or all strings (no booleans)"
+            classes = quoted(list(self.classes))
+            return f"classes: {classes}: all integers or all strings (no booleans)"
         for i, c in enumerate(self.classes):
             if isinstance(c, str) and (not c.strip() or c != c.strip()):
-                return f"classes[{i}]: {c!r} is not a non-empty string without spaces around it"
-        if len(set(self.classes)) != len(self.classes):
-            dup = next(c for c in self.classes if self.classes.count(c) > 1)
-            return f"classes: {dup!r} appears more than once"
+                return (
+                    f"classes[{i}]: {quoted(c)} is not a non-empty string without spaces around it"
+                )
+        repeated = first_repeat(self.classes)
+        if repeated is not None:
+            return f"classes: {quoted(repeated[1])} appears more than once"
         if not isinstance(self.ordered, bool):
-            return f"ordered: {self.ordered!r} is not true or false"
+            return f"ordered: {quoted(self.ordered)} is not true or false"
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -262,7 +276,7 @@ class Schema:
         if not isinstance(raw_features, list | tuple) or not raw_features:
             raise ConfigError(f"{where}.features: expected a non-empty list of features")
         if not isinstance(raw_classes, list | tuple):
-            raise ConfigError(f"{where}.classes: expected a list, got {raw_classes!r}")
+            raise ConfigError(f"{where}.classes: expected a list, got {quoted(raw_classes)}")
         features = tuple(
             Feature.from_dict(f, f"{where}.features[{i}]") for i, f in enumerate(raw_features)
         )
@@ -317,7 +331,7 @@ class Schema:
     def label_problem(self, value: Any) -> str:
         """Why ``value`` is not a class (the cell's own problem first: empty, missing, text)."""
         if is_missing(value) and not isinstance(value, str):
-            return f"{value!r} is a missing value"
+            return f"{quoted(value)} is a missing value"
         text = value if isinstance(value, str) else number_text(value)
         if isinstance(value, str) and (self.integer_classes or is_missing(value)):
             problem = describe_text(value)
@@ -376,7 +390,8 @@ class Schema:
             at = f"line {line_of(i)}" if line_of is not None else f"row {i}"
             value = values.iloc[i] if hasattr(values, "iloc") else values[i]
             prefix = f"{source}: " if source else ""
-            raise DataError(f"{prefix}column {self.label!r}, {at}: {self.label_problem(value)}")
+            problem = self.label_problem(value)
+            raise DataError(f"{prefix}column {quoted(self.label)}, {at}: {problem}")
         return index
 
     def decode_labels(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:

@@ -9,7 +9,6 @@ order) as ``<source>: column '<name>', line <n>: <what>`` (files) or ``column '<
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
@@ -28,7 +27,7 @@ from pricenet.tables.cells import (
     shown,
     to_float,
 )
-from pricenet.tables.schema import Feature, Schema
+from pricenet.tables.schema import Feature, Schema, first_repeat
 from pricenet.tables.table import Table
 
 log = logging.getLogger("pricenet.tables")
@@ -263,9 +262,9 @@ def validate_frame(
     prefix = f"{source}: " if source else ""
     columns = [str(c) for c in frame.columns]
     id_name = id_column(schema, columns, id)
-    if len(set(columns)) != len(columns):
-        dup = next(c for c, n in Counter(columns).items() if n > 1)
-        raise DataError(f"{prefix}column {quoted(dup)}: appears more than once")
+    repeated = first_repeat(columns)
+    if repeated is not None:
+        raise DataError(f"{prefix}column {quoted(repeated[1])}: appears more than once")
     frame = frame.set_axis(columns, axis=1)
     required = [*schema.feature_names, *([schema.label] if require_label else [])]
     absent = [name for name in required if name not in frame.columns]
