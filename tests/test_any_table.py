@@ -40,16 +40,20 @@ def csv_cfg(compose_cfg, path: Path, *overrides: str):
 
 
 def test_the_phone_price_defaults_give_the_same_numbers_as_before(compose_cfg, tmp_path):
-    """The default run (synthetic phone data, mobile_price schema) reproduces, to the last
-    digit, the metrics it gave before the schema became a config (tests/golden)."""
+    """The default run (synthetic phone data, mobile_price schema) reproduces the metrics it
+    gave before the schema became a config (tests/golden): every count and accuracy to the
+    last digit; losses to 1e-6 relative, since a float32 mean over rows may round one ulp
+    apart on another CPU's vector width (seen: 0.20044826 here against 0.20044827)."""
     metrics, _ = run(compose_cfg("trainer.device=cpu", *LEAN, shrink=False), tmp_path / "run")
     golden = json.loads(GOLDEN.read_text())
-    for key in ("val_acc", "val_loss", "test_acc", "test_loss", "test_macro_f1"):
+    for key in ("val_acc", "test_acc", "test_macro_f1"):
         assert metrics[key] == golden[key], key
+    for key in ("val_loss", "test_loss"):
+        assert metrics[key] == pytest.approx(golden[key], rel=1e-6, abs=0), key
     for key in ("best_epoch", "epochs_run", "stopped_early", "parameters"):
         assert metrics[key] == golden[key], key
     assert metrics["test"]["confusion_matrix"] == golden["confusion_matrix"]
-    assert metrics["history"]["train_loss"] == golden["train_loss"]
+    assert metrics["history"]["train_loss"] == pytest.approx(golden["train_loss"], rel=1e-6, abs=0)
     assert metrics["history"]["val_acc"] == golden["val_acc_curve"]
 
 
