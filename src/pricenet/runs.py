@@ -13,6 +13,7 @@ import copy
 import datetime
 import os
 import socket
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from pricenet.errors import ConfigError, exit_on_user_error
+from pricenet.tables.sources import describe, load_plain_yaml, plain
 
 MARKER = ".pricenet-run"
 # Files that mean a folder already holds a run (older runs have no marker).
@@ -76,3 +78,45 @@ class ClaimRunDir(Callback):
             del task["hydra"]
         check_config(task)
         _handed_over.add(claim_run_dir(config.hydra.run.dir))
+
+
+_ABSENT = object()
+
+
+class StoredConfig:
+    """A run folder's ``config.yaml`` read as plain data, as a checkpoint is: values are looked
+    up by dotted key and type-checked one by one; nothing is resolved, built or imported.
+
+    A run folder from a colleague or a model zoo is as untrusted as the ``best.pt`` in it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        data = load_plain_yaml(path, str(path))
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a mapping of config groups, got {describe(data)}")
+        self.data = data
+
+    def node(self, key: str) -> Any:
+        """The raw value at ``key`` (``a.b.c``), unchecked; :data:`_ABSENT` when not there."""
+        node: Any = self.data
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, Mapping):
+                where = ".".join(parts[:i])
+                raise ConfigError(f"{self.path}: {where}: expected a mapping, got {describe(node)}")
+            if part not in node:
+                return _ABSENT
+            node = node[part]
+        return node
+
+    def value(
+        self, key: str, expected: str, ok: Callable[[Any], bool], default: Any = _ABSENT
+    ) -> Any:
+        """The plain value at ``key`` that ``ok`` accepts; ``default`` when absent, if given."""
+        value = self.node(key)
+        if value is _ABSENT:
+            if default is _ABSENT:
+                raise ConfigError(f"{self.path}: {key}: missing")
+            return default
+        return plain(value, f"{self.path}: {key}", expected, ok)
