@@ -89,11 +89,11 @@ def run_test_rows(run_dir: Path, schema: Schema) -> HeldOut:
     split (the same data source, split sizes and seed). A cross-validated run has none: every
     row was seen by some fold model of its ensemble.
 
-    The file is read as plain data (:class:`~pricenet.runs.StoredConfig`): the data source is
+    The file is read as plain data (:class:`~pricenet.stored.StoredConfig`): the data source is
     one of the two pricenet ships, called directly with checked values, never instantiated.
     """
     from pricenet.plan import make_plan
-    from pricenet.runs import StoredConfig
+    from pricenet.stored import StoredConfig
     from pricenet.tables.sources import load_stored_source
 
     config_file = run_dir / "config.yaml"

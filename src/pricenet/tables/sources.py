@@ -14,16 +14,14 @@ itself. Nothing there goes through ``instantiate`` or resolves an interpolation.
 from __future__ import annotations
 
 import math
-import stat
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pricenet.errors import ConfigError, shown, user_error
+from pricenet.stored import describe, load_plain_yaml, plain, refuse_code_nodes
 from pricenet.tables.read import DEFAULT_MAX_BYTES, read_csv
 from pricenet.tables.schema import Schema
 from pricenet.tables.synthetic import make_synthetic
@@ -89,91 +87,6 @@ def synthetic(n_rows: int = 2000, noise: float = 0.05, seed: int = 0) -> Table:
 
 
 # --------------------------------------------------------------------------- stored sources
-
-# A run's config.yaml is a few KB, a schema of 100k columns a few MB.
-MAX_STORED_YAML_BYTES = 64 * 1024**2
-
-
-class _PlainLoader(yaml.SafeLoader):
-    """YAML's safe loader without aliases: a stored file is a tree of plain values, and an
-    alias (``*name``) is how a few bytes expand into billions of nodes."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(None, None, "aliases are not allowed", mark)
-        return super().compose_node(parent, index)
-
-
-def load_plain_yaml(path: str | Path, where: str) -> Any:
-    """The plain values (mappings, lists, text, numbers, booleans, nulls) of a YAML file that
-    is data, not the user's own config: never resolved, never built. Errors name ``where``."""
-    path = Path(path).expanduser()
-    try:
-        info = path.stat()
-    except OSError as err:
-        raise ConfigError(f"{where}: cannot be read ({err.strerror or err})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{where}: is not a regular file")
-    if info.st_size > MAX_STORED_YAML_BYTES:
-        raise ConfigError(
-            f"{where}: {info.st_size:,} bytes, more than the {MAX_STORED_YAML_BYTES:,} a config "
-            "or schema file may have"
-        )
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_PlainLoader)  # noqa: S506
-    except OSError as err:
-        raise ConfigError(f"{where}: cannot be read ({err.strerror or err})") from None
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"{where}: not valid YAML ({first[:120]})") from None
-
-
-def describe(value: Any) -> str:
-    """A stored value as an error line quotes it: containers by kind, text cut short."""
-    if isinstance(value, Mapping):
-        return "a _target_ node" if "_target_" in value else "a mapping"
-    if isinstance(value, list | tuple | set | frozenset):
-        return "a list"
-    if isinstance(value, str):
-        return shown(value[:200])
-    if value is None or isinstance(value, bool | int | float):
-        return shown(value)
-    return f"a {type(value).__name__}"
-
-
-def plain(value: Any, where: str, expected: str, ok: Callable[[Any], bool]) -> Any:
-    """``value`` if it is the plain value ``ok`` accepts; else one line naming ``where``."""
-    if isinstance(value, str) and "${" in value:
-        raise ConfigError(
-            f"{where}: {describe(value)} is an interpolation; a stored config is read as "
-            "plain values, never resolved"
-        )
-    if not ok(value):
-        raise ConfigError(f"{where}: expected {expected}, got {describe(value)}")
-    return value
-
-
-def refuse_code_nodes(value: Any, where: str) -> None:
-    """Refuse any Hydra key (``_target_``, ``_args_``, ...) or interpolation inside ``value``:
-    stored data never builds or resolves anything, and saying so beats a puzzling error."""
-    stack = [(value, where)]
-    while stack:
-        node, at = stack.pop()
-        if isinstance(node, Mapping):
-            for key in node:
-                if isinstance(key, str) and len(key) > 2 and key[0] == key[-1] == "_":
-                    raise ConfigError(
-                        f"{at}: {describe(key)} node: a stored config is data, nothing in it "
-                        "is built"
-                    )
-            children = [(child, f"{at}.{str(key)[:60]}") for key, child in node.items()]
-        elif isinstance(node, list | tuple):
-            children = [(child, f"{at}[{i}]") for i, child in enumerate(node)]
-        else:
-            plain(node, at, "a plain value", lambda _: True)
-            continue
-        stack.extend(reversed(children))  # in the file's order
 
 
 def _is_int(value: Any) -> bool:
