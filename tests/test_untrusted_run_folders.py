@@ -272,6 +272,7 @@ def test_wrong_values_are_one_line_naming_the_key(trained, tmp_path, capsys, edi
         (b"- just\n- a list\n", "expected a mapping of config groups, got a list"),
         (b"data:\n  source: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
         (b"data: \xff\xfe", "not valid YAML"),
+        (b"#" * (9 * 1024**2), "bytes, more than the 8,388,608 a config or schema file may have"),
     ],
 )
 def test_a_damaged_config_yaml_is_one_line(trained, tmp_path, capsys, text, match):
