@@ -210,7 +210,9 @@ def test_an_unwritable_sweep_folder_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "leaderboard.csv: cannot write the leaderboard" in err
 
     (tmp_path / "afile").write_text("x")
-    for where in (tmp_path / "afile", tmp_path / "afile" / "sweep", Path("/proc/pricenet-no")):
+    with pytest.raises(ConfigError, match="afile: is not a folder"):
+        check_sweep_dir(tmp_path / "afile")
+    for where in (tmp_path / "afile" / "sweep", Path("/proc/pricenet-no")):
         with pytest.raises(ConfigError, match=f"hydra.sweep.dir={where}: cannot write there"):
             check_sweep_dir(where)
 

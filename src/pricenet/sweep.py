@@ -324,6 +324,8 @@ def check_sweep_dir(sweep_dir: Path) -> None:
     """Create ``sweep_dir`` and make sure files can be written in it, before any job runs
     (permission bits are not enough: root may write where they say no, a read-only mount
     says yes)."""
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: is not a folder")
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(prefix=".pricenet-probe-", dir=sweep_dir):
