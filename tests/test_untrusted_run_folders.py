@@ -256,6 +256,12 @@ def test_the_untouched_folder_gives_the_rows_the_old_way_gave(trained):
         ({"trainer.seed": True}, "trainer.seed: expected an integer"),
         ({"trainer": [1, 2]}, "trainer: expected a mapping, got a list"),
         ({"cv.folds": 5}, "a cross-validated run has no rows its ensemble never saw"),
+        ({"cv.folds": 1}, "cv.folds: expected an integer >= 2 or null, got 1"),
+        ({"data.val_size": 10**400}, "data.val_size: expected a fraction in [0, 1), got 1000"),
+        (
+            {"data.source": {"_target_": "pricenet.tables.sources.synthetic", "noise": 10**400}},
+            "data.source.noise: expected a finite number >= 0",
+        ),
         ({"data.source.schema": "/nonexistent/schema.yaml"}, "cannot be read"),
     ],
 )

@@ -93,7 +93,7 @@ def run_test_rows(run_dir: Path, schema: Schema) -> HeldOut:
     one of the two pricenet ships, called directly with checked values, never instantiated.
     """
     from pricenet.plan import make_plan
-    from pricenet.stored import StoredConfig
+    from pricenet.stored import StoredConfig, is_int, is_number
     from pricenet.tables.sources import load_stored_source
 
     config_file = run_dir / "config.yaml"
@@ -101,20 +101,20 @@ def run_test_rows(run_dir: Path, schema: Schema) -> HeldOut:
         raise ConfigError(f"{run_dir}: no config.yaml to re-create the test split; pass data=CSV")
     stored = StoredConfig(config_file)
     folds = stored.value(
-        "cv.folds", "an integer >= 2 or null", lambda v: v is None or _is_int(v), None
+        "cv.folds", "an integer >= 2 or null", lambda v: v is None or is_int(v) and v >= 2, None
     )
     if folds is not None:
         raise ConfigError(
             f"{config_file}: a cross-validated run has no rows its ensemble never saw; "
             "pass data=<a labelled CSV>"
         )
-    fraction = ("a fraction in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1)
+    fraction = ("a fraction in [0, 1)", lambda v: is_number(v) and 0 <= v < 1)
     val_size = stored.value("data.val_size", *fraction)
     test_size = stored.value("data.test_size", *fraction)
     if val_size + test_size >= 1:
         raise ConfigError(f"{config_file}: data.val_size + data.test_size must be < 1")
     seed = stored.value(
-        "trainer.seed", "an integer in 0..2**63-1", lambda v: _is_int(v) and 0 <= v < 2**63
+        "trainer.seed", "an integer in 0..2**63-1", lambda v: is_int(v) and 0 <= v < 2**63
     )
     if test_size == 0:
         raise ConfigError(
@@ -147,13 +147,14 @@ def _check_same_data(data: Schema, model: Schema, where: str) -> None:
     absent = [name for name in model.feature_names if name not in data.feature_names]
     if absent:
         raise ConfigError(
-            f"{where}: its rows have no column {absent[0]!r} the model needs; "
+            f"{where}: its rows have no column {shown(absent[0])} the model needs; "
             "pass data=<a labelled CSV>"
         )
     if (data.label, list(data.classes)) != (model.label, list(model.classes)):
         raise ConfigError(
-            f"{where}: its label {data.label!r} (classes {shown(list(data.classes))}) is not "
-            f"the model's {model.label!r} (classes {shown(list(model.classes))}); pass data="
+            f"{where}: its label {shown(data.label)} (classes {shown(list(data.classes))}) is "
+            f"not the model's {shown(model.label)} (classes {shown(list(model.classes))}); "
+            "pass data="
         )
 
 
@@ -168,14 +169,6 @@ def csv_rows(path: str | Path, predictor: Predictor) -> HeldOut:
     frame = table.to_frame(with_labels=False)[predictor.feature_names]
     labels = predictor.schema.decode_labels(table.labels)
     return HeldOut(frame, labels, f"{path} ({len(frame)} rows)")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and np.isfinite(value)
 
 
 # --------------------------------------------------------------------------- the measures

@@ -10,7 +10,9 @@ so the leaderboard can use it too.
 
 from __future__ import annotations
 
+import math
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,18 @@ def refuse_code_nodes(value: Any, where: str) -> None:
             plain(node, at, "a plain value", lambda _: True)
             continue
         stack.extend(reversed(children))  # in the file's order
+
+
+def is_int(value: Any) -> bool:
+    """An integer, not a boolean (YAML's ``true`` is an int to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite number that fits a float (YAML integers may have thousands of digits)."""
+    if is_int(value):
+        return abs(value) <= sys.float_info.max
+    return isinstance(value, float) and math.isfinite(value)
 
 
 _ABSENT = object()

@@ -13,7 +13,6 @@ itself. Nothing there goes through ``instantiate`` or resolves an interpolation.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -21,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from pricenet.errors import ConfigError, shown, user_error
-from pricenet.stored import describe, load_plain_yaml, plain, refuse_code_nodes
+from pricenet.stored import (
+    describe,
+    is_int,
+    is_number,
+    load_plain_yaml,
+    plain,
+    refuse_code_nodes,
+)
 from pricenet.tables.read import DEFAULT_MAX_BYTES, read_csv
 from pricenet.tables.schema import Schema
 from pricenet.tables.synthetic import make_synthetic
@@ -89,14 +95,6 @@ def synthetic(n_rows: int = 2000, noise: float = 0.05, seed: int = 0) -> Table:
 # --------------------------------------------------------------------------- stored sources
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-
-
 def _is_name(value: Any) -> bool:
     return value is None or (isinstance(value, str) and 0 < len(value) <= 1000)
 
@@ -117,7 +115,7 @@ STORED_SOURCES: dict[str, tuple[Callable[..., Table], dict[str, Argument], tuple
             "id": ("a column name or null", _is_name),
             "missing": ("error or impute", lambda v: v in ("error", "impute")),
             "ranges": ("error, warn or ignore", lambda v: v in ("error", "warn", "ignore")),
-            "max_bytes": ("a size in bytes >= 1", lambda v: _is_int(v) and v >= 1),
+            "max_bytes": ("a size in bytes >= 1", lambda v: is_int(v) and v >= 1),
         },
         ("path",),
     ),
@@ -126,10 +124,10 @@ STORED_SOURCES: dict[str, tuple[Callable[..., Table], dict[str, Argument], tuple
         {
             "n_rows": (
                 f"an integer in 8..{MAX_SYNTHETIC_ROWS}",
-                lambda v: _is_int(v) and 8 <= v <= MAX_SYNTHETIC_ROWS,
+                lambda v: is_int(v) and 8 <= v <= MAX_SYNTHETIC_ROWS,
             ),
-            "noise": ("a finite number >= 0", lambda v: _is_number(v) and v >= 0),
-            "seed": ("an integer in 0..2**63-1", lambda v: _is_int(v) and 0 <= v < 2**63),
+            "noise": ("a finite number >= 0", lambda v: is_number(v) and v >= 0),
+            "seed": ("an integer in 0..2**63-1", lambda v: is_int(v) and 0 <= v < 2**63),
         },
         (),
     ),
