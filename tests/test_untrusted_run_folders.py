@@ -236,6 +236,17 @@ def test_the_untouched_folder_gives_the_rows_the_old_way_gave(trained):
     assert len(rows.frame) == 32  # 15% of 200 rows, stratified
 
 
+def test_a_synthetic_run_gives_the_rows_the_old_way_gave(compose_cfg, tmp_path):
+    cfg = compose_cfg("data.n_rows=300", "data.seed=4", "trainer.seed=7", *LEAN)
+    run(cfg, tmp_path / "run")
+    rows = run_test_rows(tmp_path / "run", Predictor.from_checkpoint(tmp_path / "run").schema)
+    table = load_data(cfg)
+    test = plan_for(cfg, table)[0].test
+    expected = table.to_frame(with_labels=False).iloc[test]
+    np.testing.assert_array_equal(rows.frame.to_numpy(), expected.to_numpy())
+    assert len(rows.frame) == 44  # 15% of 300 rows, stratified over 4 classes
+
+
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
