@@ -9,10 +9,13 @@ import torch
 from helpers import FEATURES, assert_png
 
 from pricenet.attribution import HeldOut, integrated_gradients, permutation_importance
+from pricenet.errors import ConfigError
 from pricenet.explain import ExplainOptions, explain, lr_curve, main
 from pricenet.pipeline import run
 from pricenet.predict import Predictor
 from pricenet.tables import make_synthetic
+
+LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
 
 
 def test_every_figure_is_a_valid_png(tmp_path):
@@ -179,3 +182,56 @@ def test_top_features_on_the_shared_data(compose_cfg, real_csv, tmp_path, capsys
     # the 4th most important still clearly above the 5th
     assert table["permutation_mean"][3] > 3 * max(table["permutation_mean"][4], 0.01)
     assert "top features: ram" in capsys.readouterr().out
+
+
+def _wine(path, n: int = 160) -> None:
+    """A small table with a categorical feature that matters and a label named quality."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "alcohol": rng.normal(10, 1, n).round(2),
+            "color": rng.choice(["red", "white"], n),
+        }
+    )
+    frame["quality"] = (frame["alcohol"] > 10).astype(int) + (frame["color"] == "red") * 2 + 5
+    frame.to_csv(path, index=False)
+
+
+def test_a_model_with_categorical_features_is_explained(compose_cfg, tmp_path, capsys):
+    _wine(tmp_path / "wine.csv")
+    cfg = compose_cfg(
+        "data=csv",
+        f"data.path={tmp_path / 'wine.csv'}",
+        "data.label=quality",
+        *LEAN,
+        "trainer.epochs=30",
+    )
+    run(cfg, tmp_path / "run")
+    predictor = Predictor.from_checkpoint(tmp_path / "run")
+    with pytest.raises(ConfigError, match="no numeric raw values"):  # what explain called before
+        predictor.validate(pd.read_csv(tmp_path / "wine.csv"))
+
+    main(["features", f"checkpoint={tmp_path / 'run'}", "repeats=3", "steps=8"])
+    out = capsys.readouterr().out
+    assert "categorical features (color) are ranked by permutation importance only" in out
+    table = pd.read_csv(tmp_path / "run" / "features.csv").set_index("feature")
+    assert table.loc["color", "permutation_mean"] > 0.1  # it decides two of the four classes
+    assert np.isnan(table.loc["color", "ig_abs_mean"])
+    assert table.loc["alcohol", "ig_abs_mean"] > 0
+
+
+def test_the_data_csv_goes_through_the_hardened_reader(compose_cfg, tmp_path, capsys):
+    run(compose_cfg(*LEAN), tmp_path / "run")
+    rows = make_synthetic(40, seed=2).to_frame()
+    rows.to_csv(tmp_path / "semicolons.csv", index=False, sep=";")
+    assert len(pd.read_csv(tmp_path / "semicolons.csv").columns) == 1  # what explain read before
+    main(["features", f"checkpoint={tmp_path / 'run'}", f"data={tmp_path / 'semicolons.csv'}"])
+    assert "semicolons.csv (40 rows)" in capsys.readouterr().out
+
+    bad = rows.astype(object)
+    bad.iloc[2, bad.columns.get_loc("ram")] = "lots"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(SystemExit):
+        main(["features", f"checkpoint={tmp_path / 'run'}", f"data={tmp_path / 'bad.csv'}"])
+    err = capsys.readouterr().err
+    assert "bad.csv: column 'ram', line 4: 'lots' is not a number" in err, err

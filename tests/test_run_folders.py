@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from conftest import run_cli
 from pricenet.cli import check_output_path
 from pricenet.errors import CheckpointError, ConfigError, DataError
 from pricenet.pipeline import run
-from pricenet.runs import MARKER, claim_run_dir
+from pricenet.runs import MARKER, claim_run_dir, release_run_dir
+from pricenet.tables import make_synthetic
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
 TINY = ("trainer.epochs=2", "data.n_rows=120", *LEAN)
@@ -47,6 +49,75 @@ def test_a_second_claim_of_the_same_folder_is_refused(tmp_path):
 def test_an_unwritable_run_folder_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"/proc/nonexistent/run: cannot create the run folder"):
         claim_run_dir("/proc/nonexistent/run")
+
+
+def test_a_run_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"hydra.run.dir=.*afile: is not a folder"):
+        claim_run_dir(tmp_path / "afile")
+    with pytest.raises(ConfigError, match=r"afile/run: cannot create the run folder \(Not a dir"):
+        claim_run_dir(tmp_path / "afile" / "run")
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_folder_without_last_pt_is_never_offered_to_resume(tmp_path):
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "metrics.json").write_text('{"status": "failed"}')
+    with pytest.raises(ConfigError) as refused:
+        claim_run_dir(tmp_path / "failed")
+    assert "holds no last.pt to resume from" in str(refused.value)
+    assert "trainer.resume" not in str(refused.value)
+    (tmp_path / "failed" / "last.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match="to continue that run: trainer.resume="):
+        claim_run_dir(tmp_path / "failed")
+
+
+def test_a_claim_whose_process_ended_says_so(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / MARKER).write_text(
+        f"pid {dead.stdout.strip()} on {socket.gethostname()} since 2026-01-01T00:00:00\n"
+    )
+    with pytest.raises(ConfigError, match="was claimed by a run that ended before training"):
+        claim_run_dir(tmp_path / "run")
+    claim_run_dir(tmp_path / "live")  # this process: alive
+    with pytest.raises(ConfigError, match="is being used by another run .pid"):
+        claim_run_dir(tmp_path / "live")
+
+
+def test_releasing_a_claim_leaves_the_folder_as_it_was(tmp_path):
+    for name, created in (("new", True), ("kept", False)):
+        folder = claim_run_dir(tmp_path / name)
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "overrides.yaml").write_text("[]")
+        (folder / "train.log").write_text("log")
+        release_run_dir(folder, created)
+    assert not (tmp_path / "new").exists()
+    assert list((tmp_path / "kept").iterdir()) == []
+    folder = claim_run_dir(tmp_path / "other")
+    (folder / "notes.txt").write_text("mine")  # not written by Hydra: everything stays
+    release_run_dir(folder, True)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_cli_run_refused_after_its_claim_releases_the_folder(tmp_path):
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    args = ("hydra.run.dir=outputs/fixed", "data=csv", *CSV_TINY)
+    refused = run_cli(*args, f"data.path={tmp_path / 'bad.csv'}", cwd=tmp_path)
+    assert refused.returncode == 2 and "missing from the header" in refused.stderr
+    assert refused.stderr.count("error:") == 1
+    assert not (tmp_path / "outputs" / "fixed").exists()  # was: a claimed folder, .hydra/
+
+    make_synthetic(120, seed=0).to_frame().to_csv(tmp_path / "good.csv", index=False)
+    rerun = run_cli(*args, f"data.path={tmp_path / 'good.csv'}", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert strict_json(tmp_path / "outputs" / "fixed" / "metrics.json")["status"] == "done"
 
 
 @pytest.mark.slow

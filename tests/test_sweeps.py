@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pricenet.config import validate
+from pricenet.errors import ConfigError
 from pricenet.seed import set_threads
 from pricenet.sweep import main, write_leaderboard
 
@@ -149,6 +150,71 @@ def test_cv_jobs_rank_by_their_mean_and_overlapping_intervals_are_ties(tmp_path)
     assert "sorted by the mean accuracy of each job's fits on rows they never saw" in markdown
     assert "| cv_acc | cv_std | cv_low | cv_high | tied |" in markdown
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["cv_acc"] == 0.960
+
+
+# (the file, what it holds, what the failed row says)
+DAMAGED = [
+    (".hydra/overrides.yaml", "[optim=sgd", "overrides.yaml: not valid YAML"),
+    (".hydra/overrides.yaml", "a: &x [1]\nb: *x\n", "aliases are not allowed"),
+    (".hydra/overrides.yaml", "optim: sgd\n", "overrides.yaml is not a list of overrides"),
+    (".hydra/overrides.yaml", "- [1, 2]\n", "overrides.yaml is not a list of overrides"),
+    (".hydra/overrides.yaml", "- !!python/name:os.system\n", "not valid YAML"),
+    ("metrics.json", '{"status": "done", "val_acc": "high"}', "val_acc is 'high'"),
+    ("metrics.json", '{"status": ["done"]}', "metrics.json: status is ['done']"),
+    ("metrics.json", '{"status": "failed", "error": {"x": 1}}', "metrics.json: error is"),
+    ("metrics.json", "[" * 100_000 + "]" * 100_000, "metrics.json is unreadable"),
+    ("metrics.json", '{"status": "done", "val_acc": 1' + "0" * 5000 + "}", "is unreadable"),
+    ("metrics.json", '{"status": "done", "cv": {"acc": {"ci95": 3}}}', "ci95 is 3"),
+    ("metrics.json", '{"status": "done", "cv": {"acc": {"ci95": [1]}}}', "not an interval"),
+    ("metrics.json", '{"status": "done", "seeds": []}', "seeds is []"),
+    ("metrics.json", None, "metrics.json cannot be read (Is a directory)"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "error"), DAMAGED)
+def test_a_damaged_job_file_is_a_failed_row_and_the_board_stands(tmp_path, name, text, error):
+    fake_job(tmp_path, "0", ["optim=sgd"], done(0.80, 0.60, 0.9))
+    damaged = fake_job(tmp_path, "1", ["optim=adam"], done(0.90, 0.50, 0.9))
+    path = damaged / name
+    if text is None:  # a folder where the file belongs
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_text(text)
+
+    rows = write_leaderboard(tmp_path, "val_acc")
+
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "done"), ("1", "failed")]
+    assert error in rows[1]["error"], rows[1]["error"]
+    assert rows[1]["val_acc"] is None
+    assert "2 jobs (1 done, 1 failed)" in (tmp_path / "leaderboard.md").read_text()
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["overrides"] == ["optim=sgd"]
+
+
+def test_a_damaged_run_json_only_loses_the_wall_time(tmp_path):
+    job = fake_job(tmp_path, "0", ["optim=sgd"], done(0.80, 0.60, 0.9))
+    (job / "run.json").write_text('{"wall_time_s": "slow"}')
+    (row,) = write_leaderboard(tmp_path, "val_acc")
+    assert (row["status"], row["wall_time_s"]) == ("done", None)
+
+
+def test_an_unwritable_sweep_folder_is_one_line(tmp_path, capsys):
+    from pricenet.sweep import check_sweep_dir
+
+    fake_job(tmp_path, "0", ["optim=sgd"], done(0.80, 0.60, 0.9))
+    (tmp_path / "leaderboard.csv").mkdir()  # a path the leaderboard cannot be written to
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "leaderboard.csv: cannot write the leaderboard" in err
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="afile: is not a folder"):
+        check_sweep_dir(tmp_path / "afile")
+    for where in (tmp_path / "afile" / "sweep", Path("/proc/pricenet-no")):
+        with pytest.raises(ConfigError, match=f"hydra.sweep.dir={where}: cannot write there"):
+            check_sweep_dir(where)
 
 
 def test_set_threads_applies_and_restores_the_default():

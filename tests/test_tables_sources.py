@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+import yaml
 
 from pricenet.errors import ConfigError, DataError
 from pricenet.tables import MOBILE_PRICE, make_synthetic, sources
@@ -73,3 +74,21 @@ def test_a_numeric_column_with_a_typo_is_numeric_and_the_typo_is_named(tmp_path)
     frame.to_csv(tmp_path / "train.csv", index=False)
     with pytest.raises(DataError, match=r"column 'ram', line 4: 'lots' is not a number"):
         sources.csv(str(tmp_path / "train.csv"), None, label="price_range")
+
+
+def test_a_schema_file_names_the_label_so_data_label_may_stay_at_its_default(tmp_path):
+    schema = MOBILE_PRICE.to_dict()
+    schema["label"] = "price_class"
+    frame = make_synthetic(40).to_frame().rename(columns={"price_range": "price_class"})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(schema))
+    # data=csv data.schema=FILE, data.label left at conf/data/csv.yaml's price_range
+    table = sources.csv(str(tmp_path / "t.csv"), str(tmp_path / "s.yaml"), label="price_range")
+    assert table.schema.label == "price_class" and len(table) == 40
+    with pytest.raises(ConfigError, match="data.label='other': the schema's label is 'price_cl"):
+        sources.csv(str(tmp_path / "t.csv"), str(tmp_path / "s.yaml"), label="other")
+
+
+def test_the_synthetic_generator_refuses_a_table_too_big_to_make():
+    with pytest.raises(ConfigError, match="data.n_rows=10000000000: the synthetic generator"):
+        sources.synthetic(10**10)

@@ -27,16 +27,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pricenet.errors import ConfigError, DataError
+from pricenet.errors import ConfigError, DataError, shown
 from pricenet.plots import DPI
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from pricenet.predict import Predictor
-
-# The data sources a run's config.yaml may name; anything else is refused, never imported.
-KNOWN_SOURCES = ("pricenet.tables.sources.csv", "pricenet.tables.sources.synthetic")
+    from pricenet.tables import Schema, Table
 
 
 @dataclass
@@ -57,7 +55,7 @@ class Attributions:
     baseline_accuracy: float
     permutation_mean: np.ndarray  # (F,)
     permutation_std: np.ndarray  # (F,)
-    integrated_gradients: np.ndarray  # (K, F): mean over rows of |IG|
+    integrated_gradients: np.ndarray  # (K, F): mean over rows of |IG|; NaN: categorical
     rows: int
     repeats: int
     source: str
@@ -86,53 +84,91 @@ class Attributions:
 # --------------------------------------------------------------------------- which rows
 
 
-def run_test_rows(run_dir: Path, feature_names: list[str]) -> HeldOut:
-    """The run's held-out test rows, re-created from its ``config.yaml`` by replaying its plan
-    (the same data source, split sizes and seed). A cross-validated run has none: every row
-    was seen by some fold model of its ensemble."""
-    from omegaconf import OmegaConf
+def run_test_rows(run_dir: Path, schema: Schema) -> HeldOut:
+    """The run's held-out test rows, re-created from its ``config.yaml`` by replaying its
+    split (the same data source, split sizes and seed). A cross-validated run has none: every
+    row was seen by some fold model of its ensemble.
 
-    from pricenet.members import load_data, plan_for
+    The file is read as plain data (:class:`~pricenet.stored.StoredConfig`): the data source is
+    one of the two pricenet ships, called directly with checked values, never instantiated.
+    """
+    from pricenet.plan import make_plan
+    from pricenet.stored import StoredConfig, is_int, is_number
+    from pricenet.tables.sources import load_stored_source
 
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise ConfigError(f"{run_dir}: no config.yaml to re-create the test split; pass data=CSV")
-    cfg = OmegaConf.load(config_file)
-    source = OmegaConf.to_container(cfg.data.source, resolve=True)
-    if not isinstance(source, dict) or source.get("_target_") not in KNOWN_SOURCES:
-        raise ConfigError(f"{config_file}: data.source is not one of {', '.join(KNOWN_SOURCES)}")
-    if cfg.get("cv", {}).get("folds"):
+    stored = StoredConfig(config_file)
+    folds = stored.value(
+        "cv.folds", "an integer >= 2 or null", lambda v: v is None or is_int(v) and v >= 2, None
+    )
+    if folds is not None:
         raise ConfigError(
             f"{config_file}: a cross-validated run has no rows its ensemble never saw; "
             "pass data=<a labelled CSV>"
         )
-    table = load_data(cfg)
-    test = plan_for(cfg, table)[0].test
-    if len(test) == 0:
+    fraction = ("a fraction in [0, 1)", lambda v: is_number(v) and 0 <= v < 1)
+    val_size = stored.value("data.val_size", *fraction)
+    test_size = stored.value("data.test_size", *fraction)
+    if val_size + test_size >= 1:
+        raise ConfigError(f"{config_file}: data.val_size + data.test_size must be < 1")
+    seed = stored.value(
+        "trainer.seed", "an integer in 0..2**63-1", lambda v: is_int(v) and 0 <= v < 2**63
+    )
+    if test_size == 0:
         raise ConfigError(
             f"{config_file}: the run has no test split (data.test_size=0); pass data="
         )
-    frame = table.to_frame(with_labels=False).iloc[test][feature_names].reset_index(drop=True)
+    table = load_stored_source(stored.node("data.source"), f"{config_file}: data.source")
+    _check_same_data(table.schema, schema, f"{config_file}: data.source")
+    if table.labels is None:
+        raise DataError(f"{table.source}: no {schema.label!r} column; pass data=")
+    (member,) = make_plan(
+        table.labels,
+        table.schema,
+        cv={"folds": None},
+        val_size=val_size,
+        test_size=test_size,
+        seed=seed,
+        seeds=1,
+        source=table.source,
+    )
+    test = member.test
+    frame = table.to_frame(with_labels=False).iloc[test][list(schema.feature_names)]
     labels = table.schema.decode_labels(table.labels[test])
-    return HeldOut(frame, labels, f"test split of {run_dir} ({len(test)} rows)")
+    return HeldOut(
+        frame.reset_index(drop=True), labels, f"test split of {run_dir} ({len(test)} rows)"
+    )
 
 
-def csv_rows(path: str | Path, feature_names: list[str], label: str) -> HeldOut:
-    """A labelled CSV's rows (validated by the Predictor when predicted)."""
-    import pandas as pd
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"data={path}: file not found")
-    try:
-        frame = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
-        raise DataError(f"data={path}: cannot be read as CSV ({err})") from None
-    if label not in frame.columns:
-        raise DataError(
-            f"data={path}: column {label!r} missing: permutation importance needs labels"
+def _check_same_data(data: Schema, model: Schema, where: str) -> None:
+    """The rows must have the model's features and classes, or the accuracy means nothing."""
+    absent = [name for name in model.feature_names if name not in data.feature_names]
+    if absent:
+        raise ConfigError(
+            f"{where}: its rows have no column {shown(absent[0])} the model needs; "
+            "pass data=<a labelled CSV>"
         )
-    return HeldOut(frame, frame[label].to_numpy(), f"{path} ({len(frame)} rows)")
+    if (data.label, list(data.classes)) != (model.label, list(model.classes)):
+        raise ConfigError(
+            f"{where}: its label {shown(data.label)} (classes {shown(list(data.classes))}) is "
+            f"not the model's {shown(model.label)} (classes {shown(list(model.classes))}); "
+            "pass data="
+        )
+
+
+def csv_rows(path: str | Path, predictor: Predictor) -> HeldOut:
+    """A labelled CSV's rows, read and validated by the same reader as ``predict``'s."""
+    table = predictor.read(Path(path).expanduser())
+    if table.labels is None:
+        raise DataError(
+            f"data={path}: column {predictor.label_name!r} missing: permutation importance "
+            "needs labels"
+        )
+    frame = table.to_frame(with_labels=False)[predictor.feature_names]
+    labels = predictor.schema.decode_labels(table.labels)
+    return HeldOut(frame, labels, f"{path} ({len(frame)} rows)")
 
 
 # --------------------------------------------------------------------------- the measures
@@ -161,15 +197,23 @@ def permutation_importance(
 
 
 def integrated_gradients(
-    module: torch.nn.Module, x: torch.Tensor, baseline: torch.Tensor, steps: int = 64
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    steps: int = 64,
+    codes: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """IG of every class probability: ``(n, K, F)``, by the midpoint rule over ``steps``."""
+    """IG of every class probability: ``(n, K, F)``, by the midpoint rule over ``steps``.
+
+    ``codes`` (categorical features, see :meth:`Predictor.probability_module`) stay fixed at
+    each row's own: a category has no straight path to a baseline, so no gradient either.
+    """
     alphas = (torch.arange(steps, dtype=x.dtype) + 0.5) / steps
     delta = x - baseline
     with torch.enable_grad():
         path = (baseline + alphas[:, None, None] * delta[None]).reshape(-1, x.shape[1])
         path.requires_grad_(True)
-        probs = module(path)
+        probs = module(path) if codes is None else module(path, codes.repeat(steps, 1))
         grads = []
         for k in range(probs.shape[1]):
             (grad,) = torch.autograd.grad(
@@ -180,23 +224,47 @@ def integrated_gradients(
     return torch.stack(grads, dim=1).detach()
 
 
+def category_codes(table: Table) -> torch.Tensor:
+    """Each categorical value's position in its categories, as the probability module reads
+    them: :data:`~pricenet.predict.UNKNOWN_CODE` outside them, ``MISSING_CODE`` when absent."""
+    from pricenet.predict import MISSING_CODE, UNKNOWN_CODE
+
+    columns = []
+    for feature in table.schema.features:
+        if feature.kind != "categorical":
+            continue
+        position = {value: i for i, value in enumerate(feature.categories)}
+        columns.append(
+            [
+                MISSING_CODE if value is None else position.get(value, UNKNOWN_CODE)
+                for value in table.frame[feature.name]
+            ]
+        )
+    return torch.tensor(columns, dtype=torch.int64).T.reshape(len(table), len(columns))
+
+
 def attribute(
     predictor: Predictor, rows: HeldOut, repeats: int = 10, steps: int = 64, seed: int = 0
 ) -> Attributions:
-    """Permutation importance and integrated gradients of ``predictor`` on ``rows``."""
+    """Permutation importance of every feature, and integrated gradients of the numeric ones
+    (a categorical feature's are NaN: they have no path to integrate along)."""
     names = predictor.feature_names
     base, mean, std = permutation_importance(predictor, rows, repeats, seed)
-    features, _ = predictor.validate(rows.frame)
-    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    table = predictor.table(rows.frame)
+    numeric = [j for j, f in enumerate(table.schema.features) if f.numeric]
+    x = torch.tensor(table.numeric_array(np.float32))
+    codes = category_codes(table) if len(numeric) < len(names) else None
     module = predictor.probability_module().cpu().eval()
-    ig = integrated_gradients(module, x, x.mean(dim=0), steps)
+    ig = integrated_gradients(module, x, x.nanmean(dim=0), steps, codes)
+    per_feature = np.full((len(predictor.class_labels), len(names)), np.nan)
+    per_feature[:, numeric] = ig.abs().nanmean(dim=0).numpy()
     return Attributions(
         features=names,
         classes=predictor.class_labels,
         baseline_accuracy=base,
         permutation_mean=mean,
         permutation_std=std,
-        integrated_gradients=ig.abs().mean(dim=0).numpy(),
+        integrated_gradients=per_feature,
         rows=len(rows.frame),
         repeats=repeats,
         source=rows.source,
@@ -226,7 +294,7 @@ def plot_features(result: Attributions, path: str | Path) -> Path:
     left.grid(axis="x", alpha=0.3)
     start = np.zeros(len(names))
     for cls in result.classes:
-        values = table[f"ig_abs_{cls}"].to_numpy()
+        values = np.nan_to_num(table[f"ig_abs_{cls}"].to_numpy())  # categorical: no IG
         right.barh(y, values, left=start, label=f"class {cls}")
         start += values
     right.set_xlabel("mean |integrated gradient| of the class probability")

@@ -193,19 +193,24 @@ def explain_features(options: ExplainOptions, out_dir: Path) -> list[Path]:
     from pricenet.predict import Predictor
 
     predictor = Predictor.from_checkpoint(options.checkpoint)
-    names = predictor.feature_names
     if options.data:
-        rows = csv_rows(options.data, names, predictor.label_name)
+        rows = csv_rows(options.data, predictor)
     else:
-        rows = run_test_rows(_run_dir(options.checkpoint), names)
+        rows = run_test_rows(_run_dir(options.checkpoint), predictor.schema)
     result = attribute(predictor, rows, options.repeats, options.steps, options.seed)
     table = result.table()
     csv = atomic_write_text(
         out_dir / "features.csv", table.to_csv(index=False, float_format="%.6g")
     )
     png = plot_features(result, out_dir / "features.png")
-    if not result.integrated_gradients.any():
+    if not np.nan_to_num(result.integrated_gradients).any():
         print("note: integrated gradients are 0: this head's probabilities are one-hot")
+    if predictor.categorical_features:
+        print(
+            "note: categorical features "
+            f"({', '.join(predictor.categorical_features)}) are ranked by permutation "
+            "importance only: a category has no path to integrate gradients along"
+        )
     top = ", ".join(table["feature"].head(4))
     print(f"accuracy {result.baseline_accuracy:.4f} on {rows.source}; top features: {top}")
     return [csv, png]

@@ -17,6 +17,7 @@ import math
 import re
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pricenet.atomic import atomic_write_text
+from pricenet.errors import ConfigError, exit_on_user_error, shown
 
 log = logging.getLogger("pricenet")
 
@@ -56,52 +58,131 @@ def _natural(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+# A job's log is read from its end; its JSON records are a few KB (a CV record a few hundred).
+LOG_TAIL_BYTES = 64 * 1024
+MAX_JSON_BYTES = 16 * 1024**2
+
+
+class _Damaged(Exception):
+    """A job file that cannot be read or does not hold what pricenet writes: the job becomes
+    a failed row saying why, and the rest of the leaderboard stands."""
+
+
 def _log_tail(job_dir: Path) -> str:
     """The last error line of the job's log (or its last line): why it never finished."""
-    lines = [
-        line.strip()
-        for log_file in sorted(job_dir.glob("*.log"))
-        for line in log_file.read_text(errors="replace").splitlines()
-        if line.strip()
-    ]
+    lines = []
+    for log_file in sorted(job_dir.glob("*.log")):
+        try:
+            with log_file.open("rb") as handle:
+                handle.seek(max(0, log_file.stat().st_size - LOG_TAIL_BYTES))
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            continue
+        lines += [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR" in line]
     if errors:
-        return errors[-1]
+        return errors[-1][:500]
     if lines:
-        return f"did not finish; its log ends with: {lines[-1]}"
+        return f"did not finish; its log ends with: {lines[-1][:500]}"
     return "did not finish (no metrics.json, no log)"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    """A job's JSON record; None when absent, an ``error`` record when unreadable (truncated)."""
-    if not path.is_file():
+    """A job's JSON record; None when absent; :class:`_Damaged` when unreadable or cut short."""
+    if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return {"status": "failed", "error": f"{path.name} is unreadable ({err}): cut short?"}
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise _Damaged(f"{path.name} is larger than {MAX_JSON_BYTES:,} bytes")
+        record = json.loads(path.read_bytes())
+    except OSError as err:
+        raise _Damaged(f"{path.name} cannot be read ({err.strerror or err})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise _Damaged(f"{path.name} is unreadable ({first}): cut short?") from None
     if not isinstance(record, dict):
-        return {"status": "failed", "error": f"{path.name} is not a JSON object"}
+        raise _Damaged(f"{path.name} is not a JSON object")
     return record
 
 
+def _overrides(job_dir: Path) -> list[str]:
+    """The job's overrides (Hydra's ``.hydra/overrides.yaml``, a list of strings), read as
+    plain data: the leaderboard quotes them and never runs them."""
+    from pricenet.stored import load_plain_yaml
+
+    try:
+        overrides = load_plain_yaml(job_dir / ".hydra" / "overrides.yaml", "overrides.yaml")
+    except ConfigError as err:
+        raise _Damaged(str(err)) from None
+    if overrides is None:
+        return []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise _Damaged("overrides.yaml is not a list of overrides")
+    return overrides
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _get(record: dict[str, Any], key: str, name: str, ok: Any = _is_number) -> Any:
+    """``record[key]``: None when absent, :class:`_Damaged` when not what ``ok`` accepts."""
+    value = record.get(key)
+    if value is not None and not ok(value):
+        raise _Damaged(f"{name}: {key} is {shown(value)}, not what pricenet writes")
+    return value
+
+
+def _summary(metrics: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """The fits' held-out accuracy: mean, std and 95% interval (None each without one)."""
+    block = _get(metrics, "cv", "metrics.json", dict) or _get(
+        metrics, "seeds", "metrics.json", dict
+    )
+    summary = _get(block or {}, "acc", "metrics.json cv.acc", dict)
+    if not summary:
+        return None, None, None, None
+    interval = _get(summary, "ci95", "metrics.json cv.acc", lambda v: isinstance(v, list))
+    if not (interval and len(interval) == 2 and all(map(_is_number, interval))):
+        raise _Damaged("metrics.json: cv.acc.ci95 is not an interval of two numbers")
+    mean = _get(summary, "mean", "metrics.json cv.acc")
+    std = _get(summary, "std", "metrics.json cv.acc")
+    return mean, std, interval[0], interval[1]
+
+
 def read_job(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
-    """One leaderboard row from a job folder: overrides, metrics, wall time, status, error."""
-    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    row: dict[str, Any] = {"job": job_dir.relative_to(sweep_dir).as_posix(), "overrides": overrides}
-    metrics = _read_json(job_dir / "metrics.json") or {}
-    row["status"] = metrics.get("status", "failed")
-    for key in METRICS:
-        row[key] = metrics.get(key) if row["status"] == "done" else None
-    row["epochs_run"] = metrics.get("epochs_run")
-    summary = (metrics.get("cv") or metrics.get("seeds") or {}).get("acc")
-    done = row["status"] == "done" and summary
-    row["cv_acc"], row["cv_std"] = (summary["mean"], summary["std"]) if done else (None, None)
-    row["cv_low"], row["cv_high"] = summary["ci95"] if done else (None, None)
-    row["tied"] = ""
-    run = _read_json(job_dir / "run.json") or {}
-    row["wall_time_s"] = run.get("wall_time_s", metrics.get("wall_time_s"))
-    row["error"] = "" if row["status"] == "done" else metrics.get("error") or _log_tail(job_dir)
+    """One leaderboard row from a job folder: overrides, metrics, wall time, status, error.
+
+    A damaged file (unreadable, cut short, or holding values of the wrong kind) makes the row
+    a failed one that says so; it never breaks the leaderboard.
+    """
+    row: dict[str, Any] = {
+        "job": job_dir.relative_to(sweep_dir).as_posix(),
+        "overrides": [],
+        **dict.fromkeys(METRICS + SPREAD[:4] + ("epochs_run", "wall_time_s")),
+        "tied": "",
+    }
+    try:
+        row["overrides"] = _overrides(job_dir)
+        metrics = _read_json(job_dir / "metrics.json") or {}
+        row["status"] = _get(metrics, "status", "metrics.json", lambda v: isinstance(v, str))
+        row["status"] = row["status"] or "failed"
+        is_done = row["status"] == "done"
+        for key in METRICS:
+            row[key] = _get(metrics, key, "metrics.json") if is_done else None
+        row["epochs_run"] = _get(metrics, "epochs_run", "metrics.json")
+        if is_done:
+            row["cv_acc"], row["cv_std"], row["cv_low"], row["cv_high"] = _summary(metrics)
+        try:  # run.json is only the wall time: a damaged one leaves the row as it is
+            run = _read_json(job_dir / "run.json") or {}
+            row["wall_time_s"] = _get(run, "wall_time_s", "run.json")
+        except _Damaged:
+            pass
+        if row["wall_time_s"] is None:
+            row["wall_time_s"] = _get(metrics, "wall_time_s", "metrics.json")
+        error = _get(metrics, "error", "metrics.json", lambda v: isinstance(v, str))
+        row["error"] = "" if is_done else error or _log_tail(job_dir)
+    except _Damaged as err:
+        row.update(dict.fromkeys(METRICS + SPREAD[:4]), status="failed", error=str(err))
     return row
 
 
@@ -212,8 +293,8 @@ def write_leaderboard(sweep_dir: str | Path, monitor: str = "val_acc") -> list[d
     for row in rows:
         writer.writerow({**row, "overrides": " ".join(row["overrides"])})
     # Atomic: several workers of one Optuna study may finish at the same moment.
-    atomic_write_text(sweep_dir / "leaderboard.csv", table.getvalue())
-    atomic_write_text(sweep_dir / "leaderboard.md", _markdown(rows, monitor, sweep_dir))
+    _write(sweep_dir / "leaderboard.csv", table.getvalue())
+    _write(sweep_dir / "leaderboard.md", _markdown(rows, monitor, sweep_dir))
     if rows and rows[0]["status"] == "done":
         best = rows[0]
         record = {
@@ -224,19 +305,44 @@ def write_leaderboard(sweep_dir: str | Path, monitor: str = "val_acc") -> list[d
             **{key: best[key] for key in METRICS + SPREAD[:4] if best[key] is not None},
         }
         text = yaml.safe_dump(record, sort_keys=False, width=1000)
-        atomic_write_text(
+        _write(
             sweep_dir / "best.yaml",
             f"# The best job by {monitor}; rerun it with:\n#   {record['command']}\n{text}",
         )
     return rows
 
 
+def _write(path: Path, text: str) -> None:
+    """Write a leaderboard file atomically; a folder that cannot take it is one line."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot write the leaderboard ({err.strerror or err})") from None
+
+
+def check_sweep_dir(sweep_dir: Path) -> None:
+    """Create ``sweep_dir`` and make sure files can be written in it, before any job runs
+    (permission bits are not enough: root may write where they say no, a read-only mount
+    says yes)."""
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: is not a folder")
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".pricenet-probe-", dir=sweep_dir):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir}: cannot write there ({err.strerror or err})"
+        ) from None
+
+
 class Leaderboard(Callback):
     """Hydra callback: when a multirun ends, rank its jobs into the sweep folder."""
 
+    @exit_on_user_error
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Create the sweep folder (Optuna's SQLite storage lives there) and check direction."""
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        check_sweep_dir(Path(config.hydra.sweep.dir))
         direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
         direction = getattr(direction, "name", direction)  # an Enum in pricenet's sweeper
         if isinstance(direction, str):
@@ -251,6 +357,7 @@ class Leaderboard(Callback):
                     wanted,
                 )
 
+    @exit_on_user_error
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Write the leaderboard files and name the winner; exit 1 if every job failed."""
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -280,6 +387,7 @@ class Leaderboard(Callback):
             sys.exit(1)
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     """``python -m pricenet.sweep <sweep folder> [--monitor val_acc]``: rebuild a leaderboard."""
     parser = argparse.ArgumentParser(description=main.__doc__)
