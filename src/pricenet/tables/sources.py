@@ -45,8 +45,10 @@ def csv(
     missing: str = "error",
     ranges: str = "error",
     max_bytes: int = DEFAULT_MAX_BYTES,
+    group: str | None = None,
 ) -> Table:
-    """``data=csv``: the file at ``path``, validated against ``schema`` (None: inferred)."""
+    """``data=csv``: the file at ``path``, validated against ``schema`` (None: inferred);
+    ``group`` names the column whose values group rows (``data.group``)."""
     resolved = resolve_schema(schema)
     if resolved is not None and label == resolved.label:
         label = None  # the schema names it already
@@ -58,6 +60,7 @@ def csv(
         missing=missing,
         ranges=ranges,
         max_bytes=max_bytes,
+        group=group,
     )
 
 
@@ -105,4 +108,5 @@ def load_table(source: dict[str, Any]) -> Table:
         frame=table.frame.copy(),
         labels=None if table.labels is None else table.labels.copy(),
         ids=None if table.ids is None else table.ids.copy(),
+        groups=None if table.groups is None else table.groups.copy(),
     )
