@@ -135,6 +135,7 @@ def test_groups_and_duplicate_sets_are_joined(compose_cfg, tmp_path):
         assert joined <= set(member.test) or not joined & set(member.test)
 
 
+@pytest.mark.slow
 def test_a_missing_group_column_is_one_error_line(tmp_path):
     grouped_frame().to_csv(tmp_path / "t.csv", index=False)
     result = run_cli(
@@ -151,6 +152,7 @@ def test_a_missing_group_column_is_one_error_line(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_a_group_holding_every_row_of_a_class_is_one_error_line(tmp_path):
     frame = grouped_frame()
     frame.loc[frame["target"] == "c", "patient"] = "p_all_c"

@@ -73,3 +73,24 @@ def test_a_numeric_column_with_a_typo_is_numeric_and_the_typo_is_named(tmp_path)
     frame.to_csv(tmp_path / "train.csv", index=False)
     with pytest.raises(DataError, match=r"column 'ram', line 4: 'lots' is not a number"):
         sources.csv(str(tmp_path / "train.csv"), None, label="price_range")
+
+
+def test_the_group_column_travels_beside_the_features_and_is_copied(monkeypatch, tmp_path):
+    monkeypatch.setattr(sources, "_TABLES", OrderedDict())
+    frame = make_synthetic(40, seed=0).to_frame()
+    frame["site"] = [f"s{i % 7}" for i in range(40)]
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    source = {
+        "_target_": "pricenet.tables.sources.csv",
+        "path": str(tmp_path / "train.csv"),
+        "schema": MOBILE_PRICE.to_dict(),
+        "group": "site",
+    }
+    first = sources.load_table(source)
+    assert first.groups.tolist() == frame["site"].tolist()
+    assert "site" not in first.frame.columns
+    first.groups[:] = "x"
+    assert sources.load_table(dict(source)).groups.tolist() == frame["site"].tolist()
+
+    with pytest.raises(DataError, match=r"column 'ram' \(data.group\) is the schema's label or"):
+        sources.load_table({**source, "group": "ram"})
