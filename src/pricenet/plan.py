@@ -166,13 +166,18 @@ def _check_classes(table: Table, codes: np.ndarray, column: str | None) -> None:
         name = repr(table.schema.classes[int(cls)])
         values = None if table.groups is None else np.unique(table.groups[rows])
         if column is not None and values is not None and len(values) == 1:
-            who = f"column {column!r} (data.group): group {values[0]!r}"
+            who, hint = f"column {column!r} (data.group): group {values[0]!r}", ""
         elif column is not None:
-            who = f"column {column!r} (data.group), with rows of identical features joined"
+            who = (
+                f"column {column!r} (data.group), joined through identical feature rows "
+                "(data.duplicates=group), makes one group that"
+            )
+            hint = f" (data.duplicates=keep groups by {column!r} alone)"
         else:
-            who = "identical feature rows (data.duplicates=group, or keep): one set"
+            who = "one set of identical feature rows (data.duplicates=group)"
+            hint = " (data.duplicates=keep splits them)"
         raise DataError(
             f"{table.source}: {who} holds every row of class {name} ({len(rows)} rows) in "
             f"column {table.schema.label!r}; no split can both train on that class and hold "
-            "it out"
+            f"it out{hint}"
         )
