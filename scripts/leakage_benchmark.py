@@ -109,8 +109,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, (package, item, label, group) in TABLES.items():
             frame = fetch(package, item)
-            path = Path(tmp) / f"{name}.csv"
-            frame.to_csv(path, index=False)
+            path, grouped = Path(tmp) / f"{name}.csv", Path(tmp) / f"{name}-grouped.csv"
+            frame.drop(columns=[group] if group else []).to_csv(path, index=False)
+            frame.to_csv(grouped, index=False)  # the group column is read only as data.group
             # Yogurt's identical price rows link every household into one group, so the
             # household grouping runs with duplicates kept (grouped by household alone).
             settings = [("keep", None), ("group", None)] + ([("keep", group)] if group else [])
@@ -118,7 +119,7 @@ def main() -> None:
                 start = time.perf_counter()
                 base = [
                     "data=csv",
-                    f"data.path={path}",
+                    f"data.path={grouped if column else path}",
                     f"data.label={label}",
                     f"data.duplicates={policy}",
                     "cv=kfold",
