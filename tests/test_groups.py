@@ -186,3 +186,25 @@ def test_group_errors_of_the_api(compose_cfg, tmp_path):
     grouped_frame().to_csv(tmp_path / "u.csv", index=False)
     with pytest.raises(DataError, match=r"column 'target' \(data.group\) is the schema's label"):
         load_data(csv_cfg(compose_cfg, tmp_path / "u.csv", "data.group=target"))
+
+
+def test_rows_alone_and_groups_are_dealt_together_stratified_and_whole():
+    """Most rows alone, some in pairs or fours: every group whole in one fold, and the folds
+    keep the class shares and sizes within a few rows."""
+    from pricenet.tables import stratified_kfold
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 1000)
+    groups = np.arange(1000)
+    groups[:100] = groups[100:200]  # 100 pairs
+    groups[200:240] = np.repeat(np.arange(10), 4)  # 10 fours
+    folds = stratified_kfold(labels, 5, 2, seed=1, groups=groups)
+    for repeat in (0, 1):
+        fold_of = np.empty(1000, dtype=int)
+        for index, (train, test) in enumerate(folds[repeat * 5 : repeat * 5 + 5]):
+            fold_of[test] = index
+            assert len(train) + len(test) == 1000 and 190 <= len(test) <= 210
+            shares = np.bincount(labels[test], minlength=3) / len(test)
+            assert np.abs(shares - np.bincount(labels) / 1000).max() < 0.03
+        for group in np.unique(groups):
+            assert len(set(fold_of[groups == group])) == 1
