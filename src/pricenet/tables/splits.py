@@ -39,10 +39,10 @@ def _group_folds(labels: np.ndarray, groups: np.ndarray, folds: int, random_stat
     """(train, test) pairs that keep groups whole, stratified as the groups allow.
 
     ``StratifiedGroupKFold`` deals groups one at a time, a cost that grows with their number
-    (0.2 to 1 ms a group per split here), so when enough rows stand alone they are dealt by ``StratifiedKFold``
-    and only the groups of two or more rows by ``StratifiedGroupKFold``; fold ``i`` joins the
-    ``i``-th largest of one with the ``i``-th smallest of the other. Each part is stratified,
-    so their union is too.
+    (0.2 to 1 ms a group per split here), so when enough rows stand alone they are dealt by
+    ``StratifiedKFold`` and only the groups of two or more rows by ``StratifiedGroupKFold``;
+    fold ``i`` joins the ``i``-th largest of one with the ``i``-th smallest of the other. Each
+    part is stratified, so their union is too.
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
