@@ -41,6 +41,20 @@ def test_kfold_plan_is_stratified_disjoint_and_covers_every_row_once(compose_cfg
     assert set(first) != set(second)
 
 
+def test_the_folds_are_scikit_learns_stratified_kfold_seeded_per_repeat(compose_cfg):
+    from sklearn.model_selection import StratifiedKFold
+
+    cfg = compose_cfg("cv=kfold", "cv.repeats=2", "trainer.seed=7", *SMALL)
+    table = load_data(cfg)
+    plan = plan_for(cfg, table)
+    states = np.random.default_rng(7).integers(0, 2**32 - 1, size=2)
+    for repeat, state in enumerate(states):
+        splitter = StratifiedKFold(5, shuffle=True, random_state=int(state))
+        expected = [test for _, test in splitter.split(np.zeros(200), table.labels)]
+        got = [m.test for m in plan if m.repeat == repeat]
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
 def test_the_held_out_fold_never_reaches_training_or_selection(compose_cfg):
     """Poison every member's held-out rows: the fit, best epochs and weights do not change.
 

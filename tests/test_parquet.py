@@ -371,3 +371,20 @@ def test_predict_reads_parquet_and_writes_parquet_atomically(compose_cfg, tmp_pa
         )
     assert exited.value.code == 2
     assert "already exists; pass overwrite=true" in capsys.readouterr().err
+
+
+def test_a_parquet_group_column_is_taken_out_like_the_csvs(tmp_path):
+    """data.group reads the same from Parquet as from CSV: not a feature, every row grouped."""
+    frame = make_synthetic(30, seed=1).to_frame()
+    frame["site"] = [f"s{i % 4}" for i in range(30)]
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    via_parquet = read_table(tmp_path / "t.parquet", None, label="price_range", group="site")
+    via_csv = read_table(tmp_path / "t.csv", None, label="price_range", group="site")
+    assert via_parquet.groups.tolist() == via_csv.groups.tolist() == frame["site"].tolist()
+    assert "site" not in via_parquet.schema.feature_names
+    assert via_parquet.schema.feature_names == via_csv.schema.feature_names
+    frame.loc[4, "site"] = None
+    frame.to_parquet(tmp_path / "gap.parquet", index=False)
+    with pytest.raises(DataError, match=r"column 'site' \(data.group\), row 5: empty"):
+        read_table(tmp_path / "gap.parquet", None, label="price_range", group="site")

@@ -92,3 +92,24 @@ def test_a_schema_file_names_the_label_so_data_label_may_stay_at_its_default(tmp
 def test_the_synthetic_generator_refuses_a_table_too_big_to_make():
     with pytest.raises(ConfigError, match="data.n_rows=10000000000: the synthetic generator"):
         sources.synthetic(10**10)
+
+
+def test_the_group_column_travels_beside_the_features_and_is_copied(monkeypatch, tmp_path):
+    monkeypatch.setattr(sources, "_TABLES", OrderedDict())
+    frame = make_synthetic(40, seed=0).to_frame()
+    frame["site"] = [f"s{i % 7}" for i in range(40)]
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    source = {
+        "_target_": "pricenet.tables.sources.csv",
+        "path": str(tmp_path / "train.csv"),
+        "schema": MOBILE_PRICE.to_dict(),
+        "group": "site",
+    }
+    first = sources.load_table(source)
+    assert first.groups.tolist() == frame["site"].tolist()
+    assert "site" not in first.frame.columns
+    first.groups[:] = "x"
+    assert sources.load_table(dict(source)).groups.tolist() == frame["site"].tolist()
+
+    with pytest.raises(DataError, match=r"column 'ram' \(data.group\) is the schema's label or"):
+        sources.load_table({**source, "group": "ram"})

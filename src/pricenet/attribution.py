@@ -20,7 +20,7 @@ how the pipeline splits data).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,8 +92,9 @@ def run_test_rows(run_dir: Path, schema: Schema) -> HeldOut:
     The file is read as plain data (:class:`~pricenet.stored.StoredConfig`): the data source is
     one of the two pricenet ships, called directly with checked values, never instantiated.
     """
-    from pricenet.plan import make_plan
+    from pricenet.plan import make_plan, split_groups
     from pricenet.stored import StoredConfig, is_int, is_number
+    from pricenet.tables.duplicates import POLICIES, apply_policy
     from pricenet.tables.sources import load_stored_source
 
     config_file = run_dir / "config.yaml"
@@ -120,13 +121,21 @@ def run_test_rows(run_dir: Path, schema: Schema) -> HeldOut:
         raise ConfigError(
             f"{config_file}: the run has no test split (data.test_size=0); pass data="
         )
+    # a config written before data.duplicates existed kept repeated rows, as it did then
+    policy = stored.value(
+        "data.duplicates", "group, keep, drop or error", lambda v: v in POLICIES, "keep"
+    )
+    group = stored.value("data.group", "a column name or null", lambda v: v is None or v, None)
     table = load_stored_source(stored.node("data.source"), f"{config_file}: data.source")
     _check_same_data(table.schema, schema, f"{config_file}: data.source")
     if table.labels is None:
         raise DataError(f"{table.source}: no {schema.label!r} column; pass data=")
+    table, found = apply_policy(table, policy)
+    table = replace(table, duplicates=found)
     (member,) = make_plan(
         table.labels,
         table.schema,
+        groups=split_groups(table, group),
         cv={"folds": None},
         val_size=val_size,
         test_size=test_size,

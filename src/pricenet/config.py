@@ -20,6 +20,7 @@ from pricenet.seed import check_device_name
 MONITORS = ("val_acc", "val_loss")
 MISSING_POLICIES = ("error", "impute")
 RANGE_POLICIES = ("error", "warn", "ignore")
+DUPLICATE_POLICIES = ("group", "keep", "drop", "error")
 
 
 @dataclass
@@ -28,6 +29,8 @@ class SyntheticDataConfig:
     n_rows: int = 2000
     noise: float = 0.05
     seed: int = 0
+    group: str | None = None  # the generator has no group column
+    duplicates: str = "group"  # group | keep | drop | error
     val_size: float = 0.15
     test_size: float = 0.15
     standardize: bool = True
@@ -43,6 +46,8 @@ class CsvDataConfig:
     missing: str = "error"  # error | impute
     ranges: str = "error"  # error | warn | ignore
     max_bytes: int = 2 * 1024**3
+    group: str | None = None  # a column whose rows stay on one side of every split
+    duplicates: str = "group"  # group | keep | drop | error
     val_size: float = 0.15
     test_size: float = 0.15
     standardize: bool = True
@@ -269,6 +274,8 @@ def validate(cfg: DictConfig) -> None:
         _fail("data.missing", data.missing, f"must be one of {', '.join(MISSING_POLICIES)}")
     if data.get("ranges", "error") not in RANGE_POLICIES:
         _fail("data.ranges", data.ranges, f"must be one of {', '.join(RANGE_POLICIES)}")
+    if data.get("duplicates", "group") not in DUPLICATE_POLICIES:
+        _fail("data.duplicates", data.duplicates, f"must be one of {', '.join(DUPLICATE_POLICIES)}")
     if "max_bytes" in data and data.max_bytes < 1:
         _fail("data.max_bytes", data.max_bytes, "must be a size in bytes >= 1")
 

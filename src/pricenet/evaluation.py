@@ -4,10 +4,16 @@ Each member's best weights are scored on rows it never saw; a temperature per me
 fitted on its validation rows (:mod:`pricenet.calibration`) and its effect measured on the
 held-out rows. With several members, ``metrics.json`` leads with their means and gains a
 ``cv`` (or ``seeds``) block: mean, std and 95% interval, and the pooled confusion matrix.
+
+Every run also states its table's repeated feature rows (``duplicates``) and the leakage
+check (``leakage``): how many held-out rows had an identical feature row among the rows their
+own fit trained or selected on. Grouping (the default) makes it 0; ``data.duplicates=keep``
+counts it and warns.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -20,6 +26,9 @@ from pricenet.members import Fitted, Prepared
 from pricenet.metrics import classification_report
 from pricenet.model import count_parameters
 from pricenet.plan import Member
+from pricenet.tables.duplicates import scan, seen_in_training
+
+log = logging.getLogger("pricenet")
 
 
 def _member_record(member: Member, trainer: Trainer, index: int) -> dict[str, Any]:
@@ -199,7 +208,41 @@ def metrics_of(
     metrics["calibration"] = (
         {k: v for k, v in calibration.items() if k != "reliability"} if calibration else None
     )
+    found = prepared.table.duplicates or scan(prepared.table, "keep")
+    metrics["duplicates"] = found.report()
+    metrics["leakage"] = leakage(prepared, found.codes, found.policy)
+    if summary is not None:
+        summary["leakage"] = metrics["leakage"]["seen_in_training"]
+        for record, seen in zip(records, metrics["leakage"]["per_fit"], strict=True):
+            record["leaked_test_rows"] = seen
     return metrics
+
+
+def leakage(prepared: Prepared, codes: np.ndarray, policy: str) -> dict[str, Any]:
+    """The leakage check: held-out rows whose features equal a row their fit trained or
+    selected on (its training or validation rows), per fit and in all; logged."""
+    per_fit = [
+        seen_in_training(codes, m.test, np.concatenate([m.train, m.val])) for m in prepared.plan
+    ]
+    held = sum(len(m.test) for m in prepared.plan)
+    seen = sum(per_fit)
+    if seen:
+        log.warning(
+            "%d of %d held-out rows (%.1f%%) have an identical feature row in their own fit's "
+            "training rows (data.duplicates=%s): held-out scores flatter models that memorise",
+            seen,
+            held,
+            100 * seen / held,
+            policy,
+        )
+    elif held and len(np.unique(codes)) < len(codes):
+        log.info("leakage check: no held-out row has an identical feature row in its fit's rows")
+    return {
+        "held_out_rows": held,
+        "seen_in_training": seen,
+        "share": seen / held if held else 0.0,
+        "per_fit": per_fit,
+    }
 
 
 def _ensemble_accuracy(fitted: Fitted, held: list) -> float | None:

@@ -20,7 +20,7 @@ from pricenet.errors import DivergenceError
 from pricenet.evaluation import member_outputs
 from pricenet.members import Fitted, Prepared, build_trainer, prepare
 from pricenet.packed import stack_members
-from pricenet.plan import refit_member
+from pricenet.plan import refit_member, split_groups
 from pricenet.spec import NetworkSpec
 
 log = logging.getLogger("pricenet")
@@ -75,7 +75,12 @@ def refit(cfg: DictConfig, prepared: Prepared, meta: dict[str, Any], run_dir: Pa
     """``cv.keep=refit``: one more fit on every labelled row, saved as the run's model."""
     table = prepared.table
     member = refit_member(
-        table.labels, table.schema, cfg.data.val_size, cfg.trainer.seed, table.source
+        table.labels,
+        table.schema,
+        cfg.data.val_size,
+        cfg.trainer.seed,
+        table.source,
+        groups=split_groups(table, cfg.data.get("group")),
     )
     device = prepared.members[0].x_train.device
     single = prepare(cfg, table, [member], device)

@@ -9,7 +9,7 @@ the config cannot be packed exactly (one log line says why).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,10 +22,11 @@ from pricenet.engine import MemberData, Trainer, member_groups
 from pricenet.errors import CheckpointError, ConfigError, DataError, DivergenceError
 from pricenet.heads import Head
 from pricenet.model import build_model
-from pricenet.plan import Member, make_plan
+from pricenet.plan import Member, make_plan, split_groups
 from pricenet.restore import Resume
 from pricenet.spec import network_spec
 from pricenet.tables import Preprocessor, Schema, Table
+from pricenet.tables.duplicates import apply_policy
 from pricenet.tables.sources import load_table
 
 log = logging.getLogger("pricenet")
@@ -43,8 +44,19 @@ def build_head(cfg: DictConfig, schema: Schema) -> Head:
 
 
 def load_data(cfg: DictConfig) -> Table:
-    """The labelled table the data config describes (generated, or read and validated)."""
-    table = load_table(to_container(cfg.data)["source"])
+    """The labelled table the data config describes (generated, or read and validated), its
+    repeated feature rows found and handled as ``data.duplicates`` says (a config written
+    before that key existed keeps them, as it did)."""
+    data = to_container(cfg.data)
+    table = load_table(data["source"])
+    group = data.get("group")
+    if group is not None and table.groups is None:
+        raise DataError(
+            f"{table.source}: column {group!r} (data.group): not in the table; "
+            "name a column of the CSV (data=csv)"
+        )
+    table, found = apply_policy(table, data.get("duplicates", "keep"))
+    table = replace(table, duplicates=found)
     if table.labels is None:
         raise DataError(f"{table.source}: no {table.schema.label!r} column to train on")
     if len(np.unique(table.labels)) < 2:
@@ -76,6 +88,7 @@ def plan_for(cfg: DictConfig, table: Table) -> list[Member]:
     return make_plan(
         table.labels,
         table.schema,
+        groups=split_groups(table, cfg.data.get("group")),
         cv=cfg.cv,
         val_size=cfg.data.val_size,
         test_size=cfg.data.test_size,

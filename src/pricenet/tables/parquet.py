@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -250,6 +252,7 @@ def read_parquet(
     missing: str = "error",
     ranges: str = "error",
     max_bytes: int = DEFAULT_MAX_BYTES,
+    group: str | None = None,
 ) -> Table:
     """Read and validate a Parquet file against ``schema`` (inferred from the file when None).
 
@@ -273,7 +276,13 @@ def read_parquet(
         required.append(label_name)
     if id is not None:
         required.append(id)
+    if group is not None:
+        required.append(group)
     _absent(path, required, columns)
+    groups = None
+    if group is not None:
+        groups = _group_values(path, parquet, group, label_name, schema)
+        del columns[group]  # not a feature: never inferred, never read as one
 
     if schema is None:
         roles = _inference_roles(path, columns, label_name, id_name)
@@ -291,7 +300,7 @@ def read_parquet(
     extra = [name for name in columns if name not in frame.columns]
     if extra:
         log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(map(repr, extra)))
-    return validate_frame(
+    table = validate_frame(
         frame,
         schema,
         source=str(path),
@@ -301,6 +310,27 @@ def read_parquet(
         ranges=ranges,
         id=id_name,
     )
+    return table if groups is None else replace(table, groups=groups)
+
+
+def _group_values(
+    path: Path, parquet: pq.ParquetFile, group: str, label: str, schema: Schema | None
+) -> np.ndarray:
+    """The ``data.group`` column as stripped text (CSV's :func:`take_group` rules)."""
+    if group == label or (schema is not None and group in schema.feature_names):
+        raise DataError(
+            f"{path}: column {group!r} (data.group) is the schema's label or one of its "
+            "features; a group column cannot be either"
+        )
+    column = parquet.read(columns=[group]).column(0)
+    values = column.to_pandas().astype(str).str.strip().to_numpy(dtype=object)
+    empty = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False) | (values == ""))
+    if empty.size:
+        raise DataError(
+            f"{path}: column {group!r} (data.group), row {int(empty[0]) + 1}: empty; "
+            "every row needs a group"
+        )
+    return values
 
 
 def write_parquet(path: str | Path, frame: pd.DataFrame) -> Path:

@@ -17,6 +17,7 @@ import os
 import stat
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -289,6 +290,7 @@ def read_csv(
     missing: str = "error",
     ranges: str = "error",
     max_bytes: int = DEFAULT_MAX_BYTES,
+    group: str | None = None,
 ) -> Table:
     """Read and validate a CSV against ``schema`` (inferred from the file when None).
 
@@ -298,6 +300,7 @@ def read_csv(
     warning. ``label`` names the label column (needed to infer a schema; with a schema it must
     agree). ``missing``/``ranges`` are the policies of :func:`validate_frame`. Every problem
     raises :class:`DataError` as ``<file>: column '<name>', line <n>: <what is wrong>``.
+    ``group`` names a column carried out as the table's ``groups`` (see :func:`take_group`).
     """
     path = Path(path).expanduser()
     check_policies(missing, ranges)
@@ -316,6 +319,8 @@ def read_csv(
         required.append(label_name)
     if id is not None:
         required.append(id)
+    if group is not None:
+        required.append(group)
     absent = [name for name in required if name not in seen]
     if absent:
         word = "column" if len(absent) == 1 else "columns"
@@ -331,6 +336,8 @@ def read_csv(
     dtypes: dict[str, type] = {}
     if id_name in seen:
         dtypes[id_name] = str
+    if group is not None:
+        dtypes[group] = str
     if schema is not None:
         dtypes.update({f.name: str for f in schema.features if f.kind == "categorical"})
         if not schema.integer_classes and label_name in seen:
@@ -344,18 +351,19 @@ def read_csv(
         short = np.flatnonzero((last.astype(object) == "").to_numpy(dtype=bool))
         if short.size:  # a short row leaves its last cells empty: count its fields
             raw.check_rows(short if missing == "impute" else short[:1])
+    groups = take_group(frame, group, label_name, schema, path, raw) if group is not None else None
 
     if schema is None:
         from pricenet.tables.infer import infer_schema
 
         schema = infer_schema(frame, label_name, id_name, source=str(path))
         id_name = schema.id
-    known = {*schema.feature_names, schema.label, id_name}
+    known = {*schema.feature_names, schema.label, id_name, group}
     extra = [repr(n) if not n.startswith("\0") else n[1:] for n in names if n not in known]
     if extra:
         log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(extra))
-    frame = frame[[n for n in names if n in known]]
-    return validate_frame(
+    frame = frame[[n for n in names if n in known and n != group]]
+    table = validate_frame(
         frame,
         schema,
         source=str(path),
@@ -366,3 +374,32 @@ def read_csv(
         ranges=ranges,
         id=id_name,
     )
+    return table if groups is None else replace(table, groups=groups)
+
+
+def take_group(
+    frame: pd.DataFrame,
+    group: str,
+    label: str,
+    schema: Schema | None,
+    path: Path,
+    raw: RawRecords,
+) -> np.ndarray:
+    """The ``data.group`` column's values (stripped text), taken out of the frame in place.
+
+    The group column is not a feature: it is removed before a schema is inferred, a schema
+    that lists it is refused, and every row needs a group.
+    """
+    if group == label or (schema is not None and group in schema.feature_names):
+        raise DataError(
+            f"{path}: column {group!r} (data.group) is the schema's label or one of its "
+            "features; a group column cannot be either"
+        )
+    values = frame.pop(group).astype(str).str.strip().to_numpy(dtype=object)
+    empty = np.flatnonzero(values == "")
+    if empty.size:
+        raise DataError(
+            f"{path}: column {group!r} (data.group), line {raw.line_of(int(empty[0]))}: "
+            "empty; every row needs a group"
+        )
+    return values

@@ -66,11 +66,11 @@ def csv(
     missing: str = "error",
     ranges: str = "error",
     max_bytes: int = DEFAULT_MAX_BYTES,
+    group: str | None = None,
 ) -> Table:
-    """``data=csv``: the file at ``path``, validated against ``schema`` (None: inferred).
-
-    A ``.parquet`` path is read as Parquet (:func:`~pricenet.tables.read.read_table`).
-    """
+    """``data=csv``: the file at ``path``, validated against ``schema`` (None: inferred);
+    ``group`` names the column whose values group rows (``data.group``). A ``.parquet`` path
+    is read as Parquet (:func:`~pricenet.tables.read.read_table`)."""
     resolved = resolve_schema(schema)
     if resolved is not None and label in (resolved.label, DEFAULT_LABEL):
         label = None  # the schema names it
@@ -82,6 +82,7 @@ def csv(
         missing=missing,
         ranges=ranges,
         max_bytes=max_bytes,
+        group=group,
     )
 
 
@@ -119,6 +120,7 @@ STORED_SOURCES: dict[str, tuple[Callable[..., Table], dict[str, Argument], tuple
             "missing": ("error or impute", lambda v: v in ("error", "impute")),
             "ranges": ("error, warn or ignore", lambda v: v in ("error", "warn", "ignore")),
             "max_bytes": ("a size in bytes >= 1", lambda v: is_int(v) and v >= 1),
+            "group": ("a column name or null", _is_name),
         },
         ("path",),
     ),
@@ -214,4 +216,5 @@ def load_table(source: dict[str, Any]) -> Table:
         frame=table.frame.copy(),
         labels=None if table.labels is None else table.labels.copy(),
         ids=None if table.ids is None else table.ids.copy(),
+        groups=None if table.groups is None else table.groups.copy(),
     )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from pricenet.tables.schema import Schema
+
+if TYPE_CHECKING:
+    from pricenet.tables.duplicates import Duplicates
 
 
 @dataclass
@@ -18,6 +22,9 @@ class Table:
     float64 (NaN = missing, possible only under ``missing="impute"``), categorical as object
     strings (None = missing). ``labels`` are int64 indices into ``schema.classes`` (None when
     the input had no label column); ``ids`` are the id column's values, if it had one.
+    ``groups`` are the ``data.group`` column's values (not a feature: rows of one group stay
+    on one side of every split); ``duplicates`` is the scan of repeated feature rows, set
+    when the table is loaded for training (:mod:`pricenet.tables.duplicates`).
     """
 
     frame: pd.DataFrame
@@ -25,6 +32,8 @@ class Table:
     ids: np.ndarray | None
     schema: Schema
     source: str = "<memory>"
+    groups: np.ndarray | None = None
+    duplicates: Duplicates | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
