@@ -93,6 +93,7 @@ SelectTypeParameters=CR_CPU
 ReturnToService=2
 SlurmctldTimeout=30
 SlurmdTimeout=30
+KillWait=5
 $node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
