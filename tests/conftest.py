@@ -113,7 +113,7 @@ def _why_not(name: str, state: dict[str, str]) -> str:
 def _service(name: str) -> dict[str, str]:
     state = cluster_state()
     if state.get(name) != "up":
-        pytest.skip(f"no {name} server: {_why_not(name, state)}")
+        pytest.skip(f"{name} is not up: {_why_not(name, state)}")
     return state
 
 

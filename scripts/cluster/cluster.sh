@@ -191,6 +191,10 @@ up() {
 
 down() {
     local pid
+    if grep -qF "$MARK" "$SLURM_CONF" 2>/dev/null && pgrep -x slurmctld >/dev/null; then
+        scancel --full --user="$(id -un)" 2>/dev/null  # jobs a failed test left behind
+        wait_for 15 bash -c '[[ -z $(squeue -h) ]]'
+    fi
     for name in slurmd slurmctld slurmdbd; do
         pid=$(cat "$DIR/slurm/$name.pid" 2>/dev/null) && kill "$pid" 2>/dev/null
     done
@@ -199,7 +203,9 @@ down() {
     fi
     pid=$(cat /run/mysqld/pricenet.pid 2>/dev/null) && kill "$pid" 2>/dev/null
     pid=$(cat /run/munge/munged.pid 2>/dev/null) && kill "$pid" 2>/dev/null
-    wait_for 30 bash -c "! pgrep -x 'slurmd|slurmctld|slurmdbd|mariadbd|munged|postgres' >/dev/null"
+    local daemons='slurmd|slurmctld|slurmdbd|slurmstepd|mariadbd|munged|postgres'
+    wait_for 30 bash -c "! pgrep -x '$daemons' >/dev/null" ||
+        log "still running: $(pgrep -x -l "$daemons" | tr '\n' ' ')"
     [[ -f $STATE ]] && sed -i -E 's/^(slurm|postgres)=up$/\1=stopped/' "$STATE"
     log "stopped"
 }
