@@ -71,7 +71,7 @@ def unique() -> str:
 def test_local_workers_share_one_postgres_study_and_count_exactly(tmp_path, postgres):
     name = unique()
     args = [*study_args(postgres["postgres_url"], name), "hydra.sweeper.n_trials=6"]
-    joblib = ["launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
+    joblib = ["launcher=joblib", "hydra.launcher.n_jobs=1"]
     workers = [worker(tmp_path, *args, *joblib) for _ in range(2)]
     finish(*workers)
 
