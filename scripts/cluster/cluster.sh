@@ -24,6 +24,7 @@ PG_PASSWORD=pricenet
 PG_DB=pricenet
 MARK="# written by pricenet scripts/cluster/cluster.sh"
 
+APT_ERROR=""
 log() { echo "cluster: $*" >&2; }
 record() { sed -i "/^$1=/d" "$STATE" 2>/dev/null; echo "$1=$2" >>"$STATE"; }
 
@@ -42,22 +43,27 @@ install() {
     command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
     ((${#missing[@]})) || return 0
     if [[ $(id -u) != 0 ]]; then
-        log "not root: cannot install ${missing[*]}"
+        APT_ERROR="not root: cannot install ${missing[*]}"
         return 1
     fi
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # The daemons are started below, by hand: no init system runs in a container.
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    timeout 300 apt-get update -qq &&
-        timeout 600 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    { timeout 300 apt-get update -qq &&
+        timeout 600 apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+        >"$DIR/apt.log" 2>&1
     local rc=$?
     rm -f /usr/sbin/policy-rc.d
+    ((rc == 0)) || APT_ERROR="apt failed (exit $rc): $(grep -E '^(E|W):' "$DIR/apt.log" | tail -1)"
     return $rc
 }
 
 slurm_up() {
-    command -v slurmctld >/dev/null || { record slurm "slurm-wlm is not installed"; return; }
+    if ! command -v slurmctld >/dev/null; then
+        record slurm "slurm-wlm is not installed${APT_ERROR:+; $APT_ERROR}"
+        return
+    fi
     if [[ -f $SLURM_CONF ]] && ! grep -qF "$MARK" "$SLURM_CONF"; then
         record slurm "$SLURM_CONF exists and is not ours: not touching a real cluster"
         return
@@ -100,10 +106,11 @@ EOF
     sed -i 's/ UpTime=[^ ]*//' "$SLURM_CONF"
     mkdir -p /run/munge /var/log/munge /var/lib/munge
     chown munge:munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null
-    [[ -s /etc/munge/munge.key ]] || { mungekey --create >/dev/null 2>&1 && chown munge /etc/munge/munge.key; }
+    if [[ ! -s /etc/munge/munge.key ]]; then
+        mungekey --create >/dev/null 2>&1 && chown munge /etc/munge/munge.key
+    fi
     pgrep -x munged >/dev/null || runuser -u munge -- munged || {
         record slurm "munged did not start"; return; }
-    echo pricenet >"$DIR/slurm/munge_test"
     munge -n | unmunge >/dev/null 2>&1 || { record slurm "munge cannot encode and decode"; return; }
     accounting_up || return
     slurmctld -c >"$DIR/slurm/slurmctld.out" 2>&1 || {
@@ -122,13 +129,19 @@ EOF
 }
 
 accounting_up() {  # MariaDB (unix socket, root by socket auth) and slurmdbd on top of it
-    command -v slurmdbd >/dev/null || { record slurm "slurmdbd is not installed"; return 1; }
+    if ! command -v slurmdbd >/dev/null; then
+        record slurm "slurmdbd is not installed${APT_ERROR:+; $APT_ERROR}"
+        return 1
+    fi
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
     if ! pgrep -x mariadbd >/dev/null; then
         mariadbd --user=mysql --skip-networking --pid-file=/run/mysqld/pricenet.pid \
             >"$DIR/mariadb.log" 2>&1 &
     fi
-    wait_for 30 mariadb -e "SELECT 1" || { record slurm "MariaDB (for slurmdbd) did not start"; return 1; }
+    if ! wait_for 30 mariadb -e "SELECT 1"; then
+        record slurm "MariaDB (for slurmdbd) did not start"
+        return 1
+    fi
     cat >/etc/slurm/slurmdbd.conf <<EOF
 $MARK
 AuthType=auth/munge
@@ -151,7 +164,10 @@ EOF
 }
 
 postgres_up() {
-    command -v pg_ctlcluster >/dev/null || { record postgres "postgresql is not installed"; return; }
+    if ! command -v pg_ctlcluster >/dev/null; then
+        record postgres "postgresql is not installed${APT_ERROR:+; $APT_ERROR}"
+        return
+    fi
     pg_lsclusters -h | grep -q "^$PG_VERSION main" ||
         pg_createcluster -p "$PG_PORT" "$PG_VERSION" main >/dev/null ||
         { record postgres "pg_createcluster failed"; return; }
@@ -162,10 +178,13 @@ postgres_up() {
     fi
     local sql="DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='$PG_USER') THEN
         CREATE ROLE $PG_USER LOGIN PASSWORD '$PG_PASSWORD' CREATEDB; END IF; END\$\$;"
-    runuser -u postgres -- psql -qp "$PG_PORT" -c "$sql" >/dev/null &&
-        { runuser -u postgres -- psql -qtp "$PG_PORT" -c "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1 ||
-          runuser -u postgres -- createdb -p "$PG_PORT" -O "$PG_USER" "$PG_DB"; } ||
-        { record postgres "could not create the role and database"; return; }
+    local exists="SELECT 1 FROM pg_database WHERE datname='$PG_DB'"
+    if ! runuser -u postgres -- psql -qp "$PG_PORT" -c "$sql" >/dev/null ||
+        ! { runuser -u postgres -- psql -qtp "$PG_PORT" -c "$exists" | grep -q 1 ||
+            runuser -u postgres -- createdb -p "$PG_PORT" -O "$PG_USER" "$PG_DB"; }; then
+        record postgres "could not create the role and database"
+        return
+    fi
     record postgres up
     record postgres_url "postgresql+psycopg2://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
     record postgres_restart "pg_ctlcluster $PG_VERSION main restart"
@@ -175,10 +194,7 @@ up() {
     mkdir -p "$DIR"
     : >"$STATE"
     local start=$SECONDS
-    if ! install; then
-        record slurm "installing slurm-wlm/munge failed (apt)"
-        record postgres "installing postgresql failed (apt)"
-    fi
+    install || log "$APT_ERROR"
     record install_s $((SECONDS - start))
     start=$SECONDS
     slurm_up
@@ -188,6 +204,13 @@ up() {
     record postgres_start_s $((SECONDS - start))
     log "$(tr '\n' ' ' <"$STATE")"
 }
+
+running() {  # the daemons of `up` that still run (pgrep matches at most 15 characters)
+    ps -eo comm= | grep -xE 'slurmd|slurmctld|slurmdbd|slurmstepd|mariadbd|munged|postgres' |
+        sort -u | tr '\n' ' '
+}
+
+running_none() { [[ -z $(running) ]]; }
 
 down() {
     local pid
@@ -203,9 +226,7 @@ down() {
     fi
     pid=$(cat /run/mysqld/pricenet.pid 2>/dev/null) && kill "$pid" 2>/dev/null
     pid=$(cat /run/munge/munged.pid 2>/dev/null) && kill "$pid" 2>/dev/null
-    local daemons='slurmd|slurmctld|slurmdbd|slurmstepd|mariadbd|munged|postgres'
-    wait_for 30 bash -c "! pgrep -x '$daemons' >/dev/null" ||
-        log "still running: $(pgrep -x -l "$daemons" | tr '\n' ' ')"
+    wait_for 30 running_none || log "still running: $(running)"
     [[ -f $STATE ]] && sed -i -E 's/^(slurm|postgres)=up$/\1=stopped/' "$STATE"
     log "stopped"
 }
