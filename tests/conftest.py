@@ -107,7 +107,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def _why_not(name: str, state: dict[str, str]) -> str:
-    return state.get(name, f"{CLUSTER_STATE} missing (start it: scripts/cluster/cluster.sh up)")
+    default = f"not recorded in {CLUSTER_STATE} (start it: scripts/cluster/cluster.sh up)"
+    return state.get(name, default)
 
 
 def _service(name: str) -> dict[str, str]:

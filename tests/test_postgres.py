@@ -162,3 +162,31 @@ def test_a_wrong_password_is_one_error_line_without_it(tmp_path, postgres):
     assert last.startswith("error: hydra.sweeper.storage=postgresql+psycopg2://pricenet:***@")
     assert "password authentication failed" in last
     assert "wr0ng-pw" not in result.stderr + result.stdout
+
+
+def test_a_lost_connection_is_retried_and_a_bad_query_is_not(monkeypatch):
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    monkeypatch.setattr(_study.time, "sleep", lambda _: None)
+    calls = []
+
+    def flaky(value):
+        calls.append(value)
+        if len(calls) < 3:  # the server restarts: two calls find no connection
+            try:
+                raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+            except OperationalError as err:
+                raise StorageInternalError("commit failed") from err
+        return value
+
+    assert _study._retried(flaky)(7) == 7 and calls == [7, 7, 7]
+
+    def bad(value):
+        calls.append(value)
+        raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+
+    calls.clear()
+    with pytest.raises(IntegrityError):
+        _study._retried(bad)(1)
+    assert calls == [1]  # not retried

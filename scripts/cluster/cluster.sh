@@ -50,8 +50,8 @@ install() {
     export DEBIAN_FRONTEND=noninteractive
     # The daemons are started below, by hand: no init system runs in a container.
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    { timeout 300 apt-get update -qq &&
-        timeout 600 apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    { timeout 180 apt-get update -qq &&
+        timeout 300 apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
         >"$DIR/apt.log" 2>&1
     local rc=$?
     rm -f /usr/sbin/policy-rc.d
