@@ -83,3 +83,48 @@ def run_cli(*args: str, cwd: Path, module: str = "pricenet.train", timeout: int 
         text=True,
         timeout=timeout,
     )
+
+
+# The servers scripts/cluster/cluster.sh starts (CI runs it before `make test`): what it recorded.
+CLUSTER_STATE = Path(os.environ.get("PRICENET_CLUSTER_DIR", "/tmp/pricenet-cluster")) / "state"
+
+
+def cluster_state() -> dict[str, str]:
+    """``key=value`` lines of the state file; empty when the script never ran."""
+    if not CLUSTER_STATE.is_file():
+        return {}
+    lines = CLUSTER_STATE.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say up front which of the cluster and postgres tests can run, and why not."""
+    state = cluster_state()
+    return "; ".join(
+        f"{name} tests: {'run' if state.get(name) == 'up' else 'skip, ' + _why_not(name, state)}"
+        for name in ("slurm", "postgres")
+    )
+
+
+def _why_not(name: str, state: dict[str, str]) -> str:
+    default = f"not recorded in {CLUSTER_STATE} (start it: scripts/cluster/cluster.sh up)"
+    return state.get(name, default)
+
+
+def _service(name: str) -> dict[str, str]:
+    state = cluster_state()
+    if state.get(name) != "up":
+        pytest.skip(f"{name} is not up: {_why_not(name, state)}")
+    return state
+
+
+@pytest.fixture
+def slurm_cluster() -> dict[str, str]:
+    """The one-node SLURM cluster; skips, saying why, when it is not up."""
+    return _service("slurm")
+
+
+@pytest.fixture
+def postgres() -> dict[str, str]:
+    """The PostgreSQL server (``postgres_url``, ``postgres_restart``); skips when it is not up."""
+    return _service("postgres")

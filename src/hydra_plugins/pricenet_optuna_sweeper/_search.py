@@ -29,12 +29,23 @@ from ._study import (
     make_sampler,
     missing,
     open_study,
+    redact,
     storage_url,
     surplus,
 )
 
 log = logging.getLogger(__name__)
 ERROR_CHARS = 500  # an error kept as a trial attribute (the job folder has all of it)
+
+
+def _lost_job(err: BaseException) -> bool:
+    """Whether ``err`` is submitit's word that a job ended without a result (scancel, pre-emption,
+    time limit, node failure): the trial is lost, the search is not."""
+    try:
+        from submitit.core.utils import UncompletedJobError
+    except ImportError:  # no submitit: no such jobs
+        return False
+    return isinstance(err, UncompletedJobError)
 
 
 class Search:
@@ -57,7 +68,7 @@ class Search:
         log.info(
             "study %s in %s: %d of %d trials counted, %d to run",
             study.study_name,
-            storage_url(self.cfg.storage, self.sweep_dir),
+            redact(storage_url(self.cfg.storage, self.sweep_dir)),
             len(counted(trials)),
             self.cfg.n_trials,
             missing(trials, self.cfg.n_trials),
@@ -91,12 +102,21 @@ class Search:
                 returns = self.launcher.launch(
                     [overrides for _, overrides in batch], initial_job_idx=self.job_idx
                 )
-        except BaseException:  # Ctrl-C or a launcher that broke: never leave them RUNNING
+        except BaseException as err:
+            # A job the scheduler cancelled, pre-empted or lost: its trial, and those of the
+            # batch the launcher no longer waits for, fail and are retried; the search goes on.
+            # Ctrl-C or a launcher that broke stops it. Either way nothing is left RUNNING.
+            lost = _lost_job(err)
+            first = str(err).strip().splitlines()[0][:ERROR_CHARS] if str(err).strip() else ""
+            reason = f"its job did not finish ({first})" if lost else "the sweep stopped"
             for number in numbers:
                 trial = study.get_trials(deepcopy=False)[number]
                 if not trial.state.is_finished():
-                    fail_and_retry(study, trial, "the sweep stopped", self.cfg.max_retry)
-            raise
+                    fail_and_retry(study, trial, reason, self.cfg.max_retry)
+            if not lost:
+                raise
+            self.job_idx += len(batch)
+            return
         self.job_idx += len(returns)
         for (trial, _), ret in zip(batch, returns, strict=True):
             self._tell(study, trial, ret)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from optuna.exceptions import StorageInternalError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
@@ -30,6 +32,7 @@ RETRY_OF = "retry_of"  # user attr of a retry: the number of the trial whose wor
 RETRIES = "retries"  # user attr: how many times this trial's parameters were retried
 SQLITE_TIMEOUT_S = 60  # workers sharing one SQLite file wait this long for its lock
 SCHEMA_ATTEMPTS = 5  # tries to open a new database that other workers are creating too
+RECONNECT_S = 120.0  # how long a worker retries a database server that went away
 
 
 class SweepConfigError(ValueError):
@@ -43,12 +46,32 @@ def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
     return str(storage)
 
 
+def redact(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``: fit for logs and errors."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not parseable: blank whatever sits in user:pass@
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def _one_line(err: object, url: str) -> str:
+    """A driver's message on one line, the URL's password blanked if the driver echoed it."""
+    text = " ".join(str(err).split())
+    password = re.search(r"://[^:/@]*:([^@]*)@", url)
+    return text.replace(password.group(1), "***") if password and password.group(1) else text
+
+
 @functools.cache
 def open_storage(url: str) -> BaseStorage:
     """The storage behind ``url``, one per process: a journal file or an SQLAlchemy database.
 
     ``journal:<path>`` (``journal:///abs/study.log`` too) is Optuna's JournalFileBackend, which
-    locks with a symlink and so works on NFS; anything else is an SQLAlchemy URL.
+    locks with a symlink and so works on NFS; anything else is an SQLAlchemy URL. A database
+    server (not SQLite) may go away and come back: its connections are checked before use and
+    every storage call retries a lost connection for :data:`RECONNECT_S` seconds.
     """
     if url.startswith(JOURNAL):
         path = Path(url.removeprefix(JOURNAL).removeprefix("//")).expanduser()
@@ -56,29 +79,74 @@ def open_storage(url: str) -> BaseStorage:
             raise SweepConfigError(f"hydra.sweeper.storage={url}: no journal file named")
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    engine_kwargs: dict[str, Any] = {}
+    sqlite = url.startswith("sqlite:")
+    engine_kwargs: dict[str, Any] = {} if sqlite else {"pool_pre_ping": True}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
+    where = f"hydra.sweeper.storage={redact(url)}"
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             storage = RDBStorage(url, engine_kwargs=engine_kwargs)
-            if url.startswith("sqlite:"):
+            if sqlite:
                 _use_wal(storage.engine)
+            else:
+                _reconnecting(storage)
             return storage
         except (ImportError, ValueError, ArgumentError) as err:  # malformed, unknown, no driver
             raise SweepConfigError(
-                f"hydra.sweeper.storage={url}: {err} (expected journal:<file>, "
-                "sqlite:///<file> or another SQLAlchemy URL)"
+                f"{where}: {_one_line(err, url)} (expected journal:<file>, sqlite:///<file> or "
+                "another SQLAlchemy URL, e.g. postgresql://user:password@host:port/database)"
             ) from err
         except DBAPIError as err:
             # Workers that start together race to create the schema: the losers find it made.
             if attempt == SCHEMA_ATTEMPTS - 1:
-                raise SweepConfigError(f"hydra.sweeper.storage={url}: {err.orig}") from err
+                raise SweepConfigError(f"{where}: {_one_line(err.orig, url)}") from err
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _lost_connection(err: BaseException) -> bool:
+    """Whether ``err`` is a refused or dropped database connection, worth retrying."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    cause = err.__cause__ if isinstance(err, StorageInternalError) else err
+    return isinstance(cause, OperationalError) or (
+        isinstance(cause, DBAPIError) and cause.connection_invalidated
+    )
+
+
+def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method``, retried with backoff while the database server is unreachable."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        delay, deadline = 0.25, time.monotonic() + RECONNECT_S
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except Exception as err:
+                if not _lost_connection(err) or time.monotonic() > deadline:
+                    raise
+                reason = " ".join(str(err.__cause__ or err).split())[:200]
+                log.warning("database unreachable (%s); retrying in %.2f s", reason, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 4.0)
+
+    return call
+
+
+def _reconnecting(storage: RDBStorage) -> None:
+    """Make every storage call of ``storage`` survive a database restart (see :func:`_retried`).
+
+    A call that fails on a dead connection is retried on a fresh one (``pool_pre_ping`` drops
+    the dead ones); a query that cannot succeed (a bad value) is not, it fails at once.
+    """
+    for name in dir(BaseStorage):
+        if not name.startswith("_") and callable(getattr(storage, name)):
+            setattr(storage, name, _retried(getattr(storage, name)))
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -149,7 +217,7 @@ def open_study(cfg: DictConfig, sweep_dir: str | Path, *, create: bool) -> optun
     if study.direction.name.lower() != direction(cfg):
         raise SweepConfigError(
             f"hydra.sweeper.direction={direction(cfg)}, but study '{cfg.study_name}' in "
-            f"{storage_url(cfg.storage, sweep_dir)} was created to "
+            f"{redact(storage_url(cfg.storage, sweep_dir))} was created to "
             f"{study.direction.name.lower()}: use another hydra.sweeper.study_name"
         )
     return study
