@@ -399,7 +399,7 @@ class PreprocessModule(torch.nn.Module):
                 if c.unknown:
                     column = torch.where(column == UNKNOWN_CODE, size, column)
                 slots = torch.arange(c.width, device=codes.device)
-                blocks.append((column == slots).to(x.dtype))  # a refused row: all zeros
+                blocks.append((column == slots).to(x.dtype))  # an unknown refused value: zeros
         if self.indicators:
             gaps = [
                 codes[:, j] == MISSING_CODE if is_categorical else torch.isnan(features[:, j])
