@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from pricenet.errors import DataError
+from pricenet.errors import ConfigError, DataError
 from pricenet.members import load_data, plan_for, prepare
 from pricenet.pipeline import run
 from pricenet.predict import Predictor
@@ -143,7 +143,7 @@ def test_members_stack_and_must_share_one_layout(fitted):
     np.testing.assert_array_equal(stacked[0].numpy(), prep.transform(rows))
     np.testing.assert_array_equal(stacked[1].numpy(), numpy_transform(other, rows))
     narrow = Preprocessor.fit(rows.iloc[:30], SCHEMA, missing="impute", indicators=["age"])
-    with pytest.raises(ValueError, match="different input layouts"):
+    with pytest.raises(ConfigError, match=r"^preprocessors\[1\]: its inputs .* differ from"):
         PreprocessModule([prep, narrow])
 
 

@@ -35,7 +35,7 @@ from omegaconf import MISSING
 from pricenet.atomic import atomic_write_text
 from pricenet.checkpoint import load_checkpoint, resolve_checkpoint
 from pricenet.cli import check_not_an_input, check_output_path, parse_options
-from pricenet.errors import ConfigError, DataError, exit_on_user_error, shown
+from pricenet.errors import CheckpointError, ConfigError, DataError, exit_on_user_error, shown
 from pricenet.restore import Restored, restore_model
 from pricenet.seed import resolve_device
 from pricenet.tables import Table, validate_frame
@@ -92,7 +92,11 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Predictor:
         """Load ``path`` (a ``.pt`` file or a run folder, whose ``best.pt`` is used)."""
         where = resolve_checkpoint(path)
-        return cls(restore_model(load_checkpoint(where), where), resolve_device(device))
+        restored, target = restore_model(load_checkpoint(where), where), resolve_device(device)
+        try:
+            return cls(restored, target)
+        except ConfigError as err:  # members whose preprocessing cannot share one module
+            raise CheckpointError(f"{where}: {err}") from None
 
     # ------------------------------------------------------------------ inputs
 

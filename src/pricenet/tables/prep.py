@@ -361,8 +361,12 @@ class PreprocessModule(torch.nn.Module):
             p.indicators,
             p.missing,
         )
-        if any(layout(p) != layout(first) for p in preprocessors):
-            raise ValueError("the members' preprocessors have different input layouts")
+        for m, prep in enumerate(preprocessors):
+            if layout(prep) != layout(first):  # possible only in a crafted checkpoint
+                raise ConfigError(
+                    f"preprocessors[{m}]: its inputs (features, categories, was-missing "
+                    "columns, missing policy) differ from preprocessors[0]'s"
+                )
         self.numeric_names = first.numeric_names
         self.categorical = first.categorical
         self.impute = first.missing == "impute"
