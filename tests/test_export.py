@@ -354,3 +354,20 @@ def test_torchscript_takes_category_codes(compose_cfg, tmp_path):
         got = module(torch.tensor(features), torch.tensor(codes)).numpy()
     expected = Predictor.from_checkpoint(run_dir).predict_proba(frame)
     assert np.abs(got - expected).max() <= PARITY
+
+
+def test_members_with_different_preprocessing_layouts_are_refused(compose_cfg, tmp_path, capsys):
+    """A crafted two-member checkpoint whose second preprocessor imputes while the first
+    refuses gaps: each state is valid alone, but one module cannot serve both."""
+    from pricenet.checkpoint import load_checkpoint, save_checkpoint
+
+    train_tiny(compose_cfg, tmp_path / "run", "cv=kfold", "cv.folds=2")
+    payload = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert len(payload["preprocessors"]) == 2
+    Predictor.from_checkpoint(tmp_path / "run" / "best.pt")  # as written: loads
+    payload["preprocessors"][1]["missing"] = "impute"
+    save_checkpoint(tmp_path / "crafted.pt", payload)
+    capsys.readouterr()  # the training's log
+    err = _exit_2(capsys, [f"checkpoint={tmp_path / 'crafted.pt'}", f"output={tmp_path / 'm'}"])
+    assert "crafted.pt: preprocessors[1]: its inputs (features, categories" in err
+    assert not (tmp_path / "m").exists()

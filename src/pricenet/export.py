@@ -64,7 +64,7 @@ from pricenet.atomic import atomic_write_bytes
 from pricenet.checkpoint import resolve_checkpoint
 from pricenet.cli import check_not_an_input, check_output_path, parse_options
 from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
-from pricenet.predict import MISSING_CODE, UNKNOWN_CODE, Predictor
+from pricenet.predict import Predictor
 
 FORMATS = ("onnx", "torchscript")
 INPUT = "features"
@@ -348,17 +348,10 @@ def onnx_inputs(schema: Schema, frame: Any) -> dict[str, np.ndarray]:
 
 
 def _refused_rows(predictor: Predictor, example: tuple[torch.Tensor, ...]) -> np.ndarray:
-    """The probe rows the module answers with NaN by design: a category outside the schema
-    where its ``unknown`` is error, a missing one under ``missing=error``."""
-    refused = torch.zeros(len(example[0]), dtype=torch.bool)
-    prep = predictor.preprocessors[0]
-    for j, encoding in enumerate(prep.categorical):
-        codes = example[1][:, j]
-        if not encoding.unknown:
-            refused |= codes == UNKNOWN_CODE
-        if prep.missing != "impute":
-            refused |= codes == MISSING_CODE
-    return refused.numpy()
+    """The probe rows the module answers with NaN by design (see
+    :meth:`~pricenet.tables.prep.PreprocessModule.refused`)."""
+    refused = predictor.preprocess.refused(example[1] if len(example) > 1 else None)
+    return np.zeros(len(example[0]), dtype=bool) if refused is None else refused.cpu().numpy()
 
 
 def _self_check(

@@ -113,10 +113,10 @@ def prepare(cfg: DictConfig, table: Table, plan: list[Member], device: torch.dev
             missing=missing,
             indicators=gaps,
         )
+        x = prep.module().transform(frame)[0]  # the one preprocessing, on every row at once
 
-        def tensors(rows: np.ndarray, prep: Preprocessor = prep) -> tuple[Any, Any]:
-            x = torch.from_numpy(prep.transform(frame.iloc[rows]))
-            return x.to(device), labels[rows].to(device)
+        def tensors(rows: np.ndarray, x: torch.Tensor = x) -> tuple[Any, Any]:
+            return x[torch.as_tensor(rows, dtype=torch.long)].to(device), labels[rows].to(device)
 
         preprocessors.append(prep)
         members.append(MemberData(*tensors(member.train), *tensors(member.val)))

@@ -35,11 +35,14 @@ from omegaconf import MISSING
 from pricenet.atomic import atomic_write_text
 from pricenet.checkpoint import load_checkpoint, resolve_checkpoint
 from pricenet.cli import check_not_an_input, check_output_path, parse_options
-from pricenet.errors import ConfigError, DataError, exit_on_user_error, shown
+from pricenet.errors import CheckpointError, ConfigError, DataError, exit_on_user_error, shown
 from pricenet.restore import Restored, restore_model
 from pricenet.seed import resolve_device
 from pricenet.tables import Table, validate_frame
 from pricenet.tables.cells import escape_formulas_in
+from pricenet.tables.prep import MISSING_CODE as MISSING_CODE
+from pricenet.tables.prep import UNKNOWN_CODE as UNKNOWN_CODE
+from pricenet.tables.prep import PreprocessModule
 from pricenet.tables.read import is_parquet, read_table
 from pricenet.tables.validate import OVERFLOW_SIGMAS, limit_overflow
 
@@ -72,6 +75,7 @@ class Predictor:
         self.head = restored.head
         self.schema = restored.schema
         self.preprocessors = restored.preprocessors
+        self.preprocess = PreprocessModule(self.preprocessors).to(device)
         self.temperatures = torch.tensor(restored.temperatures, dtype=torch.float32)
         self.device = device
         self.members = restored.spec.members
@@ -88,7 +92,11 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Predictor:
         """Load ``path`` (a ``.pt`` file or a run folder, whose ``best.pt`` is used)."""
         where = resolve_checkpoint(path)
-        return cls(restore_model(load_checkpoint(where), where), resolve_device(device))
+        restored, target = restore_model(load_checkpoint(where), where), resolve_device(device)
+        try:
+            return cls(restored, target)
+        except ConfigError as err:  # members whose preprocessing cannot share one module
+            raise CheckpointError(f"{where}: {err}") from None
 
     # ------------------------------------------------------------------ inputs
 
@@ -144,9 +152,7 @@ class Predictor:
         Rows whose outputs are not finite (a network whose arithmetic overflows) are refused:
         NaN would otherwise decode as the first class.
         """
-        x = torch.stack(
-            [torch.from_numpy(prep.transform(table.frame)) for prep in self.preprocessors]
-        ).to(self.device)
+        x = self.preprocess.transform(table.frame)
         outputs = self.network(x) / self.temperatures.to(self.device).view(-1, 1, 1)
         combined = self.head.combine(outputs)
         broken = ~torch.isfinite(combined).all(dim=1)
@@ -232,77 +238,23 @@ def _ids(table: Table, frame: pd.DataFrame) -> np.ndarray:
     return table.ids if table.ids is not None else frame.index.to_numpy()
 
 
-UNKNOWN_CODE = -1
-MISSING_CODE = -2
-
-
 class _ProbabilityModule(torch.nn.Module):
-    """Each member's preprocessing (impute, scale, one-hot of category codes, was-missing
-    inputs), the packed network, the temperatures and the head's combination, as one
-    traceable module: ``forward(features)`` or, with categorical features,
-    ``forward(features, codes)`` (see :meth:`Predictor.probability_module`)."""
+    """The members' :class:`~pricenet.tables.prep.PreprocessModule`, the packed network, the
+    temperatures and the head's combination, as one traceable module: ``forward(features)``
+    or, with categorical features, ``forward(features, codes)`` (see
+    :meth:`Predictor.probability_module`)."""
 
     def __init__(self, predictor: Predictor) -> None:
         super().__init__()
-        preps = predictor.preprocessors
-        first = preps[0]
+        self.preprocess = predictor.preprocess
         self.network = predictor.network
         self.head = predictor.head
-        numeric = list(first.numeric_names)
-        categorical = [c.name for c in first.categorical]
-        # (is categorical, column) per was-missing input, in the preprocessor's order
-        self.indicators = [
-            (
-                name in categorical,
-                categorical.index(name) if name in categorical else numeric.index(name),
-            )
-            for name in first.indicators
-        ]
-        self.sizes = [len(c.categories) for c in first.categorical]
-        self.maps_unknown = [c.unknown for c in first.categorical]
-        self.impute = first.missing == "impute"
-        stack = lambda key: torch.tensor(np.stack([getattr(p, key) for p in preps]))  # noqa: E731
-        self.register_buffer("mean", stack("numeric_mean").unsqueeze(1))
-        self.register_buffer("std", stack("numeric_std").unsqueeze(1))
-        self.register_buffer("fill", stack("numeric_fill").unsqueeze(1))
-        fills = [[c.categories.index(c.fill) for c in p.categorical] for p in preps]
-        self.register_buffer(
-            "category_fill",
-            torch.tensor(fills, dtype=torch.int64).view(len(preps), 1, len(self.sizes)),
-        )
         self.register_buffer("temperatures", predictor.temperatures.clone().view(-1, 1, 1))
 
     def forward(self, features: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
-        raw = features.unsqueeze(0)  # [1, n, k]
-        x = (torch.where(torch.isnan(raw), self.fill, raw) - self.mean) / self.std
-        blocks = [x]
-        refused: torch.Tensor | None = None
-        if self.sizes:
-            assert codes is not None, "categorical features need their codes"
-            absent = codes == MISSING_CODE
-            filled = torch.where(absent.unsqueeze(0), self.category_fill, codes.unsqueeze(0))
-            for j, (size, maps) in enumerate(zip(self.sizes, self.maps_unknown, strict=True)):
-                column = filled[..., j : j + 1]  # [members, n, 1]
-                if maps:
-                    column = torch.where(column == UNKNOWN_CODE, size, column)
-                else:
-                    bad = codes[:, j] == UNKNOWN_CODE
-                    refused = bad if refused is None else refused | bad
-                slots = torch.arange(size + int(maps), device=codes.device)
-                blocks.append((column == slots).to(x.dtype))
-            if not self.impute:
-                bad = absent.any(dim=1)
-                refused = bad if refused is None else refused | bad
-        if self.indicators:
-            gaps = [
-                codes[:, j] == MISSING_CODE if is_categorical else torch.isnan(features[:, j])
-                for is_categorical, j in self.indicators
-            ]
-            gaps = torch.stack(gaps, dim=1).to(x.dtype).unsqueeze(0)
-            blocks.append(gaps.expand(x.shape[0], -1, -1))
-        x = torch.cat(blocks, dim=-1) if len(blocks) > 1 else x
-        outputs = self.network(x) / self.temperatures
+        outputs = self.network(self.preprocess(features, codes)) / self.temperatures
         probabilities = self.head.probabilities(self.head.combine(outputs))
+        refused = self.preprocess.refused(codes)
         if refused is not None:
             nan = torch.full_like(probabilities, float("nan"))
             probabilities = torch.where(refused.unsqueeze(1), nan, probabilities)

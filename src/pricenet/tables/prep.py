@@ -11,10 +11,11 @@ The output layout is ``[numeric | one-hot | was-missing]``:
 - one 0/1 was-missing column per feature that had missing values in the training rows
   (``indicators``), only under ``missing="impute"``.
 
-For the phone-price schema (all numeric, nothing missing) this is exactly today's scaler,
-bit for bit: mean and std are float32 reductions in torch, as before. An ONNX exporter can
-rebuild the transform from ``numeric_names``, ``numeric_mean``, ``numeric_std``,
-``numeric_fill``, ``categorical`` (name, categories, unknown slot, fill) and ``indicators``.
+The :class:`Preprocessor` holds the fitted statistics (the checkpoint's plain, checked
+state); :class:`PreprocessModule`, built from one or more of them, is the only code that
+applies them, in torch, for training, prediction, export and attributions alike. For the
+phone-price schema (all numeric, nothing missing) this is exactly the old scaler, bit for
+bit: mean and std are float32 reductions in torch, and ``(x - mean) / std`` is float32.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from pricenet.tables.table import Table
 from pricenet.tables.validate import MISSING_POLICIES
 
 STATE_VERSION = 1
+UNKNOWN_CODE = -1  # a category code: the value is not one of the feature's categories
+MISSING_CODE = -2  # a category code: the value is missing
 UNKNOWN_NAME = "<unknown>"
 _STATE_KEYS = (
     "version",
@@ -188,57 +191,14 @@ class Preprocessor:
         spread = sigmas * self.numeric_std.astype(np.float64)
         return mean - spread, mean + spread
 
+    def module(self) -> PreprocessModule:
+        """This preprocessing as a torch module (see :class:`PreprocessModule`)."""
+        return PreprocessModule([self])
+
     def transform(self, frame: pd.DataFrame | Table) -> np.ndarray:
-        """The (n, width) float32 model input for validated rows."""
-        frame = frame.frame if isinstance(frame, Table) else frame
-        n = len(frame)
-        x = torch.from_numpy(
-            np.array(frame[list(self.numeric_names)].to_numpy(dtype=np.float32), order="C")
-        )
-        absent = torch.isnan(x)
-        if absent.any():
-            if self.missing != "impute":
-                col = int(absent.any(dim=0).to(torch.uint8).argmax())
-                raise DataError(
-                    f"column {self.numeric_names[col]!r}: missing values need data.missing=impute"
-                )
-            x = torch.where(absent, torch.from_numpy(self.numeric_fill), x)
-        x = (x - torch.from_numpy(self.numeric_mean)) / torch.from_numpy(self.numeric_std)
-        overflow = ~torch.isfinite(x)
-        if overflow.any():  # finite float32 values can overflow once standardized
-            row, col = (int(i) for i in overflow.nonzero()[0])
-            raise DataError(
-                f"column {self.numeric_names[col]!r}, row {row + 1}: "
-                f"{frame[self.numeric_names[col]].iloc[row]:g} overflows float32 once "
-                "standardized"
-            )
-        blocks = [x.numpy()]
-        missing_of: dict[str, np.ndarray] = {
-            name: absent[:, i].numpy() for i, name in enumerate(self.numeric_names)
-        }
-        for c in self.categorical:
-            column = frame[c.name].astype(object)
-            gone = column.isna().to_numpy(dtype=bool)
-            missing_of[c.name] = gone
-            if gone.any() and self.missing != "impute":
-                raise DataError(f"column {c.name!r}: missing values need data.missing=impute")
-            filled = column.where(~gone, c.fill).to_numpy(dtype=object)
-            codes = pd.Index(c.categories, dtype=object).get_indexer(filled).astype(np.int64)
-            unknown = codes < 0
-            if unknown.any():
-                if not c.unknown:
-                    row = int(np.argmax(unknown))
-                    raise DataError(
-                        f"column {c.name!r}, row {row + 1}: {shown(column.iloc[row])} is not "
-                        "one of the categories"
-                    )
-                codes[unknown] = len(c.categories)
-            block = np.zeros((n, c.width), dtype=np.float32)
-            block[np.arange(n), codes] = 1.0
-            blocks.append(block)
-        for name in self.indicators:
-            blocks.append(missing_of[name].astype(np.float32)[:, None])
-        return np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+        """The (n, width) float32 model input for validated rows (a DataError for a row
+        the policies refuse)."""
+        return self.module().transform(frame)[0].numpy()
 
     # ---------------------------------------------------------------- state
 
@@ -375,3 +335,144 @@ def _vector(value: Any, width: int, where: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ConfigError(f"{where}: has NaN or infinite values")
     return array
+
+
+class PreprocessModule(torch.nn.Module):
+    """The fitted preprocessing of one or more members as one traceable torch module: the
+    only implementation of impute, standardize, one-hot and was-missing.
+
+    ``forward(features, codes)`` takes the raw numeric-kind features (float32 ``(n, k)`` in
+    schema order, NaN for missing) and, when the schema has categorical features, their
+    codes (int64 ``(n, C)``: the value's position in its ``categories``,
+    :data:`UNKNOWN_CODE` outside them, :data:`MISSING_CODE` missing) and returns every
+    member's model input ``(members, n, width)`` in :class:`Preprocessor`'s layout. Training,
+    :class:`~pricenet.predict.Predictor`, export and attributions all run it.
+    :meth:`refused` marks the rows the policies refuse (an unknown category where the schema's
+    ``unknown`` is error, a missing category under ``missing=error``): :meth:`transform`
+    raises for them, a graph that cannot raise answers them with NaN.
+    """
+
+    def __init__(self, preprocessors: Sequence[Preprocessor]) -> None:
+        super().__init__()
+        first = preprocessors[0]
+        layout = lambda p: (  # noqa: E731
+            p.numeric_names,
+            [(c.name, c.categories, c.unknown) for c in p.categorical],
+            p.indicators,
+            p.missing,
+        )
+        for m, prep in enumerate(preprocessors):
+            if layout(prep) != layout(first):  # possible only in a crafted checkpoint
+                raise ConfigError(
+                    f"preprocessors[{m}]: its inputs (features, categories, was-missing "
+                    "columns, missing policy) differ from preprocessors[0]'s"
+                )
+        self.numeric_names = first.numeric_names
+        self.categorical = first.categorical
+        self.impute = first.missing == "impute"
+        numeric = list(first.numeric_names)
+        categorical = [c.name for c in first.categorical]
+        # (is categorical, column) per was-missing input, in the preprocessor's order
+        self.indicators = [
+            (name in categorical, (categorical if name in categorical else numeric).index(name))
+            for name in first.indicators
+        ]
+        stack = lambda key: torch.from_numpy(  # noqa: E731
+            np.stack([getattr(p, key) for p in preprocessors])
+        ).unsqueeze(1)
+        self.register_buffer("mean", stack("numeric_mean"))  # [members, 1, k]
+        self.register_buffer("std", stack("numeric_std"))
+        self.register_buffer("fill", stack("numeric_fill"))
+        fills = [[c.categories.index(c.fill) for c in p.categorical] for p in preprocessors]
+        self.register_buffer(
+            "category_fill",
+            torch.tensor(fills, dtype=torch.int64).view(len(preprocessors), 1, len(categorical)),
+        )
+
+    def forward(self, features: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        raw = features.unsqueeze(0)  # [1, n, k]
+        x = (torch.where(torch.isnan(raw), self.fill, raw) - self.mean) / self.std
+        blocks = [x]
+        if self.categorical:
+            assert codes is not None, "categorical features need their codes"
+            absent = (codes == MISSING_CODE).unsqueeze(0)
+            filled = torch.where(absent, self.category_fill, codes.unsqueeze(0))
+            for j, c in enumerate(self.categorical):
+                column = filled[..., j : j + 1]  # [members, n, 1]
+                size = len(c.categories)
+                if c.unknown:
+                    column = torch.where(column == UNKNOWN_CODE, size, column)
+                slots = torch.arange(c.width, device=codes.device)
+                blocks.append((column == slots).to(x.dtype))  # an unknown refused value: zeros
+        if self.indicators:
+            gaps = [
+                codes[:, j] == MISSING_CODE if is_categorical else torch.isnan(features[:, j])
+                for is_categorical, j in self.indicators
+            ]
+            gaps = torch.stack(gaps, dim=1).to(x.dtype).unsqueeze(0)
+            blocks.append(gaps.expand(x.shape[0], -1, -1))
+        return torch.cat(blocks, dim=-1) if len(blocks) > 1 else x
+
+    def refused(self, codes: torch.Tensor | None) -> torch.Tensor | None:
+        """Per row, whether the policies refuse it; None when no row can be refused."""
+        if not self.categorical or codes is None:
+            return None
+        bad = torch.zeros(codes.shape[0], dtype=torch.bool, device=codes.device)
+        for j, c in enumerate(self.categorical):
+            if not c.unknown:
+                bad = bad | (codes[:, j] == UNKNOWN_CODE)
+            if not self.impute:
+                bad = bad | (codes[:, j] == MISSING_CODE)
+        return bad
+
+    # ---------------------------------------------------------------- frames
+
+    def inputs(self, frame: pd.DataFrame | Table) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward``'s inputs for validated rows: features and (categorical schemas) codes;
+        a DataError names the first value the policies refuse."""
+        frame = frame.frame if isinstance(frame, Table) else frame
+        features = torch.from_numpy(
+            np.array(frame[list(self.numeric_names)].to_numpy(dtype=np.float32), order="C")
+        )
+        absent = torch.isnan(features).any(dim=0)
+        if absent.any() and not self.impute:
+            name = self.numeric_names[int(absent.to(torch.uint8).argmax())]
+            raise DataError(f"column {name!r}: missing values need data.missing=impute")
+        if not self.categorical:
+            return features, None
+        columns = []
+        for c in self.categorical:
+            column = frame[c.name].astype(object)
+            gone = column.isna().to_numpy(dtype=bool)
+            if gone.any() and not self.impute:
+                raise DataError(f"column {c.name!r}: missing values need data.missing=impute")
+            codes = pd.Index(c.categories, dtype=object).get_indexer(column.to_numpy(dtype=object))
+            codes[gone] = MISSING_CODE
+            outside = codes == UNKNOWN_CODE
+            if outside.any() and not c.unknown:
+                row = int(np.argmax(outside))
+                raise DataError(
+                    f"column {c.name!r}, row {row + 1}: {shown(column.iloc[row])} is not "
+                    "one of the categories"
+                )
+            columns.append(codes.astype(np.int64))
+        return features, torch.from_numpy(np.stack(columns, axis=1))
+
+    @torch.no_grad()
+    def transform(self, frame: pd.DataFrame | Table) -> torch.Tensor:
+        """Every member's model input ``(members, n, width)`` for validated rows, or a
+        DataError: a refused value, or a finite value that overflows float32 once
+        standardized."""
+        frame = frame.frame if isinstance(frame, Table) else frame
+        features, codes = self.inputs(frame)
+        device = self.mean.device
+        x = self(features.to(device), None if codes is None else codes.to(device))
+        overflow = (~torch.isfinite(x[..., : len(self.numeric_names)])).any(dim=0)
+        if overflow.any():
+            row, col = (int(i) for i in overflow.nonzero()[0])
+            raise DataError(
+                f"column {self.numeric_names[col]!r}, row {row + 1}: "
+                f"{frame[self.numeric_names[col]].iloc[row]:g} overflows float32 once "
+                "standardized"
+            )
+        return x
