@@ -240,34 +240,6 @@ def permutation_importance(
     return base, drops.mean(axis=1), drops.std(axis=1)
 
 
-def integrated_gradients(
-    module: torch.nn.Module,
-    x: torch.Tensor,
-    baseline: torch.Tensor,
-    steps: int = 64,
-    codes: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """IG of every class probability: ``(n, K, F)``, by the midpoint rule over ``steps``.
-
-    ``codes`` (categorical features, see :meth:`Predictor.probability_module`) stay fixed at
-    each row's own: a category has no straight path to a baseline, so no gradient either.
-    """
-    alphas = (torch.arange(steps, dtype=x.dtype) + 0.5) / steps
-    delta = x - baseline
-    with torch.enable_grad():
-        path = (baseline + alphas[:, None, None] * delta[None]).reshape(-1, x.shape[1])
-        path.requires_grad_(True)
-        probs = module(path) if codes is None else module(path, codes.repeat(steps, 1))
-        grads = []
-        for k in range(probs.shape[1]):
-            (grad,) = torch.autograd.grad(
-                probs[:, k].sum(), path, retain_graph=k < probs.shape[1] - 1, allow_unused=True
-            )
-            grad = torch.zeros_like(path) if grad is None else grad
-            grads.append(grad.reshape(steps, *x.shape).mean(dim=0) * delta)
-    return torch.stack(grads, dim=1).detach()
-
-
 def category_codes(table: Table) -> torch.Tensor:
     """Each categorical value's position in its categories, as the probability module reads
     them: :data:`~pricenet.predict.UNKNOWN_CODE` outside them, ``MISSING_CODE`` when absent."""
