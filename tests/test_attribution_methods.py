@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from pricenet.attribution import METHODS, HeldOut, attribute, run_test_rows
+from pricenet.attribution import METHODS, HeldOut, attribute, class_attributions, run_test_rows
 from pricenet.explain import main
 from pricenet.pipeline import run
 from pricenet.predict import Predictor
@@ -80,6 +81,23 @@ def test_each_method_ranks_the_informative_feature_first(informative_run, method
     assert [c for c in table.columns if c.startswith(f"{prefix}_abs_")] == [
         f"{prefix}_abs_{k}" for k in ("mean", 0, 1, 2, 3)
     ]
+
+
+def test_integrated_gradients_equal_captums_on_per_row_outputs(informative_run):
+    """The summed-batch forward (fast) gives what Captum gives on per-row outputs with target=."""
+    from captum.attr import IntegratedGradients
+
+    predictor, rows = informative_run
+    module = predictor.probability_module()
+    x = torch.tensor(rows.frame.to_numpy(np.float32))[:50]
+    fast, _ = class_attributions("integrated_gradients", module, x, None, 4, steps=32)
+    ig = IntegratedGradients(module)
+    per_row = [
+        ig.attribute(x, x.mean(dim=0, keepdim=True), target=k, n_steps=32, method="riemann_middle")
+        for k in range(4)
+    ]
+    assert torch.allclose(fast, torch.stack(per_row, dim=1), atol=1e-6)
+    assert fast.abs().max() > 0.1
 
 
 def test_categorical_features_are_ablated_to_their_most_frequent_category(tmp_path, capsys):

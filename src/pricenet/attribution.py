@@ -34,6 +34,7 @@ how the pipeline splits data).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,13 +282,11 @@ def class_attributions(
 
     baseline = features.nanmean(dim=0, keepdim=True)
     if method == "integrated_gradients":
-        ig = IntegratedGradients(module)
         extra = None if codes is None else (codes,)
         per_class = [
-            ig.attribute(
+            IntegratedGradients(_class_total(module, k)).attribute(
                 features,
                 baseline,
-                target=k,
                 additional_forward_args=extra,
                 n_steps=steps,
                 method="riemann_middle",
@@ -327,6 +326,17 @@ def class_attributions(
     numeric = torch.stack([a[0] for a in per_class], dim=1)
     categorical = None if codes is None else torch.stack([a[1] for a in per_class], dim=1)
     return numeric, categorical
+
+
+def _class_total(module: torch.nn.Module, k: int) -> Callable[..., torch.Tensor]:
+    """The batch's summed probability of class ``k``, shape ``(1,)``: the module scores each
+    row alone, so its gradient for a row is that row's own. Given per-row outputs, Captum
+    takes the gradient of each of them apart (one per row and step), some 40 times slower."""
+
+    def forward(features: torch.Tensor, *codes: torch.Tensor) -> torch.Tensor:
+        return module(features, *codes)[:, k].sum().reshape(1)
+
+    return forward
 
 
 def attribute(
