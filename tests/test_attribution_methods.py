@@ -124,6 +124,26 @@ def test_categorical_features_are_ablated_to_their_most_frequent_category(tmp_pa
         assert table.loc["alcohol", f"{prefix}_abs_mean"] > 0.01, table
 
 
+def test_a_missing_value_has_no_attribution(tmp_path):
+    frame = _informative(300)
+    frame.loc[::5, "signal"] = np.nan
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    args = ("data=csv", f"data.path={tmp_path / 'rows.csv'}", "data.label=label")
+    _train(tmp_path / "run", *args, "data.missing=impute", "trainer.epochs=10")
+    predictor = Predictor.from_checkpoint(tmp_path / "run")
+    rows = HeldOut(frame.drop(columns="label"), frame["label"].to_numpy(), "memory")
+    x = torch.tensor(frame.drop(columns="label").to_numpy(np.float32))
+    raw, _ = class_attributions("feature_ablation", predictor.probability_module(), x, None, 4)
+    missing = x[:, 1].isnan()
+    assert raw[missing][:, :, 1].abs().max() == 0  # Captum's: 0, which would dilute the mean
+    result = attribute(predictor, rows, "feature_ablation", repeats=1)
+    expected = raw[~missing][:, :, 1].abs().mean(dim=0).numpy()
+    assert np.allclose(result.per_class[:, 1], expected) and expected.max() > 0.05
+    for method in ("integrated_gradients", "shapley_value_sampling"):
+        result = attribute(predictor, rows, method, repeats=1, steps=8, samples=3)
+        assert np.isfinite(result.per_class).all(), (method, result.per_class)
+
+
 def test_an_unknown_method_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["features", "checkpoint=x", "method=lime", f"out_dir={tmp_path}"])
