@@ -124,6 +124,26 @@ def test_categorical_features_are_ablated_to_their_most_frequent_category(tmp_pa
         assert table.loc["alcohol", f"{prefix}_abs_mean"] > 0.01, table
 
 
+def test_shapley_value_sampling_is_seeded(informative_run):
+    predictor, rows = informative_run
+    module = predictor.probability_module()
+    x = torch.tensor(rows.frame.to_numpy(np.float32))[:60]
+
+    def shapley(seed: int) -> torch.Tensor:
+        return class_attributions(
+            "shapley_value_sampling", module, x, None, 4, samples=3, seed=seed
+        )[0]
+
+    first = shapley(0)
+    assert torch.equal(first, shapley(0))
+    assert not torch.equal(first, shapley(1))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    shapley(2)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is left alone
+
+
 def test_a_missing_value_has_no_attribution(tmp_path):
     frame = _informative(300)
     frame.loc[::5, "signal"] = np.nan
