@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import FEATURES, assert_png
 
-from pricenet.attribution import HeldOut, integrated_gradients, permutation_importance
+from pricenet.attribution import HeldOut, class_attributions, permutation_importance
 from pricenet.errors import ConfigError
 from pricenet.explain import ExplainOptions, explain, lr_curve, main
 from pricenet.pipeline import run
@@ -117,20 +117,19 @@ def test_permutation_importance_sees_only_the_feature_used():
 def test_integrated_gradients_of_a_linear_map_are_exact():
     torch.manual_seed(0)
     layer = torch.nn.Linear(3, 2)
-    x, baseline = torch.randn(5, 3), torch.randn(3)
-    ig = integrated_gradients(layer, x, baseline, steps=4)
-    expected = layer.weight.detach()[None] * (x - baseline)[:, None, :]
+    x = torch.randn(5, 3)
+    ig, _ = class_attributions("integrated_gradients", layer, x, None, 2, steps=4)
+    expected = layer.weight.detach()[None] * (x - x.mean(dim=0))[:, None, :]  # baseline: mean
     assert torch.allclose(ig, expected, atol=1e-6)
 
 
 def test_integrated_gradients_add_up_to_the_change_in_probability(compose_cfg, tmp_path):
     run(compose_cfg("report.plots=false", "model=mlp"), tmp_path / "run")
     module = Predictor.from_checkpoint(tmp_path / "run").probability_module()
-    x = torch.as_tensor(make_synthetic(50, seed=3).frame.to_numpy(np.float32))
-    baseline = x.mean(dim=0)
-    ig = integrated_gradients(module, x, baseline, steps=256)
+    x = torch.tensor(make_synthetic(50, seed=3).frame.to_numpy(np.float32))
+    ig, _ = class_attributions("integrated_gradients", module, x, None, 4, steps=256)
     with torch.no_grad():
-        change = module(x) - module(baseline[None])
+        change = module(x) - module(x.mean(dim=0, keepdim=True))
     assert ig.shape == (50, 4, 20)
     assert (ig.sum(dim=2) - change).abs().max() < 2e-3  # completeness
     assert change.abs().max() > 0.05  # and it is not trivially 0 = 0

@@ -1,17 +1,31 @@
-"""Why a phone lands in a price class: permutation importance and integrated gradients.
+"""Why a phone lands in a price class: permutation importance and Captum's attributions.
 
 * **Permutation importance** (Breiman 2001): shuffle one feature column of held-out rows,
   so it carries no information, and measure how much the Predictor's accuracy drops; the
   mean and std over ``repeats`` shuffles. It uses only ``Predictor.predict``, so it sees the
-  model exactly as the service and the command line do, labels decoded by the head.
-* **Integrated gradients** (Sundararajan et al. 2017) of each class probability, on
-  ``Predictor.probability_module()`` (raw features in, calibrated probabilities out): for a
-  row x and a baseline x', ``IG_f = (x_f - x'_f) * mean_a dp_k/dx_f(x' + a (x - x'))`` over
-  ``steps`` midpoints a in (0, 1). The baseline is the held-out rows' mean (an "average
-  phone"), so an attribution says how much a feature moves the probability away from it;
-  they add up to ``p_k(x) - p_k(x')`` (completeness, checked by the tests). This is the
-  algorithm Captum's ``IntegratedGradients`` implements; twenty lines of autograd here save
-  a dependency. A regression head's probabilities are one-hot, so its gradients are zero.
+  model exactly as the service and the command line do, labels decoded by the head. It ranks
+  the table. (Captum's ``FeaturePermutation`` is not the same measure: it compares the
+  torch output of one batch, not the decoded labels' accuracy, and cannot shuffle a
+  categorical column's codes as inputs it attributes to.)
+* **Per-class attributions** by Captum (``method=``) of each class probability of
+  ``Predictor.probability_module()`` (raw features in, calibrated probabilities out), each
+  relative to a baseline row: the held-out rows' mean for a numeric feature (an "average
+  phone"), their most frequent category for a categorical one:
+
+  - ``integrated_gradients`` (Sundararajan et al. 2017), Captum's ``IntegratedGradients``
+    by the midpoint rule over ``steps`` points (``riemann_middle``; Captum's default
+    Gauss-Legendre rule is no closer on a ReLU network's kinked paths): ``(x_f - x'_f)``
+    times the mean gradient along the straight path from the baseline; they add up to
+    ``p_k(x) - p_k(x')``
+    (completeness, checked by the tests). A category has no path: NaN. A regression head's
+    probabilities are one-hot, so its gradients are zero.
+  - ``feature_ablation``: the change in ``p_k`` when one feature is set to the baseline's.
+  - ``shapley_value_sampling`` (Castro et al. 2009): the mean change in ``p_k`` as the
+    feature goes from the baseline's value to the row's, over ``samples`` random orders in
+    which the features do so: an estimate of its Shapley value.
+  - ``permutation``: permutation importance alone, no per-class columns.
+
+  The table holds each feature's mean over rows of ``|attribution|`` per class.
 
 Which rows: a labelled CSV given as ``data=``, else the run's held-out test split,
 re-created from the run's ``config.yaml`` by :func:`run_test_rows` (the one place that knows
@@ -20,6 +34,7 @@ how the pipeline splits data).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,22 +61,51 @@ class HeldOut:
     source: str
 
 
+# method -> (column prefix, name in the figure, x-axis label of the figure)
+METHODS: dict[str, tuple[str, str, str] | None] = {
+    "integrated_gradients": (
+        "ig",
+        "integrated gradients",
+        "mean |integrated gradient| of the class probability",
+    ),
+    "feature_ablation": (
+        "ablation",
+        "feature ablation",
+        "mean |change of the class probability| when set to the baseline",
+    ),
+    "shapley_value_sampling": (
+        "shapley",
+        "Shapley value sampling",
+        "mean |Shapley value| of the class probability",
+    ),
+    "permutation": None,
+}
+
+
 @dataclass
 class Attributions:
-    """Per feature (schema order): permutation importance and mean |IG| per class."""
+    """Per feature (schema order): permutation importance and, unless ``method`` is
+    ``permutation``, the mean |attribution| of each class probability."""
 
     features: list[str]
     classes: list[Any]
+    method: str
     baseline_accuracy: float
     permutation_mean: np.ndarray  # (F,)
     permutation_std: np.ndarray  # (F,)
-    integrated_gradients: np.ndarray  # (K, F): mean over rows of |IG|; NaN: categorical
+    per_class: np.ndarray | None  # (K, F): mean over rows of |attribution|; NaN: undefined
     rows: int
     repeats: int
     source: str
 
+    @property
+    def prefix(self) -> str | None:
+        """The per-class columns' prefix (``ig``, ``ablation``, ``shapley``), None if none."""
+        described = METHODS[self.method]
+        return described[0] if described else None
+
     def table(self) -> pd.DataFrame:
-        """Ranked by accuracy drop (then by total |IG|), most important first."""
+        """Ranked by accuracy drop (then by total |attribution|), most important first."""
         import pandas as pd
 
         frame = pd.DataFrame(
@@ -69,14 +113,15 @@ class Attributions:
                 "feature": self.features,
                 "permutation_mean": self.permutation_mean,
                 "permutation_std": self.permutation_std,
-                "ig_abs_mean": self.integrated_gradients.mean(axis=0),
             }
         )
-        for k, cls in enumerate(self.classes):
-            frame[f"ig_abs_{cls}"] = self.integrated_gradients[k]
-        frame = frame.sort_values(
-            ["permutation_mean", "ig_abs_mean"], ascending=False, kind="stable"
-        )
+        order = ["permutation_mean"]
+        if self.per_class is not None:
+            frame[f"{self.prefix}_abs_mean"] = self.per_class.mean(axis=0)
+            for k, cls in enumerate(self.classes):
+                frame[f"{self.prefix}_abs_{cls}"] = self.per_class[k]
+            order.append(f"{self.prefix}_abs_mean")
+        frame = frame.sort_values(order, ascending=False, kind="stable")
         frame.insert(0, "rank", range(1, len(frame) + 1))
         return frame.reset_index(drop=True)
 
@@ -205,34 +250,6 @@ def permutation_importance(
     return base, drops.mean(axis=1), drops.std(axis=1)
 
 
-def integrated_gradients(
-    module: torch.nn.Module,
-    x: torch.Tensor,
-    baseline: torch.Tensor,
-    steps: int = 64,
-    codes: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """IG of every class probability: ``(n, K, F)``, by the midpoint rule over ``steps``.
-
-    ``codes`` (categorical features, see :meth:`Predictor.probability_module`) stay fixed at
-    each row's own: a category has no straight path to a baseline, so no gradient either.
-    """
-    alphas = (torch.arange(steps, dtype=x.dtype) + 0.5) / steps
-    delta = x - baseline
-    with torch.enable_grad():
-        path = (baseline + alphas[:, None, None] * delta[None]).reshape(-1, x.shape[1])
-        path.requires_grad_(True)
-        probs = module(path) if codes is None else module(path, codes.repeat(steps, 1))
-        grads = []
-        for k in range(probs.shape[1]):
-            (grad,) = torch.autograd.grad(
-                probs[:, k].sum(), path, retain_graph=k < probs.shape[1] - 1, allow_unused=True
-            )
-            grad = torch.zeros_like(path) if grad is None else grad
-            grads.append(grad.reshape(steps, *x.shape).mean(dim=0) * delta)
-    return torch.stack(grads, dim=1).detach()
-
-
 def category_codes(table: Table) -> torch.Tensor:
     """Each categorical value's position in its categories, as the probability module reads
     them: :data:`~pricenet.predict.UNKNOWN_CODE` outside them, ``MISSING_CODE`` when absent."""
@@ -252,28 +269,126 @@ def category_codes(table: Table) -> torch.Tensor:
     return torch.tensor(columns, dtype=torch.int64).T.reshape(len(table), len(columns))
 
 
+def class_attributions(
+    method: str,
+    module: torch.nn.Module,
+    features: torch.Tensor,
+    codes: torch.Tensor | None,
+    classes: int,
+    *,
+    steps: int = 64,
+    samples: int = 25,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Captum's ``method`` attribution of every class probability of ``module``:
+    ``(n, K, numeric features)`` and ``(n, K, categorical features)`` (None without codes,
+    or for integrated gradients: a category has no path to integrate along).
+
+    The baseline is the rows' mean of each numeric feature and the most frequent code of
+    each categorical one; ``seed`` fixes Shapley value sampling's random orders.
+    """
+    from captum.attr import FeatureAblation, IntegratedGradients, ShapleyValueSampling
+
+    baseline = features.nanmean(dim=0, keepdim=True)
+    if method == "integrated_gradients":
+        extra = None if codes is None else (codes,)
+        per_class = [
+            IntegratedGradients(_class_total(module, k)).attribute(
+                features,
+                baseline,
+                additional_forward_args=extra,
+                n_steps=steps,
+                method="riemann_middle",
+            )
+            if features.shape[1]
+            else torch.zeros_like(features)
+            for k in range(classes)
+        ]
+        return torch.stack(per_class, dim=1).detach(), None
+    inputs: tuple[torch.Tensor, ...] = (features,)
+    baselines: tuple[torch.Tensor, ...] = (baseline,)
+    masks = (torch.arange(features.shape[1])[None],)
+    if codes is not None:
+        inputs += (codes,)
+        baselines += (codes.mode(dim=0).values[None],)
+        masks += (features.shape[1] + torch.arange(codes.shape[1])[None],)
+    if method == "feature_ablation":
+        algorithm, options = FeatureAblation(module), {}
+    elif method == "shapley_value_sampling":
+        algorithm, options = ShapleyValueSampling(module), {"n_samples": samples}
+    else:
+        raise ValueError(f"no per-class attribution called {method!r}")
+    per_class = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for k in range(classes):
+            per_class.append(
+                algorithm.attribute(
+                    inputs,
+                    baselines,
+                    target=k,
+                    feature_mask=masks,
+                    perturbations_per_eval=sum(m.shape[1] for m in masks),
+                    **options,
+                )
+            )
+    numeric = torch.stack([a[0] for a in per_class], dim=1)
+    categorical = None if codes is None else torch.stack([a[1] for a in per_class], dim=1)
+    return numeric, categorical
+
+
+def _class_total(module: torch.nn.Module, k: int) -> Callable[..., torch.Tensor]:
+    """The batch's summed probability of class ``k``, shape ``(1,)``: the module scores each
+    row alone, so its gradient for a row is that row's own. Given per-row outputs, Captum
+    takes the gradient of each of them apart (one per row and step), some 20 times slower."""
+
+    def forward(features: torch.Tensor, *codes: torch.Tensor) -> torch.Tensor:
+        return module(features, *codes)[:, k].sum().reshape(1)
+
+    return forward
+
+
 def attribute(
-    predictor: Predictor, rows: HeldOut, repeats: int = 10, steps: int = 64, seed: int = 0
+    predictor: Predictor,
+    rows: HeldOut,
+    method: str = "integrated_gradients",
+    *,
+    repeats: int = 10,
+    steps: int = 64,
+    samples: int = 25,
+    seed: int = 0,
 ) -> Attributions:
-    """Permutation importance of every feature, and integrated gradients of the numeric ones
-    (a categorical feature's are NaN: they have no path to integrate along)."""
+    """Permutation importance of every feature and, unless ``method`` is ``permutation``,
+    its per-class attributions (see :func:`class_attributions`)."""
     names = predictor.feature_names
+    classes = predictor.class_labels
     base, mean, std = permutation_importance(predictor, rows, repeats, seed)
-    table = predictor.table(rows.frame)
-    numeric = [j for j, f in enumerate(table.schema.features) if f.numeric]
-    x = torch.tensor(table.numeric_array(np.float32))
-    codes = category_codes(table) if len(numeric) < len(names) else None
-    module = predictor.probability_module().cpu().eval()
-    ig = integrated_gradients(module, x, x.nanmean(dim=0), steps, codes)
-    per_feature = np.full((len(predictor.class_labels), len(names)), np.nan)
-    per_feature[:, numeric] = ig.abs().nanmean(dim=0).numpy()
+    per_class = None
+    if METHODS[method] is not None:
+        table = predictor.table(rows.frame)
+        numeric = [j for j, f in enumerate(table.schema.features) if f.numeric]
+        categorical = [j for j in range(len(names)) if j not in numeric]
+        x = torch.tensor(table.numeric_array(np.float32))
+        codes = category_codes(table) if categorical else None
+        module = predictor.probability_module().cpu().eval()
+        on_numeric, on_categorical = class_attributions(
+            method, module, x, codes, len(classes), steps=steps, samples=samples, seed=seed
+        )
+        # a missing value stays missing in every perturbation (Captum mixes x (1 - m) + x' m,
+        # and NaN * 0 is NaN): it has no attribution, so average over the rows that have one
+        on_numeric = on_numeric.masked_fill(x.isnan()[:, None, :], float("nan"))
+        per_class = np.full((len(classes), len(names)), np.nan)
+        per_class[:, numeric] = on_numeric.abs().nanmean(dim=0).numpy()
+        if on_categorical is not None:
+            per_class[:, categorical] = on_categorical.abs().nanmean(dim=0).numpy()
     return Attributions(
         features=names,
-        classes=predictor.class_labels,
+        classes=classes,
+        method=method,
         baseline_accuracy=base,
         permutation_mean=mean,
         permutation_std=std,
-        integrated_gradients=per_feature,
+        per_class=per_class,
         rows=len(rows.frame),
         repeats=repeats,
         source=rows.source,
@@ -284,14 +399,18 @@ def attribute(
 
 
 def plot_features(result: Attributions, path: str | Path) -> Path:
-    """Ranked bars: accuracy drop (mean ± std) beside mean |IG| stacked by class."""
+    """Ranked bars: accuracy drop (mean ± std), beside the mean |attribution| stacked by
+    class unless the method is ``permutation``."""
     from matplotlib.figure import Figure
 
     table = result.table().iloc[::-1]  # most important at the top
     names = table["feature"].tolist()
     y = np.arange(len(names))
-    fig = Figure(figsize=(12, 0.32 * len(names) + 2.2), dpi=DPI, layout="constrained")
-    left, right = fig.subplots(1, 2, sharey=True)
+    described = METHODS[result.method]
+    width = 12 if described else 6.5
+    fig = Figure(figsize=(width, 0.32 * len(names) + 2.2), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, 2 if described else 1, sharey=True, squeeze=False)[0]
+    left = axes[0]
     left.barh(y, table["permutation_mean"], xerr=table["permutation_std"], color="tab:blue")
     left.set_yticks(y, names)
     left.axvline(0, color="gray", lw=0.8)
@@ -301,15 +420,19 @@ def plot_features(result: Attributions, path: str | Path) -> Path:
         f"accuracy {result.baseline_accuracy:.3f} on {result.rows} held-out rows"
     )
     left.grid(axis="x", alpha=0.3)
-    start = np.zeros(len(names))
-    for cls in result.classes:
-        values = np.nan_to_num(table[f"ig_abs_{cls}"].to_numpy())  # categorical: no IG
-        right.barh(y, values, left=start, label=f"class {cls}")
-        start += values
-    right.set_xlabel("mean |integrated gradient| of the class probability")
-    right.set_title("integrated gradients per class (baseline: the rows' mean)")
-    right.legend(fontsize=8, loc="lower right")
-    right.grid(axis="x", alpha=0.3)
+    if described:
+        prefix, title, xlabel = described
+        right = axes[1]
+        start = np.zeros(len(names))
+        for cls in result.classes:
+            values = np.nan_to_num(table[f"{prefix}_abs_{cls}"].to_numpy())  # NaN: undefined
+            right.barh(y, values, left=start, label=f"class {cls}")
+            start += values
+        right.set_xlabel(xlabel)
+        baseline = "mean" if result.method == "integrated_gradients" else "mean, commonest category"
+        right.set_title(f"{title} per class (baseline: the rows' {baseline})")
+        right.legend(fontsize=8, loc="lower right")
+        right.grid(axis="x", alpha=0.3)
     fig.suptitle(f"feature importance: {result.source}", fontsize=11)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

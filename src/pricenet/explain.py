@@ -1,13 +1,14 @@
 """The tutorial's figures, drawn from pricenet's own configs, and a trained model's features.
 
     python -m pricenet.explain [activations] [schedulers] [ema] [out_dir=DIR] [epochs=N]
-    python -m pricenet.explain features checkpoint=RUN [data=CSV] [out_dir=DIR]
+    python -m pricenet.explain features checkpoint=RUN [method=M] [data=CSV] [out_dir=DIR]
 
 * ``activations``: every ``activation/`` config with its derivative (by autograd);
 * ``schedulers``: the lr that every ``scheduler/`` config sets, epoch by epoch, over N epochs;
 * ``ema``: the exponentially weighted average of a noisy series for several betas;
 * ``features``: ``features.csv`` and ``features.png``, the checkpoint's features ranked by
-  permutation importance, with integrated gradients per class (see :mod:`pricenet.attribution`).
+  permutation importance, with Captum's attributions per class: integrated gradients, feature
+  ablation or Shapley value sampling (see :mod:`pricenet.attribution`).
 
 Adding a config adds it to the figure: nothing here lists the choices. The output folder is
 checked before any work.
@@ -29,6 +30,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import pricenet.config  # noqa: F401  (registers the config schemas)
+from pricenet.attribution import METHODS
 from pricenet.cli import check_output_dir, parse_options
 from pricenet.errors import ConfigError, exit_on_user_error
 from pricenet.plots import DPI, ema
@@ -38,24 +40,28 @@ MODEL_FIGURES = ("features",)
 
 USAGE = """\
 usage: pricenet-explain [activations] [schedulers] [ema] [out_dir=DIR] [epochs=N]
-       pricenet-explain features checkpoint=PATH [data=CSV] [out_dir=DIR] [repeats=10]
+       pricenet-explain features checkpoint=PATH [method=integrated_gradients] [data=CSV]
+                        [out_dir=DIR] [repeats=10] [steps=64] [samples=25] [seed=0]
 
   activations  every activation config and its derivative (autograd)
   schedulers   the lr of every scheduler config per epoch (optim: the default config)
   ema          exponentially weighted averages of a noisy series for several betas
   features     features.csv + features.png: permutation importance (accuracy drop) and
-               integrated gradients per class of the checkpoint's model
+               Captum's attributions per class of the checkpoint's model
   (no figure named: features when checkpoint= is given, else the first three)
 
   out_dir      where the files go (default <paths.root_dir>/outputs/explain; for features
                the checkpoint's run folder)
   epochs       length of the scheduler curves (default 200)
   checkpoint   features: a best.pt, or a run folder
+  method       features: integrated_gradients (default), feature_ablation,
+               shapley_value_sampling, or permutation (accuracy drop alone)
   data         features: a labelled CSV to explain on (default: the run's test split,
                re-created from its config.yaml)
   repeats      features: shuffles per feature (default 10)
   steps        features: integrated-gradient steps (default 64)
-  seed         features: seed of the shuffles (default 0)"""
+  samples      features: random feature orders of Shapley value sampling (default 25)
+  seed         features: seed of the shuffles and orders (default 0)"""
 
 
 @dataclass
@@ -63,9 +69,11 @@ class ExplainOptions:
     out_dir: str | None = None
     epochs: int = 200
     checkpoint: str | None = None
+    method: str = "integrated_gradients"
     data: str | None = None
     repeats: int = 10
     steps: int = 64
+    samples: int = 25
     seed: int = 0
 
 
@@ -197,15 +205,24 @@ def explain_features(options: ExplainOptions, out_dir: Path) -> list[Path]:
         rows = csv_rows(options.data, predictor)
     else:
         rows = run_test_rows(_run_dir(options.checkpoint), predictor.schema)
-    result = attribute(predictor, rows, options.repeats, options.steps, options.seed)
+    result = attribute(
+        predictor,
+        rows,
+        options.method,
+        repeats=options.repeats,
+        steps=options.steps,
+        samples=options.samples,
+        seed=options.seed,
+    )
     table = result.table()
     csv = atomic_write_text(
         out_dir / "features.csv", table.to_csv(index=False, float_format="%.6g")
     )
     png = plot_features(result, out_dir / "features.png")
-    if not np.nan_to_num(result.integrated_gradients).any():
+    ig = options.method == "integrated_gradients"
+    if ig and not np.nan_to_num(result.per_class).any():
         print("note: integrated gradients are 0: this head's probabilities are one-hot")
-    if predictor.categorical_features:
+    if ig and predictor.categorical_features:
         print(
             "note: categorical features "
             f"({', '.join(predictor.categorical_features)}) are ranked by permutation "
@@ -228,7 +245,9 @@ def _check_options(figures: list[str], options: ExplainOptions) -> None:
         raise ConfigError(f"unknown figure {unknown[0]!r}: choose from {choices}")
     if options.epochs < 1:
         raise ConfigError(f"epochs={options.epochs} is invalid: must be an integer >= 1")
-    for key in ("repeats", "steps"):
+    if options.method not in METHODS:
+        raise ConfigError(f"method={options.method!r} is unknown: choose from {', '.join(METHODS)}")
+    for key in ("repeats", "steps", "samples"):
         if getattr(options, key) < 1:
             raise ConfigError(f"{key}={getattr(options, key)} is invalid: must be an integer >= 1")
     if "features" in figures and not options.checkpoint:
