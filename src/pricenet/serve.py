@@ -21,9 +21,10 @@ than ``max_columns`` columns or ``max_cells`` values (counted before the body be
 or malformed or too deeply nested JSON gets 400. Request data is parsed as JSON or CSV text
 only, never unpickled. The model is loaded once, at start.
 
-Parsing, prediction and the answer's encoding run in worker threads (at most ``workers`` at
-once), so the event loop keeps answering ``/health`` while a large body is handled. Answers
-are strict JSON: a non-finite probability is refused, never written as ``NaN``.
+Parsing, prediction and the answer's encoding run in ``workers`` worker processes, each with
+the model loaded, so the event loop keeps answering ``/health`` while a large body is handled
+(a worker thread would not do: ``json.loads`` and pandas hold the GIL for a second on a wide
+body). Answers are strict JSON: a non-finite probability is refused, never written as ``NaN``.
 
 The service binds to a loopback address unless ``allow_remote=true``: it has no
 authentication, so exposing it is a decision to make explicitly (behind a proxy that has).
@@ -31,6 +32,7 @@ authentication, so exposing it is a decision to make explicitly (behind a proxy 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import errno
 import gc
@@ -39,9 +41,13 @@ import ipaddress
 import json
 import logging
 import math
+import multiprocessing
+import os
 import signal
 import socket
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,8 +61,6 @@ from pricenet.errors import ConfigError, PricenetError, exit_on_user_error, show
 from pricenet.predict import Predictor
 
 try:  # FastAPI resolves the endpoints' annotations in this module's globals
-    import anyio
-    import anyio.to_thread
     from fastapi import FastAPI, Request, Response
     from fastapi.responses import JSONResponse
     from starlette.requests import ClientDisconnect
@@ -77,7 +81,7 @@ usage: pricenet-serve checkpoint=PATH [host=127.0.0.1] [port=8000] [allow_remote
   max_body_bytes  larger request bodies get HTTP 413
   max_columns     requests with more columns get HTTP 400 (counted before parsing a CSV)
   max_cells       requests with more values (rows x columns) get HTTP 400
-  workers         requests parsed and predicted at once, each in a worker thread
+  workers         processes that parse and predict (each loads the model)
   threads         torch threads for the predictions
   log_level       one of critical, error, warning, info (adds access lines), debug, trace
 
@@ -394,16 +398,79 @@ PREDICT_OPENAPI = {
 }
 
 
-def create_app(service: Service, workers: int = 2) -> FastAPI:
-    """The FastAPI application answering for ``service``, ``workers`` requests at a time in
-    worker threads (the event loop only moves bytes, so ``/health`` stays quick)."""
+# --------------------------------------------------------------------------- worker processes
+
+_worker_service: Service | None = None  # in a worker process: the service it answers for
+
+
+def _start_worker(checkpoint: str, max_body_bytes: int, limits: Limits, threads: int) -> None:
+    """Load the model in a new worker process (Ctrl+C is the parent's to handle)."""
+    global _worker_service
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(threads)
+    predictor = Predictor.from_checkpoint(checkpoint)
+    _worker_service = Service(predictor, checkpoint, max_body_bytes, limits)
+    gc.collect()
+    gc.freeze()  # the loaded model and libraries: no longer scanned by each collection
+
+
+def _answer_in_worker(kind: str, body: bytes) -> tuple[int, bytes]:
+    """The status and JSON or CSV body answering ``body``; runs in a worker process."""
+    assert _worker_service is not None, "worker started without _start_worker"
+    try:
+        return 200, _worker_service.answer(kind, body)
+    except RequestError as err:
+        return err.status, json.dumps({"detail": err.detail}).encode()
+
+
+class Workers:
+    """A pool of worker processes answering requests, restarted when one dies."""
+
+    def __init__(self, count: int, checkpoint: str, service: Service, threads: int) -> None:
+        self.count = count
+        self.initargs = (checkpoint, service.max_body_bytes, service.limits, threads)
+        self.pool = self._new_pool()
+        # start them all now, so the first requests do not wait for a model to load
+        for started in [self.pool.submit(os.getpid) for _ in range(count)]:
+            started.result()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.count,
+            # forkserver: workers are forked from a clean process, never from the threaded server
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_start_worker,
+            initargs=self.initargs,
+        )
+
+    async def answer(self, kind: str, body: bytes) -> tuple[int, bytes]:
+        """The status and body answering ``body``, computed in a worker process."""
+        pool = self.pool
+        try:
+            return await asyncio.wrap_future(pool.submit(_answer_in_worker, kind, body))
+        except BrokenProcessPool:
+            if self.pool is pool:
+                self.pool = self._new_pool()
+                log.error("a worker process died (out of memory?); the workers were restarted")
+            raise RequestError(500, "the worker answering this request died") from None
+
+    def close(self) -> None:
+        """Let running requests finish, then stop the processes."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def create_app(service: Service, workers: Workers) -> FastAPI:
+    """The FastAPI application answering for ``service``; ``workers`` parse and predict, so the
+    event loop only moves bytes and ``/health`` stays quick."""
     app = FastAPI(
         title="pricenet",
         description=f"Predictions of {service.label} by the model {service.checkpoint_name}",
         version="1",
     )
     app.add_middleware(RefuseAmbiguousLength)
-    limiter = anyio.CapacityLimiter(workers)
 
     @app.exception_handler(RequestError)
     async def refused(_request: Request, err: RequestError) -> Response:
@@ -432,9 +499,11 @@ def create_app(service: Service, workers: int = 2) -> FastAPI:
             sent = kind or "no content type"
             raise RequestError(415, f"{sent}: send application/json or text/csv")
         body = await read_body(request, service.max_body_bytes)
-        answer = await anyio.to_thread.run_sync(service.answer, kind, body, limiter=limiter)
+        status, answer = await workers.answer(kind, body)
         if await request.is_disconnected():
             raise Dropped(request, "before its answer was sent")
+        if status != 200:
+            return Response(answer, status_code=status, media_type=JSON_TYPES[0])
         return Response(answer, media_type="text/csv" if kind in CSV_TYPES else JSON_TYPES[0])
 
     return app
@@ -505,9 +574,11 @@ def serve(options: ServeOptions) -> None:
             "pass allow_remote=true to listen there anyway"
         )
     sock = bind(options.host, options.port)  # before the model loads: a busy port fails fast
+    workers = None
     try:
         torch.set_num_threads(options.threads)
-        predictor = Predictor.from_checkpoint(options.checkpoint)
+        checkpoint = str(resolve_checkpoint(options.checkpoint))
+        predictor = Predictor.from_checkpoint(checkpoint)
         features = len(predictor.feature_names) + 1  # and an id
         if options.max_columns < features:
             raise ConfigError(
@@ -515,11 +586,10 @@ def serve(options: ServeOptions) -> None:
                 f"features and an id; pass max_columns={features} or more"
             )
         limits = Limits(options.max_columns, options.max_cells)
-        service = Service(
-            predictor, str(resolve_checkpoint(options.checkpoint)), options.max_body_bytes, limits
-        )
+        service = Service(predictor, checkpoint, options.max_body_bytes, limits)
+        workers = Workers(options.workers, checkpoint, service, options.threads)
         config = uvicorn.Config(
-            create_app(service, options.workers),
+            create_app(service, workers),
             log_level=log_level,
             access_log=log_level in ("debug", "trace", "info"),
             timeout_graceful_shutdown=10,
@@ -536,11 +606,11 @@ def serve(options: ServeOptions) -> None:
         # make that a no-op, so SIGTERM and Ctrl+C end with exit status 0 and no traceback.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        gc.collect()
-        gc.freeze()  # the loaded model and libraries: no longer scanned by each collection
         server.run(sockets=[sock])
     finally:
         sock.close()
+        if workers is not None:
+            workers.close()
     print("stopped", flush=True)
 
 
