@@ -629,3 +629,29 @@ def test_options_are_checked_before_start(trained, capsys):
     assert "max_columns=5: below the checkpoint's 20 features and an id" in err
     err = _exit_2(capsys, [f"checkpoint={trained[0]}", "port=0", "workers=0"])
     assert "workers=0: must be >= 1" in err
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for task in tasks.iterdir() for c in (task / "children").read_text().split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_a_dead_worker_costs_one_request_and_is_replaced(trained, tmp_path):
+    server = Server(trained[0], tmp_path / "server.log", "workers=1")
+    row = rows_json(trained[1].iloc[[0]])[0]
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            assert http.post("/predict", json=row).status_code == 200
+            # the server's children: the forkserver (whose child is the worker), a tracker
+            workers = [w for child in _children(server.proc.pid) for w in _children(child)]
+            assert len(workers) == 1, workers
+            os.kill(workers[0], signal.SIGKILL)
+            time.sleep(0.5)
+            answers = [http.post("/predict", json=row) for _ in range(3)]
+    finally:
+        code, _, err = server.stop()
+    assert [a.status_code for a in answers] == [500, 200, 200]
+    assert answers[0].json()["detail"] == "the worker answering this request died"
+    assert err.count("a worker process died") == 1 and "Traceback" not in err, err
+    assert code == 0
