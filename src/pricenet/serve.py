@@ -57,7 +57,13 @@ from omegaconf import MISSING
 
 from pricenet.checkpoint import resolve_checkpoint
 from pricenet.cli import parse_options
-from pricenet.errors import ConfigError, PricenetError, exit_on_user_error, shown
+from pricenet.errors import (
+    CheckpointError,
+    ConfigError,
+    PricenetError,
+    exit_on_user_error,
+    shown,
+)
 from pricenet.predict import Predictor
 
 try:  # FastAPI resolves the endpoints' annotations in this module's globals
@@ -434,8 +440,12 @@ class Workers:
         self.initargs = (checkpoint, service.max_body_bytes, service.limits, threads)
         self.pool = self._new_pool()
         # start them all now, so the first requests do not wait for a model to load
-        for started in [self.pool.submit(os.getpid) for _ in range(count)]:
-            started.result()
+        try:
+            for started in [self.pool.submit(os.getpid) for _ in range(count)]:
+                started.result()
+        except BrokenProcessPool:
+            self.pool.shutdown(wait=False)
+            raise CheckpointError(f"{checkpoint}: a worker process could not load it") from None
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -453,6 +463,7 @@ class Workers:
             return await asyncio.wrap_future(pool.submit(_answer_in_worker, kind, body))
         except BrokenProcessPool:
             if self.pool is pool:
+                pool.shutdown(wait=False)
                 self.pool = self._new_pool()
                 log.error("a worker process died (out of memory?); the workers were restarted")
             raise RequestError(500, "the worker answering this request died") from None
