@@ -384,21 +384,33 @@ def poll_health_while(url: str, work) -> tuple[list[float], object]:
     return latencies, result
 
 
-def test_health_answers_within_100ms_while_a_wide_body_is_handled(trained, tmp_path):
-    body = wide_csv(800_000)
+def wide_json(keys: int) -> bytes:
+    """One row object of ``keys`` keys: 8.0 MB for 580k (json.loads holds the GIL 0.6 s)."""
+    return json.dumps({f"c{i}": 1 for i in range(keys)}).encode()
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "columns"),
+    [("text/csv", wide_csv, 800_000), ("application/json", wide_json, 580_000)],
+    ids=["csv", "json"],
+)
+def test_health_answers_within_100ms_while_a_wide_body_is_handled(
+    trained, tmp_path, kind, body, columns
+):
+    body = body(columns)
     assert 7.8e6 < len(body) < 8 * 1024 * 1024  # within the default max_body_bytes
     server = Server(trained[0], tmp_path / "server.log")
     try:
 
         def send() -> httpx.Response:
             with httpx.Client(base_url=server.url, timeout=120) as http:
-                return http.post("/predict", content=body, headers={"content-type": "text/csv"})
+                return http.post("/predict", content=body, headers={"content-type": kind})
 
         latencies, answer = poll_health_while(server.url, send)
     finally:
         code, _, err = server.stop()
     assert answer.status_code == 400
-    assert answer.json()["detail"] == "800000 columns, over max_columns=1024"
+    assert answer.json()["detail"] == f"{columns} columns, over max_columns=1024"
     assert len(latencies) >= 3, latencies
     assert max(latencies) < 0.1, latencies
     assert code == 0 and "Traceback" not in err, err
