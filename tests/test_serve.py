@@ -667,3 +667,10 @@ def test_a_dead_worker_costs_one_request_and_is_replaced(trained, tmp_path):
     assert answers[0].json()["detail"] == "the worker answering this request died"
     assert err.count("a worker process died") == 1 and "Traceback" not in err, err
     assert code == 0
+
+
+def test_sigterm_right_after_the_ready_line_still_stops(trained, tmp_path):
+    # the old service swallowed a SIGTERM sent before uvicorn installed its handlers
+    server = Server(trained[0], tmp_path / "server.log")
+    code, out, err = server.stop(timeout=30)
+    assert code == 0 and out.strip().endswith("stopped"), (code, out, err)

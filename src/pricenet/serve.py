@@ -606,6 +606,15 @@ def serve(options: ServeOptions) -> None:
             timeout_graceful_shutdown=10,
         )
         server = uvicorn.Server(config)
+
+        def stop(*_: Any) -> None:
+            server.should_exit = True
+
+        # A signal before uvicorn installs its handlers stops it as soon as it has started;
+        # uvicorn shuts down gracefully, then re-raises the signal it caught, which this
+        # handler absorbs: SIGTERM and Ctrl+C end with exit status 0 and no traceback.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop)
         host, port = sock.getsockname()[:2]
         where = f"[{host}]" if ":" in host else host
         print(
@@ -613,10 +622,6 @@ def serve(options: ServeOptions) -> None:
             "stop with Ctrl+C or SIGTERM",
             flush=True,
         )
-        # uvicorn shuts down gracefully, then re-raises the signal it caught: these handlers
-        # make that a no-op, so SIGTERM and Ctrl+C end with exit status 0 and no traceback.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: None)
         server.run(sockets=[sock])
     finally:
         sock.close()
