@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import socket
@@ -447,10 +448,18 @@ class Workers:
             self.pool.shutdown(wait=False)
             raise CheckpointError(f"{checkpoint}: a worker process could not load it") from None
 
+    @staticmethod
+    def start_forkserver() -> None:
+        """Start the process the workers fork from, importing torch, pandas and the model code
+        once (workers are forked from it, never from the threaded server). Called early, its
+        imports overlap the server's own loading of the model. (Not this module: a worker
+        runs it as its main module, which runpy warns about when it is already imported.)"""
+        multiprocessing.forkserver.set_forkserver_preload(["pricenet.predict", "fastapi"])
+        multiprocessing.forkserver.ensure_running()
+
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             self.count,
-            # forkserver: workers are forked from a clean process, never from the threaded server
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=_start_worker,
             initargs=self.initargs,
@@ -587,6 +596,7 @@ def serve(options: ServeOptions) -> None:
     sock = bind(options.host, options.port)  # before the model loads: a busy port fails fast
     workers = None
     try:
+        Workers.start_forkserver()
         torch.set_num_threads(options.threads)
         checkpoint = str(resolve_checkpoint(options.checkpoint))
         predictor = Predictor.from_checkpoint(checkpoint)
