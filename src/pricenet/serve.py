@@ -596,9 +596,9 @@ def serve(options: ServeOptions) -> None:
     sock = bind(options.host, options.port)  # before the model loads: a busy port fails fast
     workers = None
     try:
+        checkpoint = str(resolve_checkpoint(options.checkpoint))
         Workers.start_forkserver()
         torch.set_num_threads(options.threads)
-        checkpoint = str(resolve_checkpoint(options.checkpoint))
         predictor = Predictor.from_checkpoint(checkpoint)
         features = len(predictor.feature_names) + 1  # and an id
         if options.max_columns < features:
