@@ -617,13 +617,9 @@ def test_an_id_column_outside_the_schema_comes_back(colours):
     assert [line.split(",")[0] for line in text.splitlines()] == ["id", "p-1", "0042"]
 
 
-@pytest.mark.xfail(
-    reason="validator: _categorical writes into texts.to_numpy(), read-only for an all-None "
-    "object column under pandas copy-on-write (tables/validate.py)",
-    raises=ValueError,
-    strict=False,
-)
 def test_a_categorical_null_in_every_row_is_imputed(colours):
+    """An all-None object column reached the validator as a read-only array (pandas
+    copy-on-write), and writing into it was a 500."""
     service = Service(Predictor.from_checkpoint(colours), "best.pt", 10**6, Limits(10, 100))
     rows = [{"size": 1.0, "colour": None}, {"size": 2.0, "colour": None}]
     answer = json.loads(service.predict_json(json.dumps(rows).encode()))

@@ -195,7 +195,9 @@ def _categorical(series: pd.Series, feature: Feature, missing: str) -> _Column:
         bad |= absent
     if feature.unknown == "error":
         bad |= ~known & ~absent
-    values = texts.to_numpy(dtype=object)
+    values = texts.to_numpy(
+        dtype=object, copy=True
+    )  # writable: pandas may hand out a read-only view
     values[absent] = None
     return _Column(values, int(np.argmax(bad)) if bad.any() else -1)
 
