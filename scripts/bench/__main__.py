@@ -43,11 +43,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         epilog="sections: " + "; ".join(f"{k}: {v}" for k, v in SECTIONS.items()),
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes on synthetic data")
-    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument(
+        "--only", nargs="+", default=list(SECTIONS), metavar="SECTION", help="these sections"
+    )
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="labelled CSV (real data)")
     parser.add_argument("--out", type=Path, help="the report (default: by mode, see README)")
     args = parser.parse_args(argv)
-    args.only = [name for name in SECTIONS if name in args.only]
+    chosen = {name for item in args.only for name in item.split(",") if name}
+    if chosen - set(SECTIONS):
+        parser.error(f"unknown section(s) {sorted(chosen - set(SECTIONS))}; see --help")
+    args.only = [name for name in SECTIONS if name in chosen]
     if not args.quick and not args.csv.is_file():
         parser.error(f"{args.csv}: not found (pass --csv PATH, or --quick)")
     args.out = report_path(args.out, args.quick, args.only)

@@ -109,7 +109,7 @@ def _runs(ctx: Context, repeats: int) -> list[dict[str, Any]]:
         for batch in (64, 8):
             common = [*ctx.data, f"trainer.batch_size={batch}", *PATIENCE[stop], *ctx.shrink(4)]
             one, cv = compose_cfg(*common), compose_cfg(*common, *ctx.cv_overrides)
-            whole_run(one)  # warm-up
+            whole_run(one), whole_run(cv)  # warm-up: the first run of a shape pays extra
             one_s, cv_s = [], []
             for _ in range(repeats):  # alternated
                 one_s.append(whole_run(one)["wall_time_s"])
