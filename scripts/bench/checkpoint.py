@@ -18,7 +18,7 @@ TABLES = {
         "**{ratio:.2f}x**.",
         (
             ("checkpointing", "{name}"),
-            ("`trainer.checkpoint_interval_s`", "{interval:g}"),
+            ("`trainer.checkpoint_interval_s`", "{interval:.0f}"),
             ("wall s", "{seconds:.2f}"),
             ("vs end only", "{ratio:.2f}x"),
         ),

@@ -3,13 +3,17 @@ one fit and against the members fitted one by one, as bare loops and as whole ru
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from pricenet.members import build_trainer, plan_for, prepare
 
-from .common import CPU, Context, compose_cfg, whole_run
-from .harness import timed
+from .common import CPU, QUIET, Context, compose_cfg, whole_run
+from .harness import python, timed
 from .render import Table
 
 TABLES = {
@@ -37,16 +41,20 @@ TABLES = {
     ),
     "runs": Table(
         "Packed models: whole runs",
-        "`python -m pricenet.train`'s `run()` in process (preprocessing, evaluation, "
-        "calibration, metrics and checkpoints included), wall time from run.json, median of "
-        "{repeats} alternated runs: `cv=none` against `cv=kfold cv.folds={folds} "
-        "cv.repeats={cv_repeats}` ({members} members packed).",
+        "Whole runs (preprocessing, evaluation, calibration, metrics and checkpoints "
+        "included), wall time from run.json, median of {repeats} alternated runs: `cv=none` "
+        "against `cv=kfold cv.folds={folds} cv.repeats={cv_repeats}` ({members} members "
+        "packed). Fresh process: `python -m pricenet.train`, as a user runs it; warmed: "
+        "`run()` called again in one process, after a run of each shape.",
         (
             ("batch", "{batch}"),
             ("early stopping", "{early_stopping}"),
-            ("one run s", "{one_s:.2f}"),
-            ("CV run s", "{cv_s:.2f}"),
-            ("CV / one run", "**{ratio:.2f}x**"),
+            ("fresh: one run s", "{fresh_one_s:.2f}"),
+            ("fresh: CV run s", "{fresh_cv_s:.2f}"),
+            ("fresh: CV / one", "**{fresh_ratio:.2f}x**"),
+            ("warmed: one run s", "{one_s:.2f}"),
+            ("warmed: CV run s", "{cv_s:.2f}"),
+            ("warmed: CV / one", "**{ratio:.2f}x**"),
         ),
     ),
 }
@@ -103,24 +111,38 @@ def _loops(ctx: Context, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _fresh(ctx: Context, overrides: list[str]) -> float:
+    """run.json's wall time of ``python -m pricenet.train overrides`` in a fresh process."""
+    root = Path(tempfile.mkdtemp(dir=ctx.work))
+    python(["pricenet.train", *QUIET, *overrides], root, {"PRICENET_ROOT": str(root)})
+    (found,) = root.rglob("run.json")
+    seconds = json.loads(found.read_text())["wall_time_s"]
+    shutil.rmtree(root)
+    return seconds
+
+
 def _runs(ctx: Context, repeats: int) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
+    fresh = not ctx.quick
     for stop in PATIENCE:
         for batch in (64, 8):
             common = [*ctx.data, f"trainer.batch_size={batch}", *PATIENCE[stop], *ctx.shrink(4)]
             one, cv = compose_cfg(*common), compose_cfg(*common, *ctx.cv_overrides)
             whole_run(one), whole_run(cv)  # warm-up: the first run of a shape pays extra
-            one_s, cv_s = [], []
-            for _ in range(repeats):  # alternated
-                one_s.append(whole_run(one)["wall_time_s"])
-                cv_s.append(whole_run(cv)["wall_time_s"])
-            row = {
-                "batch": batch,
-                "early_stopping": stop,
-                "one_s": statistics.median(one_s),
-                "cv_s": statistics.median(cv_s),
+            samples: dict[str, list[float]] = {
+                k: [] for k in ("one", "cv", "fresh_one", "fresh_cv")
             }
+            for _ in range(repeats):  # alternated
+                samples["one"].append(whole_run(one)["wall_time_s"])
+                samples["cv"].append(whole_run(cv)["wall_time_s"])
+                if fresh or not rows:  # quick mode: fresh processes for the first case only
+                    samples["fresh_one"].append(_fresh(ctx, common))
+                    samples["fresh_cv"].append(_fresh(ctx, [*common, *ctx.cv_overrides]))
+            row = {"batch": batch, "early_stopping": stop}
+            row.update({f"{k}_s": statistics.median(v) if v else None for k, v in samples.items()})
             row["ratio"] = row["cv_s"] / row["one_s"]
+            if row["fresh_one_s"] is not None:
+                row["fresh_ratio"] = row["fresh_cv_s"] / row["fresh_one_s"]
             rows.append(row)
     return rows
 

@@ -75,7 +75,7 @@ def _summary(folder: Path) -> dict[str, Any]:
 
 def measure(ctx: Context) -> dict[str, Any]:
     """One search per variant, into its own scratch root."""
-    trials, epochs = (4, 2) if ctx.quick else (32, 30)
+    trials, epochs = (2, 1) if ctx.quick else (32, 30)
     common = [
         "hparams_search=optuna",
         "data=csv",
