@@ -47,7 +47,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--only", nargs="+", default=list(SECTIONS), metavar="SECTION", help="these sections"
     )
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="labelled CSV (real data)")
-    parser.add_argument("--out", type=Path, help="the report (default: by mode, see README)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the report (default: BENCHMARKS.md for a full run, else outputs/benchmarks/)",
+    )
     args = parser.parse_args(argv)
     chosen = {name for item in args.only for name in item.split(",") if name}
     if chosen - set(SECTIONS):

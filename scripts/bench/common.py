@@ -6,7 +6,7 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ class Context:
     cv: tuple[int, int]  # folds, repeats
     work: Path  # a scratch folder, removed after the run
     csv: Path | None = None
-    _written: Path | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, quick: bool, csv: Path | None, work: Path) -> Context:
