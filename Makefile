@@ -36,7 +36,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests scripts conf
 
 bench: $(STAMP)  ## side-by-side benchmarks -> BENCHMARKS.md
-	$(BIN)/python scripts/benchmark.py $(ARGS)
+	$(BIN)/python -m scripts.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info
