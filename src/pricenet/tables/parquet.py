@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from pricenet.atomic import atomic_write
 from pricenet.errors import ConfigError, DataError
-from pricenet.tables.read import DEFAULT_MAX_BYTES, check_file
+from pricenet.tables.files import DEFAULT_MAX_BYTES, check_file
 from pricenet.tables.schema import Schema
 from pricenet.tables.table import Table
 from pricenet.tables.validate import check_policies, validate_frame
@@ -287,9 +287,9 @@ def read_parquet(
     if schema is None:
         roles = _inference_roles(path, columns, label_name, id_name)
         frame = _read_frame(path, parquet, roles, max_bytes)
-        from pricenet.tables.infer import infer_schema
+        from pricenet.tables.infer import infer_frame_schema
 
-        schema = infer_schema(frame, label_name, id_name, source=str(path))
+        schema = infer_frame_schema(frame, label_name, id_name, source=str(path))
         id_name = schema.id
         known = {*schema.feature_names, schema.label, id_name}
         frame = frame[[name for name in frame.columns if name in known]]
