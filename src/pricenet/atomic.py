@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pricenet.errors import PricenetError
+from pricenet.errors import PricenetError, cause_of
 
 
 class WriteError(PricenetError, OSError):
@@ -78,7 +78,7 @@ def _raise_write_error(path: Path, err: BaseException, kept: str) -> None:
     writer wraps it); return for anything else (a user error, an interrupt, a bug)."""
     if isinstance(err, PricenetError) or not isinstance(err, Exception):
         return
-    cause = _os_error(err)
+    cause = cause_of(err, OSError)
     if cause is not None:
         reason = cause.strerror or str(cause) or type(cause).__name__
         raise WriteError(f"{path}: cannot write ({reason}); {kept}") from err
@@ -93,18 +93,6 @@ def _refuse_special(path: Path) -> None:
     if not stat.S_ISREG(mode):
         what = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO ...)"
         raise WriteError(f"{path}: is {what}; pricenet writes only regular files")
-
-
-def _os_error(err: BaseException) -> OSError | None:
-    """The ``OSError`` behind ``err`` (torch's writer may wrap it), else None."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def _umask() -> int:

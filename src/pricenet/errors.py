@@ -163,16 +163,25 @@ def verbose_errors() -> bool:
     )
 
 
-def user_error(err: BaseException) -> PricenetError | None:
-    """The :class:`PricenetError` behind ``err``, also when a library wrapped it (instantiate)."""
+E = TypeVar("E", bound=BaseException)
+
+
+def cause_of(err: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` exception in ``err``'s chain (``err`` itself, then what it was raised
+    from or during), so that one a library wrapped is still found; None when there is none."""
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
-        if isinstance(current, PricenetError):
+        if isinstance(current, kind):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def user_error(err: BaseException) -> PricenetError | None:
+    """The :class:`PricenetError` behind ``err``, also when a library wrapped it (instantiate)."""
+    return cause_of(err, PricenetError)
 
 
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:

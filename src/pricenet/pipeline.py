@@ -21,7 +21,6 @@ import contextlib
 import copy
 import hashlib
 import io
-import json
 import logging
 import math
 import time
@@ -34,6 +33,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from pricenet.atomic import atomic_write_json as _write_json
 from pricenet.atomic import atomic_write_text
 from pricenet.callbacks import Checkpointer
 from pricenet.checkpoint import BEST, LAST
@@ -64,21 +64,6 @@ METRICS = "metrics.json"
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _strict(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None: metrics.json is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict(v) for v in value]
-    return value
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
 
 
 def table_sha256(table: Table) -> str:
