@@ -10,7 +10,7 @@ from conftest import run_cli
 from hydra.utils import instantiate
 
 from pricenet.checkpoint import load_checkpoint
-from pricenet.errors import ConfigError, DataError, exit_on_user_error
+from pricenet.errors import ConfigError, DataError, cause_of, exit_on_user_error, first_line
 from pricenet.pipeline import run
 from pricenet.tables import make_synthetic
 
@@ -129,3 +129,37 @@ def test_run_refuses_a_folder_holding_an_earlier_run(compose_cfg, tmp_path):
     artifacts["metrics.json"].unlink()
     with pytest.raises(ConfigError, match=r"already holds an earlier run \(last\.pt, best\.pt\)"):
         run(cfg, tmp_path / "run")
+
+
+def test_first_line_quotes_the_first_non_blank_line_or_the_type():
+    assert first_line(ValueError("\n  bad value\nsecond line")) == "bad value"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(RuntimeError(""), "refused") == "refused"
+
+
+def test_cause_of_finds_the_wrapped_exception_once_even_in_a_loop():
+    inner = DataError("x.csv: no rows")
+    try:
+        try:
+            raise inner
+        except DataError as err:
+            raise RuntimeError("instantiate failed") from err
+    except RuntimeError as outer:
+        assert cause_of(outer, DataError) is inner
+        assert cause_of(outer, OSError) is None
+    looped = ValueError("a")
+    looped.__context__ = TypeError("b")
+    looped.__context__.__context__ = looped  # a cycle in the chain ends the walk
+    assert cause_of(looped, OSError) is None
+
+
+def test_json_value_makes_numpy_scalars_and_non_finite_floats_strict_json():
+    import numpy as np
+
+    from pricenet.atomic import json_value
+
+    value = {"a": np.int64(3), "b": (np.float32(0.5), float("nan")), "c": [np.bool_(True)]}
+    plain = json_value(value)
+    assert plain == {"a": 3, "b": [0.5, None], "c": [True]}
+    assert type(plain["a"]) is int
+    assert json.loads(json.dumps(plain, allow_nan=False)) == plain

@@ -15,8 +15,8 @@ import torch
 from conftest import run_cli
 
 from pricenet.checks import check_factories
-from pricenet.config import validate
-from pricenet.errors import ConfigError, DataError, PricenetError
+from pricenet.config import check_config, validate
+from pricenet.errors import MAX_LINE, ConfigError, DataError, PricenetError, Problems
 from pricenet.pipeline import run
 from pricenet.seed import resolve_device
 
@@ -324,3 +324,62 @@ def test_train_entry_point_in_process_reports_a_bad_argument_in_one_line(
         "error: activation (torch.nn.ReLU): unexpected argument 'foo'; allowed: inplace"
     )
     assert not (run_dir / "config.yaml").exists()
+
+
+def test_every_problem_is_reported_in_one_line(compose_cfg):
+    """Three bad values, each of another check (value, plan, device), in one error: the old
+    first-problem-only validator named only ``optim.lr``."""
+    cfg = compose_cfg(
+        "optim.lr=-1", "trainer.batch_size=0", "cv=kfold", "cv.folds=1", "trainer.device=tpu"
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg)
+    text = str(caught.value)
+    assert text.startswith("4 problems in the config: "), text
+    for problem in (
+        "trainer.batch_size=0 is invalid: must be an integer >= 1",
+        "trainer.device='tpu' is invalid: must be one of auto, cpu, cuda or cuda:N",
+        "optim.lr=-1 is invalid: must be a number > 0",
+        "cv.folds=1 is invalid: must be an integer >= 2 (or cv=none)",
+    ):
+        assert problem in text, text
+    assert len(caught.value.problems) == 4
+    assert "\n" not in text
+
+
+def test_value_and_target_problems_are_gathered_together(compose_cfg):
+    cfg = compose_cfg("model.dropout=2.0", "+activation.foo=1", "optim.betas=[1.5,0.9]")
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg)
+    assert caught.value.problems == [
+        "model.dropout=2.0 is invalid: must be in [0, 1)",
+        "activation (torch.nn.ReLU): unexpected argument 'foo'; allowed: inplace",
+        "optim (torch.optim.Adam): ValueError: Invalid beta parameter at index 0: 1.5",
+    ]
+
+
+def test_a_single_problem_keeps_its_own_message(compose_cfg):
+    with pytest.raises(ConfigError) as caught:
+        check_config(compose_cfg("data.val_size=1.0"))  # not also "val_size + test_size"
+    assert str(caught.value) == "data.val_size=1.0 is invalid: must be in [0, 1)"
+
+
+def test_a_long_list_of_problems_is_cut_to_one_line_with_a_count():
+    problems = Problems()
+    for i in range(200):
+        problems.invalid(f"model.hidden[{i}]", -i, "hidden sizes must be positive integers")
+    text = problems.message()
+    assert len(text) <= MAX_LINE
+    assert text.startswith("200 problems in the config: model.hidden[0]=0 is invalid")
+    listed = text.count(" is invalid")
+    assert text.endswith(f"; ... and {200 - listed} more")
+
+
+def test_the_cli_prints_every_problem_and_makes_no_run_folder(tmp_path):
+    proc = run_cli("optim.lr=-1", "model.dropout=1.5", "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: 2 problems in the config: model.dropout=1.5 is invalid: must be in [0, 1); "
+        "optim.lr=-1 is invalid: must be a number > 0"
+    ]
+    assert not (tmp_path / "run").exists()

@@ -195,3 +195,33 @@ def test_multirun_prints_one_line_per_job_and_names_tensorboard_runs(tmp_path):
     for job, name in enumerate(names):
         assert json.loads((sweep / str(job) / "metrics.json").read_text())["status"] == "done"
         assert list((sweep / str(job) / "tensorboard" / name).glob("events.out.tfevents.*"))
+
+
+def test_a_png_is_written_whole_or_not_at_all(tmp_path):
+    """Every figure goes through plots.save_png: a drawing that fails half-way leaves the old
+    picture, where writing straight to the path (as before) left half a file."""
+    from matplotlib.figure import Figure
+
+    from pricenet.atomic import WriteError
+    from pricenet.plots import save_png
+
+    fig = Figure(figsize=(5, 4), dpi=100)
+    fig.subplots().plot([0, 1], [1, 0])
+    path = save_png(fig, tmp_path / "curves.png")
+    assert_png(path, min_size=(500, 400))
+    whole = path.read_bytes()
+
+    def half_then_fail(target, **kwargs):
+        handle = open(target, "wb") if isinstance(target, str | Path) else target  # noqa: SIM115
+        handle.write(whole[:100])
+        handle.flush()
+        raise OSError(28, "No space left on device")
+
+    fig.savefig = half_then_fail
+    with pytest.raises(OSError):
+        fig.savefig(str(tmp_path / "direct.png"))  # the old way: straight to the path
+    assert (tmp_path / "direct.png").read_bytes() == whole[:100]
+    with pytest.raises(WriteError, match="No space left on device"):
+        save_png(fig, path)
+    assert path.read_bytes() == whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "direct.png"]

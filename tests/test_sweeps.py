@@ -106,6 +106,36 @@ def test_leaderboard_ranks_by_validation_and_lists_failures(tmp_path, capsys):
     assert "| 1 | 1 | done |" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("monitor", "direction", "warned"),
+    [
+        ("val_loss", "maximize", "set hydra.sweeper.direction=minimize"),
+        ("val_acc", "minimize", "set hydra.sweeper.direction=maximize"),
+        ("val_loss", "minimize", None),
+        ("val_acc", "maximize", None),
+    ],
+)
+def test_a_sweeper_direction_against_the_monitor_is_named(
+    tmp_path, caplog, monitor, direction, warned
+):
+    """The leaderboard and the sweeper read the monitor's direction from one Monitor."""
+    from omegaconf import OmegaConf
+
+    from pricenet.monitor import Monitor
+    from pricenet.sweep import Leaderboard
+
+    config = OmegaConf.create(
+        {
+            "monitor": monitor,
+            "hydra": {"sweep": {"dir": str(tmp_path / "s")}, "sweeper": {"direction": direction}},
+        }
+    )
+    with caplog.at_level("WARNING", logger="pricenet"):
+        Leaderboard().on_multirun_start(config)
+    assert (warned in caplog.text) if warned else not caplog.text
+    assert (Monitor(monitor).direction == direction) is (warned is None)
+
+
 def test_pruned_rows_come_between_done_and_failed_and_a_cut_json_is_a_failed_row(tmp_path):
     fake_job(tmp_path, "trial_0", ["optim=sgd"], done(0.50, 0.90, 0.5))
     fake_job(tmp_path, "trial_1", ["optim=sgd"], {"status": "failed", "error": "boom"})

@@ -10,14 +10,17 @@ imports: leaderboards and metrics use it as well as checkpoints.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from pricenet.errors import PricenetError
+from pricenet.errors import PricenetError, cause_of
 
 
 class WriteError(PricenetError, OSError):
@@ -75,7 +78,7 @@ def _raise_write_error(path: Path, err: BaseException, kept: str) -> None:
     writer wraps it); return for anything else (a user error, an interrupt, a bug)."""
     if isinstance(err, PricenetError) or not isinstance(err, Exception):
         return
-    cause = _os_error(err)
+    cause = cause_of(err, OSError)
     if cause is not None:
         reason = cause.strerror or str(cause) or type(cause).__name__
         raise WriteError(f"{path}: cannot write ({reason}); {kept}") from err
@@ -92,18 +95,6 @@ def _refuse_special(path: Path) -> None:
         raise WriteError(f"{path}: is {what}; pricenet writes only regular files")
 
 
-def _os_error(err: BaseException) -> OSError | None:
-    """The ``OSError`` behind ``err`` (torch's writer may wrap it), else None."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -113,6 +104,29 @@ def _umask() -> int:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 text to ``path`` atomically (metrics.json, config.yaml, leaderboards)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as strict JSON takes it: numpy scalars as Python numbers, non-finite floats
+    as None, tuples as lists, dicts and lists converted item by item. numpy is never
+    imported here: a numpy scalar exists only once numpy is."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> Path:
+    """Write ``payload`` to ``path`` atomically as strict, indented JSON (:func:`json_value`)."""
+    return atomic_write_text(
+        path, json.dumps(json_value(payload), indent=2, allow_nan=False) + "\n"
+    )
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pricenet.heads import CategoricalHead, Head, OrdinalHead
-from pricenet.plots import DPI
+from pricenet.plots import DPI, save_png
 
 EPS = 1e-12
 BINS = 15
@@ -176,7 +176,4 @@ def plot_reliability(
     histogram.grid(alpha=0.3)
     histogram.legend(fontsize=9, loc="upper left")
     fig.suptitle("calibration before and after temperature scaling")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_png(fig, path)

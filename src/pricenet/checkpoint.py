@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from pricenet.atomic import atomic_write
-from pricenet.errors import CheckpointError, shown
+from pricenet.errors import CheckpointError, first_line, shown
 
 # 2: the network is stored as a checked NetworkSpec, never as a config to instantiate.
 FORMAT_VERSION = 2
@@ -65,7 +65,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "weights_only=True and may hold only tensors and plain values"
         ) from None
     except Exception as err:  # a hand-made file can fail inside torch in any way
-        first = str(err).strip().split("\n")[0].split(". ")[0]
+        first = first_line(err, "").split(". ")[0]
         reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(payload, dict) or "format_version" not in payload:

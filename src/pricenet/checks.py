@@ -10,7 +10,7 @@ parameter), so a wrong name or value becomes one :class:`ConfigError` line namin
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pricenet.errors import ConfigError
+from pricenet.errors import ConfigError, Problems, first_line
 
 # Hydra's own keys in a ``_target_`` node: never arguments of the target.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
@@ -33,14 +33,9 @@ def _innermost(err: BaseException) -> BaseException:
     return err
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
-
-
 def _fail(key: str, target: Any, err: BaseException) -> ConfigError:
     cause = _innermost(err)
-    return ConfigError(f"{key} ({target}): {type(cause).__name__}: {_first_line(cause)}")
+    return ConfigError(f"{key} ({target}): {type(cause).__name__}: {first_line(cause, '')}")
 
 
 def target_nodes(node: Any, prefix: str = "") -> Iterator[tuple[str, DictConfig]]:
@@ -54,7 +49,7 @@ def target_nodes(node: Any, prefix: str = "") -> Iterator[tuple[str, DictConfig]
             try:
                 child = node[key]
             except OmegaConfBaseException as err:  # a broken interpolation
-                raise ConfigError(f"{prefix}{key}: {_first_line(err)}") from None
+                raise ConfigError(f"{prefix}{key}: {first_line(err)}") from None
             yield from target_nodes(child, f"{prefix}{key}.")
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):
@@ -87,7 +82,7 @@ def check_arguments(key: str, node: DictConfig) -> Callable[..., Any]:
     try:
         values = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{key}: {_first_line(err)}") from None
+        raise ConfigError(f"{key}: {first_line(err)}") from None
     assert isinstance(values, dict)
     kwargs = {k: v for k, v in values.items() if k not in HYDRA_KEYS}
     args = values.get("_args_") or []
@@ -107,7 +102,7 @@ def check_arguments(key: str, node: DictConfig) -> Callable[..., Any]:
     try:
         signature.bind_partial(*args, **kwargs)
     except TypeError as err:
-        raise ConfigError(f"{key} ({name}): {_first_line(err)}") from err
+        raise ConfigError(f"{key} ({name}): {first_line(err)}") from err
     return target
 
 
@@ -151,37 +146,58 @@ def _probe_for(key: str) -> Callable[[Any], None] | None:
     return None
 
 
-def check_targets(cfg: DictConfig) -> None:
+def _check_target(key: str, node: DictConfig) -> None:
+    check_arguments(key, node)
+    probe = _probe_for(key)
+    if probe is None:
+        return
+    try:
+        probe(instantiate(node, _convert_="all"))
+    except Exception as err:
+        raise _fail(key, node.get("_target_"), err) from err
+
+
+def check_targets(cfg: DictConfig, problems: Problems, skip: Set[str] = frozenset()) -> None:
     """Check every ``_target_`` node's arguments; build and probe the cheap ones.
 
     The data source and the model are only bound (building them reads data or needs the
-    data's width); the optimizer and scheduler are left to :func:`check_factories`.
+    data's width); the optimizer and scheduler are left to :func:`check_factories`. Each
+    node's problem goes to ``problems``; a broken interpolation ends the walk. Nodes in the
+    groups ``skip`` names are left out.
     """
-    for key, node in target_nodes(cfg):
-        if key.split(".")[0] in FACTORY_GROUPS:
-            continue
-        check_arguments(key, node)
-        probe = _probe_for(key)
-        if probe is None:
-            continue
-        try:
-            probe(instantiate(node, _convert_="all"))
-        except Exception as err:
-            raise _fail(key, node.get("_target_"), err) from err
+    try:
+        for key, node in target_nodes(cfg):
+            if key.split(".")[0] not in {*FACTORY_GROUPS, *skip}:
+                problems.run(_check_target, key, node)
+    except ConfigError as err:
+        problems.add(str(err))
 
 
-def check_factories(cfg: DictConfig) -> None:
+def check_factories(
+    cfg: DictConfig, problems: Problems | None = None, skip: Set[str] = frozenset()
+) -> None:
     """Check every ``_target_`` node, then build the optimizer and scheduler on a probe.
 
     An argument torch rejects (betas, momentum, ``+optim.typo=1``, ``+activation.foo=1``)
-    becomes a ConfigError, before any data is read or any run folder is made.
+    becomes a problem, before any data is read or any run folder is made: gathered in
+    ``problems`` when given, else raised as one :class:`ConfigError`. The scheduler is tried
+    only on an optimizer that could be built; the groups ``skip`` names are not checked.
     """
-    check_targets(cfg)
-    probe = [torch.nn.Parameter(torch.zeros(1))]
+    gathered = Problems() if problems is None else problems
+    check_targets(cfg, gathered, skip)
     optimizer = None
-    for key in FACTORY_GROUPS:
-        try:
-            factory = instantiate(cfg[key], _convert_="all")
-            optimizer = factory(probe) if key == "optim" else factory(optimizer)
-        except Exception as err:
-            raise _fail(key, cfg[key].get("_target_"), err) from err
+    if "optim" not in skip:
+        probe = [torch.nn.Parameter(torch.zeros(1))]
+        optimizer = gathered.run(_build_factory, cfg, "optim", probe)
+    if optimizer is not None and "scheduler" not in skip:
+        gathered.run(_build_factory, cfg, "scheduler", optimizer)
+    if problems is None:
+        gathered.raise_if_any()
+
+
+def _build_factory(cfg: DictConfig, key: str, argument: Any) -> Any:
+    """``cfg[key]`` instantiated (a partial) and called on ``argument``, or ConfigError."""
+    try:
+        return instantiate(cfg[key], _convert_="all")(argument)
+    except Exception as err:
+        raise _fail(key, cfg[key].get("_target_"), err) from err

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pricenet.errors import ConfigError, shown
+from pricenet.errors import ConfigError, first_line, shown
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ def parse_options(args: list[str], schema: type[T], usage: str) -> T:
     try:
         cfg: Any = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(args))
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{str(err).splitlines()[0]} (see --help)") from None
+        raise ConfigError(f"{first_line(err)} (see --help)") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing {', '.join(f'{k}=...' for k in missing)} (see --help)")

@@ -1,26 +1,27 @@
 """Typed schemas for the config groups, registered in Hydra's ConfigStore, and value checks.
 
 The schemas make a typo or a wrong type fail at the command line with the key's name; the
-checks in :func:`validate` catch values of the right type that make no sense (lr <= 0 ...).
+checks in :func:`validate` catch values of the right type that make no sense (lr <= 0 ...),
+and :func:`check_config` adds every other check that needs no data. Both gather what they
+find, so one error lists every problem, not only the first.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from pricenet.errors import ConfigError
+from pricenet.errors import Problems
 from pricenet.seed import check_device_name
 
 MONITORS = ("val_acc", "val_loss")
-MISSING_POLICIES = ("error", "impute")
-RANGE_POLICIES = ("error", "warn", "ignore")
-DUPLICATE_POLICIES = ("group", "keep", "drop", "error")
+CV_KEEP = ("ensemble", "refit", "none")
 
 
 @dataclass
@@ -143,10 +144,6 @@ def register_configs() -> None:
 register_configs()
 
 
-def _fail(key: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -159,32 +156,34 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _positive(key: str, value: Any) -> None:
+def _positive(problems: Problems, key: str, value: Any) -> None:
     if not _is_number(value) or not value > 0 or math.isinf(value):
-        _fail(key, value, "must be a number > 0")
+        problems.invalid(key, value, "must be a number > 0")
 
 
-def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
+def _check_known_keys(problems: Problems, node: DictConfig, prefix: str = "") -> None:
     """Keys added with ``+key=...`` to a typed node are not silently ignored."""
     schema = OmegaConf.get_type(node)
     if dataclasses.is_dataclass(schema):
         known = [f.name for f in dataclasses.fields(schema)]
         for key in node:
             if key not in known:
-                _fail(f"{prefix}{key}", node[key], f"unknown key; allowed: {', '.join(known)}")
+                problems.invalid(
+                    f"{prefix}{key}", node[key], f"unknown key; allowed: {', '.join(known)}"
+                )
     for key in node:
         child = None if OmegaConf.is_missing(node, key) else node[key]
         if isinstance(child, DictConfig):
-            _check_known_keys(child, f"{prefix}{key}.")
+            _check_known_keys(problems, child, f"{prefix}{key}.")
 
 
 SEED_LIMIT = 2**63
 
 
-def _check_seed(key: str, value: Any) -> None:
+def _check_seed(problems: Problems, key: str, value: Any) -> None:
     """Seeds go to torch.manual_seed (a signed 64-bit integer) and numpy: 0 <= seed < 2**63."""
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < SEED_LIMIT:
-        _fail(key, value, "must be an integer with 0 <= seed < 2**63")
+        problems.invalid(key, value, "must be an integer with 0 <= seed < 2**63")
 
 
 def model_has_batch_norm(cfg: DictConfig) -> bool:
@@ -193,7 +192,7 @@ def model_has_batch_norm(cfg: DictConfig) -> bool:
     return bool(model.get("batch_norm", False)) and len(model.get("hidden", [])) > 0
 
 
-def _check_layer_keys(model: DictConfig) -> None:
+def _check_layer_keys(problems: Problems, model: DictConfig) -> None:
     """A per-layer key names a layer that exists (else it would be silently ignored): a hidden
     layer for activations; any linear layer, the output layer last, for inits."""
     hidden = len(model.get("hidden", []))
@@ -205,101 +204,189 @@ def _check_layer_keys(model: DictConfig) -> None:
         for key in model.get(group) or {}:
             if not str(key).isdigit() or int(key) >= layers:
                 span = f": indices 0..{layers - 1}" if layers else ""
-                raise ConfigError(f"model.{group}.{key}: no such layer; the model has {what}{span}")
+                problems.add(
+                    f"model.{group}.{key}: no such layer; the model has {what}{span}",
+                    f"model.{group}.{key}",
+                )
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check values before any training starts; raise :class:`ConfigError` naming the key."""
-    _check_known_keys(cfg)
+def _check_trainer(problems: Problems, cfg: DictConfig) -> None:
     trainer = cfg.trainer
     if trainer.epochs < 1:
-        _fail("trainer.epochs", trainer.epochs, "must be an integer >= 1")
+        problems.invalid("trainer.epochs", trainer.epochs, "must be an integer >= 1")
     if trainer.batch_size < 1:
-        _fail("trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
-    check_device_name(trainer.device)
-    _check_seed("trainer.seed", trainer.seed)
-    if model_has_batch_norm(cfg) and trainer.batch_size < 2:
-        raise ConfigError(
+        problems.invalid("trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
+    problems.run(check_device_name, trainer.device)
+    _check_seed(problems, "trainer.seed", trainer.seed)
+    if model_has_batch_norm(cfg) and trainer.batch_size == 1:
+        problems.add(
             f"model.batch_norm=true needs trainer.batch_size >= 2 (got {trainer.batch_size}): "
             "BatchNorm cannot normalize a batch of one row; set model.batch_norm=false or a "
             "larger trainer.batch_size"
         )
     if trainer.patience is not None and trainer.patience < 1:
-        _fail("trainer.patience", trainer.patience, "must be >= 1, or null to turn it off")
+        problems.invalid(
+            "trainer.patience", trainer.patience, "must be >= 1, or null to turn it off"
+        )
     if trainer.grad_clip is not None:
-        _positive("trainer.grad_clip", trainer.grad_clip)
+        _positive(problems, "trainer.grad_clip", trainer.grad_clip)
     if not trainer.l1 >= 0:
-        _fail("trainer.l1", trainer.l1, "must be >= 0")
+        problems.invalid("trainer.l1", trainer.l1, "must be >= 0")
     if not trainer.checkpoint_interval_s >= 0:
-        _fail(
+        problems.invalid(
             "trainer.checkpoint_interval_s", trainer.checkpoint_interval_s, "must be seconds >= 0"
         )
     for key in ("max_parameters", "max_activation_bytes"):
         if not _is_count(trainer.get(key, 1)):
-            _fail(f"trainer.{key}", trainer[key], "must be an integer >= 1")
+            problems.invalid(f"trainer.{key}", trainer[key], "must be an integer >= 1")
     if trainer.threads is not None and trainer.threads < 1:
-        _fail("trainer.threads", trainer.threads, "must be >= 1, or null for torch's default")
+        problems.invalid(
+            "trainer.threads", trainer.threads, "must be >= 1, or null for torch's default"
+        )
+
+
+def _check_report(problems: Problems, cfg: DictConfig) -> None:
     if cfg.monitor not in MONITORS:
-        _fail("monitor", cfg.monitor, f"must be one of {', '.join(MONITORS)}")
+        problems.invalid("monitor", cfg.monitor, f"must be one of {', '.join(MONITORS)}")
+    report = cfg.report
+    if report.progress not in PROGRESS:
+        problems.invalid(
+            "report.progress", report.progress, f"must be one of {', '.join(PROGRESS)}"
+        )
+    if report.plots not in ("auto", True, False):
+        problems.invalid("report.plots", report.plots, "must be auto, true or false")
+    if not 0 <= report.ema_beta < 1:
+        problems.invalid("report.ema_beta", report.ema_beta, "must be in [0, 1)")
 
-    if cfg.report.progress not in PROGRESS:
-        _fail("report.progress", cfg.report.progress, f"must be one of {', '.join(PROGRESS)}")
-    if cfg.report.plots not in ("auto", True, False):
-        _fail("report.plots", cfg.report.plots, "must be auto, true or false")
-    if not 0 <= cfg.report.ema_beta < 1:
-        _fail("report.ema_beta", cfg.report.ema_beta, "must be in [0, 1)")
 
+def _check_model(problems: Problems, cfg: DictConfig) -> None:
     model = cfg.model
     if not 0 <= model.dropout < 1:
-        _fail("model.dropout", model.dropout, "must be in [0, 1)")
+        problems.invalid("model.dropout", model.dropout, "must be in [0, 1)")
     for i, size in enumerate(model.hidden):
         if not _is_count(size):
-            _fail(f"model.hidden[{i}]", size, "hidden sizes must be positive integers")
-    _check_layer_keys(model)
+            problems.invalid(f"model.hidden[{i}]", size, "hidden sizes must be positive integers")
+    _check_layer_keys(problems, model)
+
+
+def _check_data(problems: Problems, cfg: DictConfig) -> None:
+    # The policies are defined once, where the tables apply them (imported here, not at the
+    # top, so that importing the schemas stays light).
+    from pricenet.tables.duplicates import POLICIES as DUPLICATE_POLICIES
+    from pricenet.tables.validate import check_policies
 
     data = cfg.data
+    sizes_valid = True
     for key in ("val_size", "test_size"):
         value = data[key]
         if not 0 <= value < 1:
-            _fail(f"data.{key}", value, "must be in [0, 1)")
-    if data.val_size + data.test_size >= 1:
-        _fail("data.val_size + data.test_size", data.val_size + data.test_size, "must be < 1")
+            problems.invalid(f"data.{key}", value, "must be in [0, 1)")
+            sizes_valid = False
+    if sizes_valid and data.val_size + data.test_size >= 1:
+        problems.invalid(
+            "data.val_size + data.test_size", data.val_size + data.test_size, "must be < 1"
+        )
     if "n_rows" in data and data.n_rows < 8:
-        _fail("data.n_rows", data.n_rows, "must be >= 8")
+        problems.invalid("data.n_rows", data.n_rows, "must be >= 8")
     if "seed" in data:
-        _check_seed("data.seed", data.seed)
+        _check_seed(problems, "data.seed", data.seed)
     if "noise" in data and not (_is_finite_number(data.noise) and data.noise >= 0):
-        _fail("data.noise", data.noise, "must be a finite number >= 0")
-    if data.get("missing", "error") not in MISSING_POLICIES:
-        _fail("data.missing", data.missing, f"must be one of {', '.join(MISSING_POLICIES)}")
-    if data.get("ranges", "error") not in RANGE_POLICIES:
-        _fail("data.ranges", data.ranges, f"must be one of {', '.join(RANGE_POLICIES)}")
+        problems.invalid("data.noise", data.noise, "must be a finite number >= 0")
+    problems.run(check_policies, data.get("missing", "error"), data.get("ranges", "error"))
     if data.get("duplicates", "group") not in DUPLICATE_POLICIES:
-        _fail("data.duplicates", data.duplicates, f"must be one of {', '.join(DUPLICATE_POLICIES)}")
+        problems.invalid(
+            "data.duplicates", data.duplicates, f"must be one of {', '.join(DUPLICATE_POLICIES)}"
+        )
     if "max_bytes" in data and data.max_bytes < 1:
-        _fail("data.max_bytes", data.max_bytes, "must be a size in bytes >= 1")
+        problems.invalid("data.max_bytes", data.max_bytes, "must be a size in bytes >= 1")
 
+
+def _check_optim(problems: Problems, cfg: DictConfig) -> None:
     optim = cfg.optim
     if "lr" in optim:
-        _positive("optim.lr", optim.lr)
+        _positive(problems, "optim.lr", optim.lr)
     weight_decay = optim.get("weight_decay", 0)
     if not _is_finite_number(weight_decay) or not weight_decay >= 0:
-        _fail("optim.weight_decay", weight_decay, "must be a finite number >= 0")
-
+        problems.invalid("optim.weight_decay", weight_decay, "must be a finite number >= 0")
     scheduler = cfg.scheduler
     milestones = scheduler.get("milestones")
     if milestones is not None:
         values = list(milestones) if isinstance(milestones, ListConfig) else []
         increasing = all(a < b for a, b in zip(values, values[1:], strict=False))
         if not values or not all(_is_count(m) for m in values) or not increasing:
-            _fail(
+            problems.invalid(
                 "scheduler.milestones",
                 values or milestones,
                 "must be a list of strictly increasing positive epochs, e.g. [30, 60]",
             )
     for key in ("gamma", "step_size", "T_max"):
         if key in scheduler:
-            _positive(f"scheduler.{key}", scheduler[key])
+            _positive(problems, f"scheduler.{key}", scheduler[key])
+
+
+def _check_plan(problems: Problems, cv: Mapping, seeds: Any) -> None:
+    """The plan's settings: how many folds, repeats and seeds, and which model is kept."""
+    folds, repeats, keep = cv.get("folds"), cv.get("repeats", 1), cv.get("keep", "ensemble")
+    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
+        problems.invalid("cv.folds", folds, "must be an integer >= 2 (or cv=none)")
+    if not _is_count(repeats):
+        problems.invalid("cv.repeats", repeats, "must be an integer >= 1")
+    if keep not in CV_KEEP:
+        problems.invalid("cv.keep", keep, "must be ensemble, refit or none")
+    if not _is_count(seeds):
+        problems.invalid("trainer.seeds", seeds, "must be an integer >= 1")
+
+
+def check_plan(cv: Mapping, seeds: Any) -> None:
+    """Raise one :class:`ConfigError` for the plan's settings (``cv.*``, ``trainer.seeds``):
+    a run's stored config is checked so again before its plan is replayed."""
+    problems = Problems()
+    _check_plan(problems, cv, seeds)
+    problems.raise_if_any()
+
+
+def member_count(cfg: DictConfig) -> int:
+    """How many fits the config asks for (folds x repeats x seeds)."""
+    folds = cfg.cv.folds or 1
+    return folds * (cfg.cv.repeats if cfg.cv.folds else 1) * cfg.trainer.seeds
+
+
+def _value_problems(cfg: DictConfig) -> Problems:
+    """Every value check that needs neither torch nor data (the config's own values)."""
+    problems = Problems()
+    _check_known_keys(problems, cfg)
+    for check in (_check_trainer, _check_report, _check_model, _check_data, _check_optim):
+        check(problems, cfg)
+    _check_plan(problems, cfg.cv, cfg.trainer.seeds)
+    return problems
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the config's values; raise one :class:`ConfigError` listing every problem."""
+    _value_problems(cfg).raise_if_any()
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no data, run before any folder is made or data is read; one
+    :class:`ConfigError` lists every problem found.
+
+    The values (:func:`validate`), the device, every ``_target_`` node, its optimizer and
+    scheduler built on a probe (:mod:`pricenet.checks`), and, once all those pass, whether a
+    checkpoint could describe the network (:func:`pricenet.spec.network_spec`, with one
+    input; the real width is checked when the data is read).
+    """
+    from pricenet.checks import check_factories
+    from pricenet.seed import resolve_device
+    from pricenet.spec import network_spec
+
+    problems = _value_problems(cfg)
+    if not problems:
+        problems.run(resolve_device, cfg.trainer.device)
+    # A group whose values are wrong is not built too: torch would name the same value again.
+    check_factories(cfg, problems, skip=problems.groups())
+    if not problems:
+        problems.run(network_spec, cfg, in_features=1, num_classes=2, members=member_count(cfg))
+    problems.raise_if_any()
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

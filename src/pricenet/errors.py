@@ -63,6 +63,16 @@ def one_line(message: str, limit: int = MAX_LINE) -> str:
     return f"{text[:half]} ... {text[-half:]}"
 
 
+def first_line(err: BaseException, default: str | None = None) -> str:
+    """The first non-blank line of ``err``'s message: what a one-line error quotes of an
+    exception a library raised. An empty message gives ``default`` (the exception's type
+    name when None)."""
+    lines = str(err).strip().splitlines()
+    if lines:
+        return lines[0]
+    return type(err).__name__ if default is None else default
+
+
 class PricenetError(Exception):
     """A problem with the user's input (file, config, checkpoint), reported as one line."""
 
@@ -72,7 +82,70 @@ class DataError(PricenetError):
 
 
 class ConfigError(PricenetError):
-    """A config value that is out of range or inconsistent."""
+    """A config value that is out of range or inconsistent; ``problems`` lists each one when
+    the message gathers several (:class:`Problems`)."""
+
+    def __init__(self, message: str, problems: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems) if problems else [message]
+
+
+class Problems:
+    """The problems a check finds, gathered so that one :class:`ConfigError` lists them all.
+
+    A check reports with :meth:`invalid` / :meth:`add`, or runs a function that raises
+    ConfigError through :meth:`run`; :meth:`raise_if_any` then raises one error whose message
+    is the problem itself when there is one, else ``N problems in the config: a; b; c`` (one
+    line, at most :data:`MAX_LINE` characters: what does not fit is counted, not listed).
+    """
+
+    def __init__(self, what: str = "the config") -> None:
+        self.what = what
+        self.messages: list[str] = []
+        self.keys: set[str] = set()  # the keys named by :meth:`invalid` / :meth:`add`
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def add(self, message: str, key: str | None = None) -> None:
+        self.messages.append(message)
+        if key is not None:
+            self.keys.add(key)
+
+    def invalid(self, key: str, value: object, allowed: str) -> None:
+        """``key=value is invalid: allowed``: the wording of every value check."""
+        self.add(f"{key}={value!r} is invalid: {allowed}", key)
+
+    def groups(self) -> set[str]:
+        """The config groups (``optim``, ``trainer`` ...) a problem was found in."""
+        return {key.split(".")[0].split("[")[0] for key in self.keys}
+
+    def run(self, check: Callable[..., T], *args: object, **kwargs: object) -> T | None:
+        """``check(*args, **kwargs)``; a :class:`ConfigError` it raises becomes a problem
+        (and None is returned)."""
+        try:
+            return check(*args, **kwargs)
+        except ConfigError as err:
+            self.messages.extend(err.problems)
+            return None
+
+    def message(self, limit: int = MAX_LINE) -> str:
+        if len(self.messages) == 1:
+            return self.messages[0]
+        text = f"{len(self.messages)} problems in {self.what}: "
+        for i, problem in enumerate(self.messages):
+            more = f"; ... and {len(self.messages) - i} more"
+            if i and len(text) + 2 + len(problem) + len(more) > limit:
+                return text + more
+            text += ("; " if i else "") + problem
+        return text
+
+    def raise_if_any(self) -> None:
+        if self.messages:
+            raise ConfigError(self.message(), problems=self.messages)
 
 
 class CheckpointError(PricenetError):
@@ -90,16 +163,25 @@ def verbose_errors() -> bool:
     )
 
 
-def user_error(err: BaseException) -> PricenetError | None:
-    """The :class:`PricenetError` behind ``err``, also when a library wrapped it (instantiate)."""
+E = TypeVar("E", bound=BaseException)
+
+
+def cause_of(err: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` exception in ``err``'s chain (``err`` itself, then what it was raised
+    from or during), so that one a library wrapped is still found; None when there is none."""
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
-        if isinstance(current, PricenetError):
+        if isinstance(current, kind):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def user_error(err: BaseException) -> PricenetError | None:
+    """The :class:`PricenetError` behind ``err``, also when a library wrapped it (instantiate)."""
+    return cause_of(err, PricenetError)
 
 
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:

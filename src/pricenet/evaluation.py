@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from pricenet.atomic import json_value
 from pricenet.cv import headline, summarize
 from pricenet.engine import Trainer
 from pricenet.members import Fitted, Prepared
@@ -190,7 +191,7 @@ def metrics_of(
         "stopped_early": state.stopped_early,
         "parameters": count_parameters(fitted.trainers[0].model) // fitted.trainers[0].count,
         "history": state.history,
-        "classes": [_plain(c) for c in prepared.table.schema.classes],
+        "classes": json_value(list(prepared.table.schema.classes)),
     }
     summary = summarize_members(cfg, records)
     if summary is not None:
@@ -254,7 +255,3 @@ def _ensemble_accuracy(fitted: Fitted, held: list) -> float | None:
     outputs = torch.stack([o / t for o, _, t in held])
     pred = head.decode(head.combine(outputs))
     return float((pred == held[0][1]).float().mean())
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value

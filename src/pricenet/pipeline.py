@@ -21,7 +21,6 @@ import contextlib
 import copy
 import hashlib
 import io
-import json
 import logging
 import math
 import time
@@ -34,11 +33,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from pricenet.atomic import atomic_write_json as _write_json
 from pricenet.atomic import atomic_write_text
 from pricenet.callbacks import Checkpointer
 from pricenet.checkpoint import BEST, LAST
-from pricenet.checks import check_factories
-from pricenet.config import to_container, validate
+from pricenet.config import check_config, member_count, to_container
 from pricenet.engine import FitInterrupted, check_trainer_state, member_groups
 from pricenet.errors import CheckpointError, ConfigError, DivergenceError
 from pricenet.evaluation import evaluate, metrics_of
@@ -53,7 +52,6 @@ from pricenet.members import (
     warn_absent_classes,
 )
 from pricenet.model import count_parameters
-from pricenet.plan import check_plan
 from pricenet.restore import Resume, resume_state
 from pricenet.runs import claim_run_dir
 from pricenet.seed import resolve_device, set_seed, set_threads
@@ -66,21 +64,6 @@ METRICS = "metrics.json"
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _strict(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None: metrics.json is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict(v) for v in value]
-    return value
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
 
 
 def table_sha256(table: Table) -> str:
@@ -105,16 +88,6 @@ def model_summary(model: torch.nn.Module, width: int, device: torch.device) -> s
 # --------------------------------------------------------------------------- check
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Every check that needs no data: values, device, every ``_target_`` node, the plan, and
-    whether a checkpoint could describe this network. Run before any folder or data."""
-    validate(cfg)
-    resolve_device(cfg.trainer.device)
-    check_factories(cfg)
-    check_plan(cfg.cv, cfg.trainer.seeds)
-    network_spec(cfg, in_features=1, num_classes=2, members=member_count(cfg))
-
-
 def check_network(cfg: DictConfig, table: Table) -> None:
     """The network's sizes and budget with the table's real input width and classes: a
     70k-column table is refused here, before the run folder is claimed or any member's data
@@ -127,12 +100,6 @@ def check_network(cfg: DictConfig, table: Table) -> None:
         frame.iloc[:1], table.schema, standardize=False, missing=missing, indicators=gaps
     ).width
     network_spec(cfg, width, table.schema.num_classes, members=member_count(cfg))
-
-
-def member_count(cfg: DictConfig) -> int:
-    """How many fits the config asks for (folds × repeats × seeds)."""
-    folds = cfg.cv.folds or 1
-    return folds * (cfg.cv.repeats if cfg.cv.folds else 1) * cfg.trainer.seeds
 
 
 def _check_resume(resumed: Resume, cfg: DictConfig, table: Table) -> None:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pricenet.errors import ConfigError, DataError
+from pricenet.config import check_plan
+from pricenet.errors import DataError
 from pricenet.tables import Schema, Table, stratified_kfold, stratified_split
 
 
@@ -49,19 +50,6 @@ class Member:
     def name(self) -> str:
         where = "" if self.fold is None else f"repeat {self.repeat} fold {self.fold} "
         return f"{where}seed {self.seed}"
-
-
-def check_plan(cv: Mapping, seeds: int) -> None:
-    """The plan's own settings, before any data is read."""
-    folds, repeats, keep = cv.get("folds"), cv.get("repeats", 1), cv.get("keep", "ensemble")
-    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
-        raise ConfigError(f"cv.folds={folds!r} is invalid: must be an integer >= 2 (or cv=none)")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"cv.repeats={repeats!r} is invalid: must be an integer >= 1")
-    if keep not in ("ensemble", "refit", "none"):
-        raise ConfigError(f"cv.keep={keep!r} is invalid: must be ensemble, refit or none")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"trainer.seeds={seeds!r} is invalid: must be an integer >= 1")
 
 
 def make_plan(

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from pricenet.atomic import atomic_write
+
 CURVES_PNG = "curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 LR_PNG = "lr.png"
@@ -73,7 +75,7 @@ def plot_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"learning curves: raw and bias-corrected EMA (β = {beta:g})")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_confusion(
@@ -103,7 +105,7 @@ def plot_confusion(
     ax.set_xlabel(f"predicted {label}")
     ax.set_ylabel(f"true {label}")
     ax.set_title(f"{title} (accuracy {accuracy:.3f}, n = {total})")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
@@ -118,7 +120,7 @@ def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
     ax.set_ylabel("learning rate")
     ax.set_title("learning rate per epoch (as applied)")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_run(
@@ -158,8 +160,8 @@ def _epoch_axis(ax: Any) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+def save_png(fig: Any, path: str | Path, dpi: float | None = None) -> Path:
+    """Write ``fig`` to ``path`` as a PNG, atomically: a reader (or a crash) never sees half a
+    picture, and a full disk is one :class:`~pricenet.atomic.WriteError` line. Every figure
+    pricenet draws is written here."""
+    return atomic_write(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=dpi))

@@ -22,6 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
+from pricenet.config import check_config
 from pricenet.errors import ConfigError, exit_on_user_error
 
 MARKER = ".pricenet-run"
@@ -137,8 +138,6 @@ class ClaimRunDir(Callback):
 
     @exit_on_user_error
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from pricenet.pipeline import check_config
-
         task = copy.deepcopy(config)  # the job's config, as Hydra's run_job derives it
         with read_write(task), open_dict(task):
             del task["hydra"]

@@ -34,7 +34,7 @@ class SchemaOptions:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    from pricenet.tables.infer import infer_schema
+    from pricenet.tables.read import infer_schema
 
     args = list(sys.argv[1:] if argv is None else argv)
     positional = [a for a in args if "=" not in a and a not in ("-h", "--help")]

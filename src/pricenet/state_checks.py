@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from pricenet.errors import CheckpointError, shown
+from pricenet.errors import CheckpointError, first_line, shown
 
 
 def fail(where: str, key: str, problem: str) -> CheckpointError:
@@ -296,5 +296,4 @@ def check_rng_state(value: Any, reference: torch.Tensor, where: str, key: str) -
     try:
         torch.Generator().set_state(value.cpu())
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "refused"
-        raise fail(where, key, f"is not a generator state ({first})") from None
+        raise fail(where, key, f"is not a generator state ({first_line(err, 'refused')})") from None

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from pricenet.errors import ConfigError, shown
+from pricenet.errors import ConfigError, first_line, shown
 
 # A run's config.yaml is a few KB; one with the inlined schema of 100k columns about 8 MB.
 MAX_STORED_YAML_BYTES = 8 * 1024**2
@@ -62,8 +62,7 @@ def load_plain_yaml(path: str | Path, where: str) -> Any:
     except OSError as err:
         raise ConfigError(f"{where}: cannot be read ({err.strerror or err})") from None
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"{where}: not valid YAML ({first[:120]})") from None
+        raise ConfigError(f"{where}: not valid YAML ({first_line(err)[:120]})") from None
     _refuse_aliases(data, where)
     return data
 

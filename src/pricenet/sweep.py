@@ -26,12 +26,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pricenet.atomic import atomic_write_text
-from pricenet.errors import ConfigError, exit_on_user_error, shown
+from pricenet.errors import ConfigError, exit_on_user_error, first_line, shown
+from pricenet.monitor import Monitor
 
 log = logging.getLogger("pricenet")
 
 ENTRY = "python -m pricenet.train"
-LOWER_IS_BETTER = frozenset({"val_loss"})
 # The validation metric that breaks ties of the monitored one (never a test metric).
 TIE_BREAK = {"val_acc": "val_loss", "val_loss": "val_acc"}
 METRICS = ("val_acc", "val_loss", "test_acc", "test_macro_f1", "best_epoch")
@@ -98,7 +98,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except OSError as err:
         raise _Damaged(f"{path.name} cannot be read ({err.strerror or err})") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        first = first_line(err)[:200]
         raise _Damaged(f"{path.name} is unreadable ({first}): cut short?") from None
     if not isinstance(record, dict):
         raise _Damaged(f"{path.name} is not a JSON object")
@@ -187,11 +187,11 @@ def read_job(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
 
 
 def _score(row: dict[str, Any], metric: str) -> float:
-    """``metric`` oriented so that lower sorts first; a missing value sorts last."""
+    """``metric`` oriented so that the better value sorts first; a missing value sorts last."""
     value = row.get(metric)
     if value is None or math.isnan(value):
         return math.inf
-    return value if metric in LOWER_IS_BETTER else -value
+    return -Monitor(metric).key(value)
 
 
 def collect(sweep_dir: Path, monitor: str) -> list[dict[str, Any]]:
@@ -251,7 +251,7 @@ def _markdown(rows: list[dict[str, Any]], monitor: str, sweep_dir: Path) -> str:
     common = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
     done = sum(r["status"] == "done" for r in rows)
     pruned = sum(r["status"] == "pruned" for r in rows)
-    order = "lower" if monitor in LOWER_IS_BETTER else "higher"
+    order = "higher" if Monitor(monitor).higher_is_better else "lower"
     counts = f"{done} done, {pruned} pruned, " if pruned else f"{done} done, "
     repeated = any(r["cv_acc"] is not None for r in rows)
     ranked = (
@@ -346,15 +346,15 @@ class Leaderboard(Callback):
         direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
         direction = getattr(direction, "name", direction)  # an Enum in pricenet's sweeper
         if isinstance(direction, str):
-            wanted = "minimize" if config.monitor in LOWER_IS_BETTER else "maximize"
-            if direction != wanted:
+            monitor = Monitor(config.monitor)
+            if direction != monitor.direction:
                 log.warning(
                     "hydra.sweeper.direction=%s but monitor=%s is better %s: set "
                     "hydra.sweeper.direction=%s",
                     direction,
                     config.monitor,
-                    "lower" if wanted == "minimize" else "higher",
-                    wanted,
+                    "higher" if monitor.higher_is_better else "lower",
+                    monitor.direction,
                 )
 
     @exit_on_user_error

@@ -7,9 +7,8 @@ table into model inputs from training rows only; ``splits`` gives stratified spl
 (scikit-learn's, keeping groups whole); ``duplicates`` finds rows whose features repeat.
 """
 
-from pricenet.tables.infer import infer_schema
 from pricenet.tables.prep import Preprocessor
-from pricenet.tables.read import DEFAULT_MAX_BYTES, read_csv
+from pricenet.tables.read import DEFAULT_MAX_BYTES, infer_schema, read_csv
 from pricenet.tables.schema import MOBILE_PRICE, Feature, Schema
 from pricenet.tables.splits import grouped_split, stratified_kfold, stratified_split
 from pricenet.tables.synthetic import make_synthetic

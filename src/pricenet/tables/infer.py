@@ -17,7 +17,6 @@ The rules, so that a user can predict (and then edit) the result:
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -113,23 +112,16 @@ def infer_classes(series: pd.Series, label: str, source: str) -> tuple[tuple[int
     return classes, ordered
 
 
-def infer_schema(
-    frame_or_path: pd.DataFrame | str | Path,
+def infer_frame_schema(
+    frame: pd.DataFrame,
     label: str,
     id: str | None = None,
     *,
     source: str | None = None,
     max_categories: int = MAX_CATEGORIES,
 ) -> Schema:
-    """A :class:`Schema` for a DataFrame or a CSV file (rules in the module docstring)."""
-    if not isinstance(frame_or_path, pd.DataFrame):
-        from pricenet.tables.read import read_raw_frame
-
-        path = Path(frame_or_path).expanduser()
-        frame = read_raw_frame(path, label=label, id=id)
-        source = str(path) if source is None else source
-    else:
-        frame = frame_or_path
+    """A :class:`Schema` for a DataFrame (rules in the module docstring); a file's is
+    :func:`pricenet.tables.read.infer_schema`, which reads it first."""
     source = source or ""
     prefix = f"{source}: " if source else ""
     columns = [str(c) for c in frame.columns]

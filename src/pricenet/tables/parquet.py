@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pricenet.atomic import atomic_write
-from pricenet.errors import ConfigError, DataError
-from pricenet.tables.read import DEFAULT_MAX_BYTES, check_file
+from pricenet.errors import ConfigError, DataError, first_line
+from pricenet.tables.files import DEFAULT_MAX_BYTES, check_file
 from pricenet.tables.schema import Schema
 from pricenet.tables.table import Table
 from pricenet.tables.validate import check_policies, validate_frame
@@ -109,12 +109,8 @@ def _open(path: Path) -> pq.ParquetFile:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
         raise DataError(
-            f"{path}: not a Parquet file, or a corrupt one ({_first_line(err)})"
+            f"{path}: not a Parquet file, or a corrupt one ({first_line(err)})"
         ) from None
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _columns(path: Path, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
@@ -150,7 +146,7 @@ def _read_frame(
         arrow = parquet.read(columns=list(roles), use_threads=True)
     except (pa.ArrowException, OSError) as err:
         raise DataError(
-            f"{path}: cannot be read, a corrupt Parquet file? ({_first_line(err)})"
+            f"{path}: cannot be read, a corrupt Parquet file? ({first_line(err)})"
         ) from None
     if arrow.num_rows == 0:
         raise DataError(f"{path}: has columns but no data rows")
@@ -287,9 +283,9 @@ def read_parquet(
     if schema is None:
         roles = _inference_roles(path, columns, label_name, id_name)
         frame = _read_frame(path, parquet, roles, max_bytes)
-        from pricenet.tables.infer import infer_schema
+        from pricenet.tables.infer import infer_frame_schema
 
-        schema = infer_schema(frame, label_name, id_name, source=str(path))
+        schema = infer_frame_schema(frame, label_name, id_name, source=str(path))
         id_name = schema.id
         known = {*schema.feature_names, schema.label, id_name}
         frame = frame[[name for name in frame.columns if name in known]]

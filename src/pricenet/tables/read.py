@@ -13,8 +13,6 @@ import codecs
 import csv
 import itertools
 import logging
-import os
-import stat
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,59 +22,19 @@ import numpy as np
 import pandas as pd
 
 from pricenet.errors import ConfigError, DataError
+from pricenet.tables.files import DEFAULT_MAX_BYTES, check_file
+from pricenet.tables.infer import MAX_CATEGORIES, infer_frame_schema
 from pricenet.tables.schema import Schema
 from pricenet.tables.table import Table
 from pricenet.tables.validate import check_policies, id_column, validate_frame
 
 log = logging.getLogger("pricenet.tables")
 
-DEFAULT_MAX_BYTES = 2 * 1024**3
-"""Files above 2 GiB are refused before reading (``data.max_bytes`` raises or lowers it).
-
-At about 80 bytes a row that is ~25 million rows, whose float64 frame alone needs ~4 GB.
-"""
 PARQUET_SUFFIXES = (".parquet", ".pq")
 """File names ending so are read (and predictions written) as Parquet; any other as CSV."""
 SEPARATORS = (";", "\t", "|")
 """Separators recognized besides the comma: a header with one of them and no comma uses it."""
 _CHUNK = 1 << 23
-
-
-def check_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, kind: str = "CSV") -> int:
-    """The size of ``path``, a regular ``kind`` file of at most ``max_bytes`` (stat only).
-
-    Devices (``/dev/zero``), FIFOs and sockets are refused without being opened, so a FIFO
-    with no writer cannot hang and an endless device cannot exhaust memory.
-    """
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise DataError(f"{path}: is a directory, expected a {kind} file")
-    if not stat.S_ISREG(info.st_mode):
-        what = (
-            "a FIFO"
-            if stat.S_ISFIFO(info.st_mode)
-            else "a device"
-            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
-            else "a socket"
-            if stat.S_ISSOCK(info.st_mode)
-            else "not a plain file"
-        )
-        raise DataError(f"{path}: is {what}, not a regular file; pricenet reads {kind} files only")
-    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
-        raise ConfigError(f"data.max_bytes={max_bytes!r}: expected a positive integer")
-    if info.st_size > max_bytes:
-        raise DataError(
-            f"{path}: is {info.st_size:,} bytes, over the limit of {max_bytes:,} "
-            "(raise it with data.max_bytes)"
-        )
-    if info.st_size == 0:
-        raise DataError(f"{path}: file is empty")
-    return info.st_size
 
 
 def encoding_problem(path: Path) -> str | None:
@@ -354,9 +312,7 @@ def read_csv(
     groups = take_group(frame, group, label_name, schema, path, raw) if group is not None else None
 
     if schema is None:
-        from pricenet.tables.infer import infer_schema
-
-        schema = infer_schema(frame, label_name, id_name, source=str(path))
+        schema = infer_frame_schema(frame, label_name, id_name, source=str(path))
         id_name = schema.id
     known = {*schema.feature_names, schema.label, id_name, group}
     extra = [repr(n) if not n.startswith("\0") else n[1:] for n in names if n not in known]
@@ -403,3 +359,23 @@ def take_group(
             "empty; every row needs a group"
         )
     return values
+
+
+def infer_schema(
+    frame_or_path: pd.DataFrame | str | Path,
+    label: str,
+    id: str | None = None,
+    *,
+    source: str | None = None,
+    max_categories: int = MAX_CATEGORIES,
+) -> Schema:
+    """A :class:`Schema` for a DataFrame or a CSV / Parquet file (the file read as parsed;
+    rules in :mod:`pricenet.tables.infer`)."""
+    if not isinstance(frame_or_path, pd.DataFrame):
+        path = Path(frame_or_path).expanduser()
+        frame = read_raw_frame(path, label=label, id=id)
+        source = str(path) if source is None else source
+        return infer_frame_schema(frame, label, id, source=source, max_categories=max_categories)
+    return infer_frame_schema(
+        frame_or_path, label, id, source=source, max_categories=max_categories
+    )

@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from pricenet.errors import ConfigError, DataError
+from pricenet.errors import ConfigError, DataError, first_line
 from pricenet.errors import shown as quoted
 from pricenet.tables.cells import describe_text, is_missing, number_text, shown, to_float
 
@@ -322,8 +322,7 @@ class Schema:
         except OSError as err:
             raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from None
         except (yaml.YAMLError, UnicodeDecodeError) as err:
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ConfigError(f"{path}: not valid YAML ({first})") from None
+            raise ConfigError(f"{path}: not valid YAML ({first_line(err)})") from None
         return cls.from_dict(d, str(path))
 
     # ---------------------------------------------------------------- labels
