@@ -17,15 +17,19 @@ import numpy as np
 
 
 def interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """The two-sided ``confidence`` interval of the mean of ``values`` (Student's t)."""
-    from scipy.stats import t
+    """The two-sided ``confidence`` interval of the mean of ``values`` (Student's t).
+
+    The quantile comes from ``scipy.special.stdtrit`` (what ``scipy.stats.t.ppf`` computes),
+    whose import costs a third of ``scipy.stats``'s.
+    """
+    from scipy.special import stdtrit
 
     data = np.asarray(values, dtype=np.float64)
     mean = float(data.mean())
     if len(data) < 2:
         return mean, mean
     half = float(
-        t.ppf(0.5 + confidence / 2, len(data) - 1) * data.std(ddof=1) / math.sqrt(len(data))
+        stdtrit(len(data) - 1, 0.5 + confidence / 2) * data.std(ddof=1) / math.sqrt(len(data))
     )
     return mean - half, mean + half
 
