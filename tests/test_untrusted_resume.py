@@ -349,10 +349,8 @@ def test_the_cli_refuses_a_crafted_lr_with_one_line_and_exit_2(saved, tmp_path):
         f"error: {crafted / LAST}: optimizer lr is 1000.0 in the checkpoint but "
         f"{LR_AT_EPOCH_3} in the config (its schedule's lr at epoch 3)"
     ]
-    # Hydra makes its own folder before pricenet runs; no run artifact lands in it
-    assert not {LAST, "metrics.json", "config.yaml"} & {
-        p.name for p in (tmp_path / "resumed").iterdir()
-    }
+    # Hydra made the folder before pricenet ran; the refused run released its claim on it
+    assert not (tmp_path / "resumed").exists()
     assert {p: p.read_bytes() for p in crafted.rglob("*") if p.is_file()} == before
 
 
@@ -400,15 +398,16 @@ def test_a_resume_with_a_member_stopped_early_equals_an_uninterrupted_run(compos
         "trainer.batch_size=16",
         "cv=kfold",
         "cv.folds=4",
-        "optim.lr=0.02",
+        "optim.lr=0.05",
         "trainer.patience=2",
         "monitor=val_loss",
         *LEAN,
     )
     _, first = run(compose_cfg(*common, "trainer.epochs=4"), tmp_path / "first")
     members = load_checkpoint(first[LAST])["trainer"]["fit"]["members"]
-    assert [(m["epoch"], m["stopped_early"]) for m in members][0] == (3, True)
-    assert [m["epoch"] for m in members[1:]] == [4, 4, 4]
+    epochs = [(m["epoch"], m["stopped_early"]) for m in members]
+    assert epochs[1] == (3, True)  # fold 1 of scikit-learn's folds stops first
+    assert [epoch for epoch, _ in epochs] == [4, 3, 4, 4]
     full, _ = run(compose_cfg(*common, "trainer.epochs=10"), tmp_path / "full")
     resume = f"trainer.resume={tmp_path / 'first'}"
     resumed, _ = run(compose_cfg(*common, "trainer.epochs=10", resume), tmp_path / "resumed")
