@@ -25,7 +25,9 @@ import json
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -35,24 +37,27 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pricenet.atomic import atomic_write_text
-from pricenet.callbacks import Checkpointer
+from pricenet.callbacks import RunContext
 from pricenet.checkpoint import BEST, LAST
 from pricenet.checks import check_factories
 from pricenet.config import to_container, validate
-from pricenet.engine import FitInterrupted, check_trainer_state, member_groups
+from pricenet.engine import FitInterrupted
 from pricenet.errors import CheckpointError, ConfigError, DivergenceError
 from pricenet.evaluation import evaluate, metrics_of
+from pricenet.fit_state import check_trainer_state
 from pricenet.keep import checkpoint_meta, keep_diverged, keep_model
-from pricenet.logs import CsvLogger, close_reporters, reporters
 from pricenet.members import (
+    build_callbacks,
     build_head,
     fit,
     load_data,
+    member_groups,
     plan_for,
     prepare,
     warn_absent_classes,
 )
 from pricenet.model import count_parameters
+from pricenet.monitor import Monitor
 from pricenet.plan import check_plan
 from pricenet.restore import Resume, resume_state
 from pricenet.runs import claim_run_dir
@@ -151,13 +156,20 @@ def _check_resume(resumed: Resume, cfg: DictConfig, table: Table) -> None:
             f"{table.source} (its content changed); resume on the same data, or start a new run"
         )
     optimizer = instantiate(cfg.optim, _convert_="all")(resumed.network.parameters())
+    members = resumed.network.members
+    run = RunContext(monitor=cfg.monitor, scheduler=instantiate(cfg.scheduler, _convert_="all"))
+    probe = SimpleNamespace(model=resumed.network, optimizer=optimizer, count=members)
+    policy = {}
+    for callback in build_callbacks(cfg, run):
+        if getattr(callback, "stateful", False):
+            callback.bind(probe)
+            policy[callback.name] = callback
     check_trainer_state(
         resumed.state,
         model=resumed.network,
         optimizer=optimizer,
-        scheduler=instantiate(cfg.scheduler, _convert_="all")(optimizer),
-        patience=cfg.trainer.patience,
-        monitor=cfg.monitor,
+        policy=policy,
+        monitor=Monitor(cfg.monitor),
         where=str(resumed.file),
         train_sizes=[len(member.train) for member in plan_for(cfg, table)],
         batch_size=cfg.trainer.batch_size,
@@ -182,13 +194,13 @@ def run(
     run_dir: str | Path,
     multirun: bool = False,
     name: str = "default",
-    callbacks: list[Any] | None = None,
+    hydra: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Train and test the model(s) ``cfg`` describes; write the artifacts into ``run_dir``.
 
     ``multirun`` makes the console quiet (one summary line per job); ``name`` (the job's
-    overrides) names the run in TensorBoard and that line; ``callbacks`` join the trainer's
-    (a sweeper's pruning, for instance).
+    overrides) names the run in TensorBoard and that line; ``hydra`` is the job's Hydra
+    config, for the callbacks that need it (an Optuna trial's pruning).
 
     Everything that can be checked is, and the data is read, before the run folder is
     claimed; a run that fails after that leaves ``metrics.json`` with ``"status": "failed"``.
@@ -197,6 +209,7 @@ def run(
     started = time.perf_counter()
     check_config(cfg)
     resolved = to_container(cfg)
+    resolved.pop("callbacks", None)  # code to run, not a setting: no checkpoint holds it
     resumed = None
     if cfg.trainer.resume:
         resumed = resume_state(cfg.trainer.resume, resolved)
@@ -209,7 +222,7 @@ def run(
     run_dir = claim_run_dir(run_dir, hydra_wrote=multirun)
     try:
         metrics, artifacts = _run(
-            cfg, run_dir, table, resolved, resumed, multirun, name, callbacks or []
+            cfg, run_dir, table, resolved, resumed, RunContext(None, {}, multirun, name, hydra)
         )
     except FitInterrupted as stop:
         log.warning("%s; %s holds it: resume with trainer.resume=%s", stop, LAST, run_dir)
@@ -237,10 +250,9 @@ def _run(
     table: Table,
     resolved: dict[str, Any],
     resumed: Resume | None,
-    multirun: bool,
-    name: str,
-    extra_callbacks: list[Any],
+    context: RunContext,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
+    multirun, name = context.multirun, context.name
     tcfg = cfg.trainer
     device = resolve_device(tcfg.device)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -268,20 +280,12 @@ def _run(
         len(first.test),
         device,
     )
-    progress = reporters(cfg.report, run_dir, multirun, name)
-    callbacks = [
-        CsvLogger(run_dir / "metrics.csv"),
-        Checkpointer(run_dir, meta, tcfg.checkpoint_interval_s),
-        *progress,
-        *extra_callbacks,
-    ]
+    context = replace(context, run_dir=run_dir, meta=meta, monitor=cfg.monitor)
     try:
-        fitted = fit(cfg, prepared, callbacks, resumed)
+        fitted = fit(cfg, prepared, context, resumed)
     except DivergenceError as err:
         _write_json(run_dir / METRICS, keep_diverged(err, meta, run_dir))
         raise
-    finally:
-        close_reporters(progress)
     model = fitted.trainers[0].model
     summary = model_summary(model, prepared.width, device)
     (run_dir / "summary.txt").write_text(summary)
@@ -346,21 +350,19 @@ def run_job(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from pricenet.pruning import optuna_pruning
-
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    pruning = optuna_pruning(hydra_cfg, cfg.monitor)
     name = hydra_cfg.job.override_dirname or "default"
     try:
-        metrics, _ = run(cfg, run_dir, multirun, name, [pruning] if pruning else None)
+        metrics, _ = run(cfg, run_dir, multirun, name, hydra_cfg)
     except Exception as err:
         if not multirun:
             raise
-        if pruning is not None and pruning.pruned is not None:
-            _write_json(run_dir / METRICS, pruning.pruned)
-            log.info("job %s %s", hydra_cfg.job.num, pruning.pruned["error"])
+        pruned = getattr(err, "record", None)  # pricenet.pruning's record of a pruned trial
+        if pruned is not None:
+            _write_json(run_dir / METRICS, pruned)
+            log.info("job %s %s", hydra_cfg.job.num, pruned["error"])
             raise
         log.error("job %s failed: %s", hydra_cfg.job.num, err)
         if not (run_dir / METRICS).exists():  # refused before its folder was claimed
