@@ -69,7 +69,13 @@ from torch import Tensor, nn
 
 from pricenet.epochs import plan_epoch
 from pricenet.errors import DivergenceError
-from pricenet.fit_state import CURVES, FitState, MemberState, check_trainer_state
+from pricenet.fit_state import (
+    CURVES,
+    FitState,
+    MemberState,
+    check_sequential_state,
+    check_trainer_state,
+)
 from pricenet.heads import Head
 from pricenet.memberwise import MemberwiseOptimizer
 from pricenet.monitor import Monitor
@@ -509,9 +515,8 @@ class Trainer(_Loop):
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
-        """Restore what :meth:`state_dict` saved (tensors may come on any device), once
-        :func:`~pricenet.fit_state.check_trainer_state` has accepted every value of it."""
+    def check_state(self, state: Any, where: str, key: str = "trainer") -> None:
+        """:func:`~pricenet.fit_state.check_trainer_state` against this trainer."""
         check_trainer_state(
             state,
             model=self.model,
@@ -521,7 +526,13 @@ class Trainer(_Loop):
             where=where,
             train_sizes=self.train.sizes,
             batch_size=self.batch_size,
+            key=key,
         )
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
+        """Restore what :meth:`state_dict` saved (tensors may come on any device), once
+        :func:`~pricenet.fit_state.check_trainer_state` has accepted every value of it."""
+        self.check_state(state, where)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.state = FitState.from_dict(state["fit"])
@@ -572,5 +583,20 @@ class Sequential(_Loop):
         return stack_members([t.best_state() for t in self.trainers])
 
     def state_dict(self) -> dict[str, Any]:
-        """Each member's trainer state, and the run's curves."""
-        return {"fit": self.state.to_dict(), "members": [t.state_dict() for t in self.trainers]}
+        """The members' current weights packed (``last.pt`` predicts with them), the run's
+        progress, and each member's own trainer state (what a resume loads)."""
+        return {
+            "model": stack_members([t.model.state_dict() for t in self.trainers]),
+            "fit": self.state.to_dict(),
+            "trainers": [t.state_dict() for t in self.trainers],
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
+        """Restore what :meth:`state_dict` saved, once every member's state and the run's
+        progress are accepted (:func:`~pricenet.fit_state.check_sequential_state`)."""
+        check_sequential_state(state, [t.check_state for t in self.trainers], where)
+        for trainer, saved in zip(self.trainers, state["trainers"], strict=True):
+            trainer.load_state_dict(saved, where)
+        fit = FitState.from_dict(state["fit"])
+        fit.members = [t.state.members[0] for t in self.trainers]
+        self.state = fit

@@ -124,10 +124,9 @@ def _check_history(value: Any, length: int, where: str, key: str) -> None:
                 raise fail(where, f"{key}.{curve}[{e}]", f"is {number}, expected {low:g}..{high:g}")
 
 
-def _check_fit(value: Any, members: int, where: str) -> FitState:
+def _check_fit(value: Any, members: int, where: str, key: str = "trainer.fit") -> FitState:
     """A saved :class:`FitState`: one record per member, epochs and best epochs in range,
     histories as long as the epochs, members still training at the run's epoch."""
-    key = "trainer.fit"
     fit = check_mapping(value, FIT_KEYS, where, key)
     epoch = check_int(fit["epoch"], 0, None, where, f"{key}.epoch")
     _check_history(fit["history"], epoch, where, f"{key}.history")
@@ -173,6 +172,7 @@ def check_trainer_state(
     where: str,
     train_sizes: Sequence[int] | None = None,
     batch_size: int | None = None,
+    key: str = "trainer",
 ) -> None:
     """Refuse a saved trainer state (``last.pt``'s ``trainer``) that the trainer built from
     this run's config could not continue exactly, before anything of it is loaded.
@@ -189,13 +189,13 @@ def check_trainer_state(
     Raises :class:`~pricenet.errors.CheckpointError` naming ``where`` and the key.
     """
     members = model.members
-    state = check_mapping(state, TRAINER_KEYS, where, "trainer")
-    check_tensors(state["model"], model.state_dict(), f"{where}: trainer.model")
-    fit = _check_fit(state["fit"], members, where)
-    steps = check_list(state["steps"], members, where, "trainer.steps")
+    state = check_mapping(state, TRAINER_KEYS, where, key)
+    check_tensors(state["model"], model.state_dict(), f"{where}: {key}.model")
+    fit = _check_fit(state["fit"], members, where, f"{key}.fit")
+    steps = check_list(state["steps"], members, where, f"{key}.steps")
     batch_norm = any(isinstance(m, PackedBatchNorm1d) for m in model.modules())
     for m, count in enumerate(steps):
-        check_int(count, 0, None, where, f"trainer.steps[{m}]")
+        check_int(count, 0, None, where, f"{key}.steps[{m}]")
         if train_sizes is None or batch_size is None:
             continue
         member = fit.members[m]
@@ -204,15 +204,15 @@ def check_trainer_state(
         if count != expected:
             raise fail(
                 where,
-                f"trainer.steps[{m}]",
+                f"{key}.steps[{m}]",
                 f"is {count}, but {member.epoch} epoch(s) of this member take {expected} steps",
             )
     width = len(monitor.epoch_score(0.0, 0.0))
-    check_scores(state["best_score"], members, width, where, "trainer.best_score")
-    saved = check_mapping(state["callbacks"], list(policy), where, "trainer.callbacks")
+    check_scores(state["best_score"], members, width, where, f"{key}.best_score")
+    saved = check_mapping(state["callbacks"], list(policy), where, f"{key}.callbacks")
     groups = [dict(g) for g in optimizer.param_groups]
     for name, callback in policy.items():
-        found = callback.check_state(saved[name], where, f"trainer.callbacks.{name}", fit)
+        found = callback.check_state(saved[name], where, f"{key}.callbacks.{name}", fit)
         if found is not None:
             groups = found
     check_optimizer_state(
@@ -224,14 +224,31 @@ def check_trainer_state(
         "torch",
         *(["cuda"] if isinstance(rng, Mapping) and "cuda" in rng else []),
     ]
-    rng = check_mapping(rng, keys, where, "trainer.rng")
+    rng = check_mapping(rng, keys, where, f"{key}.rng")
     reference = torch.Generator().get_state()
     for m, saved_rng in enumerate(
-        check_list(rng["generators"], members, where, "trainer.rng.generators")
+        check_list(rng["generators"], members, where, f"{key}.rng.generators")
     ):
-        check_rng_state(saved_rng, reference, where, f"trainer.rng.generators[{m}]")
-    check_rng_state(rng["torch"], reference, where, "trainer.rng.torch")
+        check_rng_state(saved_rng, reference, where, f"{key}.rng.generators[{m}]")
+    check_rng_state(rng["torch"], reference, where, f"{key}.rng.torch")
     if "cuda" in rng:
         cuda = rng["cuda"]
         if not isinstance(cuda, torch.Tensor) or cuda.dtype != torch.uint8 or cuda.dim() != 1:
-            raise fail(where, "trainer.rng.cuda", "is not a generator state (a byte tensor)")
+            raise fail(where, f"{key}.rng.cuda", "is not a generator state (a byte tensor)")
+
+
+SEQUENTIAL_KEYS = ("model", "fit", "trainers")
+
+
+def check_sequential_state(state: Any, checks: Sequence[Any], where: str) -> None:
+    """Refuse a saved state of members fitted one by one (:class:`~pricenet.engine.Sequential`)
+    unless every member's trainer state passes its ``checks[m](state, where, key)`` and the
+    run's progress agrees with them (its records are theirs)."""
+    state = check_mapping(state, SEQUENTIAL_KEYS, where, "trainer")
+    _check_fit(state["fit"], len(checks), where)
+    trainers = check_list(state["trainers"], len(checks), where, "trainer.trainers")
+    for m, (check, saved) in enumerate(zip(checks, trainers, strict=True)):
+        key = f"trainer.trainers[{m}]"
+        check(saved, where, key)
+        if saved["fit"]["members"][0] != state["fit"]["members"][m]:
+            raise fail(where, f"trainer.fit.members[{m}]", f"differs from {key}.fit.members[0]")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from pricenet.callbacks import RunContext
 from pricenet.config import to_container
 from pricenet.engine import MemberData, Sequential, Trainer
 from pricenet.errors import CheckpointError, ConfigError, DataError, DivergenceError
+from pricenet.fit_state import check_sequential_state, check_trainer_state
 from pricenet.heads import Head
 from pricenet.logs import close_reporters
 from pricenet.memberwise import packable
@@ -284,3 +286,43 @@ def _load(loop: Trainer | Sequential, resumed: Resume, cfg: DictConfig) -> None:
             f"({first or type(err).__name__})"
         ) from err
     log.info("resumed from %s at epoch %d", cfg.trainer.resume, loop.state.epoch)
+
+
+def check_resume(cfg: DictConfig, resumed: Resume, train_sizes: list[int]) -> None:
+    """Refuse, before anything is built for real, a saved trainer state that the trainer(s)
+    this config builds could not continue exactly: packed, one state checked against the
+    checkpoint's network; fitted one by one, each member's against its own slice of it."""
+    network = resumed.network
+    where = str(resumed.file)
+    groups = member_groups(cfg, network.members)
+    run = RunContext(monitor=cfg.monitor, scheduler=_factories(cfg)[1])
+
+    def checker(model: Any, sizes: list[int]) -> Any:
+        optimizer = _factories(cfg)[0](model.parameters())
+        probe = SimpleNamespace(model=model, optimizer=optimizer, count=model.members)
+        policy = {}
+        for callback in build_callbacks(cfg, run):
+            if getattr(callback, "stateful", False):
+                callback.bind(probe)
+                policy[callback.name] = callback
+
+        def check(state: Any, where: str, key: str = "trainer") -> None:
+            check_trainer_state(
+                state,
+                model=model,
+                optimizer=optimizer,
+                policy=policy,
+                monitor=Monitor(cfg.monitor),
+                where=where,
+                train_sizes=sizes,
+                batch_size=cfg.trainer.batch_size,
+                key=key,
+            )
+
+        return check
+
+    if len(groups) == 1:
+        checker(network, train_sizes)(resumed.state, where)
+    else:
+        checks = [checker(network.member(m), [train_sizes[m]]) for m in range(network.members)]
+        check_sequential_state(resumed.state, checks, where)

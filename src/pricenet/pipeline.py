@@ -27,13 +27,11 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pricenet.atomic import atomic_write_text
@@ -44,20 +42,17 @@ from pricenet.config import to_container, validate
 from pricenet.engine import FitInterrupted
 from pricenet.errors import CheckpointError, ConfigError, DivergenceError
 from pricenet.evaluation import evaluate, metrics_of
-from pricenet.fit_state import check_trainer_state
 from pricenet.keep import checkpoint_meta, keep_diverged, keep_model
 from pricenet.members import (
-    build_callbacks,
     build_head,
+    check_resume,
     fit,
     load_data,
-    member_groups,
     plan_for,
     prepare,
     warn_absent_classes,
 )
 from pricenet.model import count_parameters
-from pricenet.monitor import Monitor
 from pricenet.plan import check_plan
 from pricenet.restore import Resume, resume_state
 from pricenet.runs import claim_run_dir
@@ -143,37 +138,14 @@ def member_count(cfg: DictConfig) -> int:
 def _check_resume(resumed: Resume, cfg: DictConfig, table: Table) -> None:
     """A resume that would train nothing, or cannot continue exactly, is refused up front,
     before the run folder is claimed: its data must be the same, and its trainer state must
-    fit the trainer this config builds (:func:`~pricenet.engine.check_trainer_state`)."""
+    fit the trainer(s) this config builds (:func:`~pricenet.members.check_resume`)."""
     where = cfg.trainer.resume
-    if len(member_groups(cfg, member_count(cfg))) > 1:
-        raise ConfigError(
-            f"trainer.resume={where}: this run fits its models one by one (not packed), "
-            "which cannot be resumed; rerun it"
-        )
     if resumed.data_sha256 not in (None, table_sha256(table)):
         raise CheckpointError(
             f"trainer.resume={where}: that run was trained on other data than "
             f"{table.source} (its content changed); resume on the same data, or start a new run"
         )
-    optimizer = instantiate(cfg.optim, _convert_="all")(resumed.network.parameters())
-    members = resumed.network.members
-    run = RunContext(monitor=cfg.monitor, scheduler=instantiate(cfg.scheduler, _convert_="all"))
-    probe = SimpleNamespace(model=resumed.network, optimizer=optimizer, count=members)
-    policy = {}
-    for callback in build_callbacks(cfg, run):
-        if getattr(callback, "stateful", False):
-            callback.bind(probe)
-            policy[callback.name] = callback
-    check_trainer_state(
-        resumed.state,
-        model=resumed.network,
-        optimizer=optimizer,
-        policy=policy,
-        monitor=Monitor(cfg.monitor),
-        where=str(resumed.file),
-        train_sizes=[len(member.train) for member in plan_for(cfg, table)],
-        batch_size=cfg.trainer.batch_size,
-    )
+    check_resume(cfg, resumed, [len(member.train) for member in plan_for(cfg, table)])
     fit = resumed.state["fit"]
     done = fit["epoch"]
     members = fit["members"]
