@@ -61,7 +61,7 @@ def test_plateau_falls_back_to_sequential_fits_and_says_so(compose_cfg, caplog):
     cfg = compose_cfg("scheduler=plateau")
     with caplog.at_level(logging.INFO, logger="pricenet"):
         assert member_groups(cfg, 3) == [[0], [1], [2]]
-    assert "fitting 3 models sequentially, not packed: ReduceLROnPlateau" in caplog.text
+    assert "fitting 3 models sequentially, not packed: scheduler=plateau" in caplog.text
     assert member_groups(compose_cfg("optim=adamw"), 3) == [[0, 1, 2]]
     assert member_groups(compose_cfg("optim=lbfgs"), 2) == [[0], [1]]
     with pytest.raises(ValueError, match="ReduceLROnPlateau"):

@@ -47,9 +47,12 @@ def packable(optimizer: type, scheduler: type | None) -> tuple[bool, str]:
     """Whether members with this optimizer and scheduler (classes) train packed exactly, and if
     not, why."""
     if scheduler is not None and issubclass(scheduler, METRIC_SCHEDULERS):
-        return False, f"{scheduler.__name__}: each model's lr follows its own validation metric"
+        return False, (
+            f"scheduler=plateau ({scheduler.__name__}): each model's lr follows its own "
+            "validation metric"
+        )
     if issubclass(optimizer, CLOSURE):
-        return False, f"{optimizer.__name__}: its line search couples the models it steps"
+        return False, f"optim=lbfgs ({optimizer.__name__}): its line search couples the models"
     if not is_elementwise(optimizer):
         return False, (
             f"{optimizer.__module__}.{optimizer.__name__} is not known to update each weight "
