@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
 from pricenet.callbacks import RunContext
@@ -150,14 +150,17 @@ def warn_absent_classes(prepared: Prepared) -> None:
 # --------------------------------------------------------------------------- fit
 
 
-def build_callbacks(cfg: DictConfig, run: RunContext) -> list[Any]:
+def build_callbacks(cfg: DictConfig, run: RunContext, per_fit: bool | None = None) -> list[Any]:
     """The ``callbacks`` group's callbacks, in order: each ``_partial_`` node completed with
     ``run`` (a factory may give None: nothing to do in this run), a plain node as built;
-    null nodes are dropped."""
+    null nodes are dropped. ``per_fit``: only those whose target declares ``per_fit = True``
+    (policy that belongs to one fit), or only the others; None: all."""
     nodes = cfg.get("callbacks") or {}
     built = []
     for name, node in nodes.items():
         if node is None:
+            continue
+        if per_fit is not None and _per_fit(node) != per_fit:
             continue
         made = instantiate(node, _convert_="all")
         if isinstance(made, functools.partial):
@@ -171,6 +174,11 @@ def build_callbacks(cfg: DictConfig, run: RunContext) -> list[Any]:
             )
         built.append(made)
     return built
+
+
+def _per_fit(node: DictConfig) -> bool:
+    """Whether a callback node's target declares ``per_fit = True``, read before building."""
+    return getattr(get_object(node["_target_"]), "per_fit", False) is True
 
 
 HOOKS = ("on_fit_start", "on_epoch_end", "on_fit_end")
@@ -199,9 +207,9 @@ def build_trainer(
     callbacks: list[Any] | None = None,
     run: RunContext | None = None,
 ) -> Trainer:
-    """Head, criterion, packed model and optimizer for the members in ``group``, with
-    ``callbacks`` (default: the config's per-fit ones: best weights, early stopping, the
-    scheduler)."""
+    """Head, criterion, packed model and optimizer for the members in ``group``, with the
+    config's per-fit callbacks (best weights, early stopping, the scheduler), then
+    ``callbacks``."""
     group = list(range(len(prepared.plan))) if group is None else group
     schema = prepared.table.schema
     device = prepared.members[0].x_train.device
@@ -211,10 +219,9 @@ def build_trainer(
     generators = [torch.Generator().manual_seed(prepared.plan[m].seed) for m in group]
     model = build_model(cfg, spec, generators).to(device)
     optimizer_factory, scheduler_factory = _factories(cfg)
-    if callbacks is None:
-        run = run if run is not None else RunContext(monitor=cfg.monitor)
-        run = replace(run, scheduler=scheduler_factory)
-        callbacks = [cb for cb in build_callbacks(cfg, run) if getattr(cb, "per_fit", False)]
+    run = run if run is not None else RunContext(monitor=cfg.monitor)
+    run = replace(run, scheduler=scheduler_factory)
+    callbacks = [*build_callbacks(cfg, run, per_fit=True), *(callbacks or [])]
     tcfg = cfg.trainer
     return Trainer(
         model,
@@ -251,17 +258,15 @@ def fit(cfg: DictConfig, prepared: Prepared, run: RunContext, resumed: Resume | 
     """Train every member with the config's callbacks: packed in one trainer, or one trainer
     per member (the fallback), driven together so that the run's callbacks see one fit."""
     groups = member_groups(cfg, len(prepared.plan))
-    run = replace(run, scheduler=_factories(cfg)[1])
-    callbacks = build_callbacks(cfg, run)
-    per_run = [cb for cb in callbacks if not getattr(cb, "per_fit", False)]
+    callbacks = build_callbacks(cfg, run, per_fit=False)
     try:
         if len(groups) == 1:
-            trainer = build_trainer(cfg, prepared, groups[0], callbacks)
+            trainer = build_trainer(cfg, prepared, groups[0], callbacks, run)
             loop: Trainer | Sequential = trainer
             trainers = [trainer]
         else:  # each member its own per-fit callbacks, built afresh from the config
             trainers = [build_trainer(cfg, prepared, group, run=run) for group in groups]
-            loop = Sequential(trainers, per_run)
+            loop = Sequential(trainers, callbacks)
         if resumed is not None:
             _load(loop, resumed, cfg)
         try:
@@ -301,7 +306,7 @@ def check_resume(cfg: DictConfig, resumed: Resume, train_sizes: list[int]) -> No
         optimizer = _factories(cfg)[0](model.parameters())
         probe = SimpleNamespace(model=model, optimizer=optimizer, count=model.members)
         policy = {}
-        for callback in build_callbacks(cfg, run):
+        for callback in build_callbacks(cfg, run, per_fit=True):
             if getattr(callback, "stateful", False):
                 callback.bind(probe)
                 policy[callback.name] = callback
