@@ -151,3 +151,29 @@ def test_sigterm_writes_last_pt_and_the_resumed_fit_equals_an_uninterrupted_one(
     assert resumed.state.to_dict() == full.state.to_dict()
     for key, value in full.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("overrides", [("model.dropout=0.3",), ("model.batch_norm=true",)])
+def test_members_left_training_alone_equal_their_fits_alone_to_the_bit(compose_cfg, overrides):
+    """Once a member is done (stopped early), the others train on their own slices of the
+    packed weights, buffers and optimizer state: still the bits of their fits alone."""
+    cfg = compose_cfg(
+        "trainer.epochs=12",
+        "trainer.batch_size=16",
+        "optim=adam",
+        "trainer.patience=1",
+        "monitor=val_loss",
+        *overrides,
+    )
+    rows = _rows()
+    packed = make_trainer(cfg, rows, SEEDS)
+    packed.fit()
+    epochs = [s.epoch for s in packed.state.members]
+    assert min(epochs) < max(epochs)  # some trained on after another had stopped
+    for m in range(3):
+        alone = make_trainer(cfg, [rows[m]], [SEEDS[m]])
+        alone.fit()
+        assert packed.state.members[m].history == alone.state.members[0].history
+        assert packed.member_steps[m] == alone.member_steps[0]
+        for key, value in alone.model.state_dict().items():
+            assert torch.equal(packed.model.state_dict()[key][m : m + 1], value), (m, key)

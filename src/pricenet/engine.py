@@ -55,12 +55,13 @@ checkpointer writes ``last.pt``) and raise :class:`FitInterrupted`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -392,22 +393,83 @@ class Trainer(_Loop):
         return bool(self.trained)
 
     def _train_epoch(self, live: list[int]) -> Tensor:
-        """One pass over each live member's shuffled rows; their mean training losses ``[M]``."""
+        """One pass over each live member's shuffled rows; their mean training losses ``[M]``.
+
+        Once some members are done (stopped early, diverged, out of epochs), the live ones
+        train alone: their slices of the weights, buffers and optimizer state are taken out
+        for the epoch and written back after it, so the done ones cost nothing per step."""
         if not self.model.training:
             self.model.train()
+        if len(live) == self.count or not self._compactable():
+            return self._train_rows(self.train, live, self.generators)
+        with self._only(live) as data:
+            losses = self._train_rows(data, list(range(len(live))), self._select(live))
+        return losses.new_zeros(self.count).index_copy_(0, self._index(live), losses)
+
+    def _select(self, live: list[int]) -> list[torch.Generator]:
+        return [self.generators[m] for m in live]
+
+    def _index(self, live: list[int]) -> Tensor:
+        return torch.tensor(live, dtype=torch.long, device=self.device)
+
+    def _compactable(self) -> bool:
+        """Every parameter has its optimizer state (made at the first step), and the
+        optimizer steps without a closure: the live members' slices can train apart."""
+        return not self.optim.closure and all(p in self.optimizer.state for p in self._params)
+
+    @contextlib.contextmanager
+    def _only(self, live: list[int]) -> Iterator[_Padded]:
+        """The model, optimizer and rows of the ``live`` members only, for one epoch."""
+        index = self._index(live)
+        tensors = [*self._params, *self.model.buffers()]
+        swapped = [(t, t.data) for t in tensors if t.dim() and t.shape[0] == self.count]
+        for t, full in swapped:
+            t.data = full.index_select(0, index)
+        states = []
+        for p in self._params:
+            state = self.optimizer.state[p]
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.dim() and value.shape[0] == self.count:
+                    state[key] = value.index_select(0, index)
+                    states.append((state, key, value))
+        optim, steps = self.optim, self.optim.steps
+        optim.members, optim.steps = len(live), [steps[m] for m in live]
+        train = self.train
+        data = _Padded(
+            *(t.index_select(0, index) for t in (train.x, train.y, train.target, train.mask)),
+            train.count.index_select(0, index),
+            [train.sizes[m] for m in live],
+        )
+        try:
+            yield data
+        finally:
+            for t, full in swapped:
+                t.data = full.index_copy_(0, index, t.data)
+            for state, key, full in states:
+                state[key] = full.index_copy_(0, index, state[key])
+            for j, m in enumerate(live):
+                steps[m] = optim.steps[j]
+            optim.members, optim.steps = self.count, steps
+
+    def _train_rows(
+        self, data: _Padded, live: list[int], generators: Sequence[torch.Generator]
+    ) -> Tensor:
+        """One epoch of the ``live`` members of ``data`` (all of the model's members)."""
+        count = len(data.sizes)
         plan = plan_epoch(
-            self.train.sizes,
+            data.sizes,
             live,
             self.batch_size,
-            self.generators,
+            generators,
             batch_norm=self._batch_norm,
             noise_widths=self._noise_widths,
-            dtype=self.train.x.dtype,
+            dtype=data.x.dtype,
+            padded=data.x.shape[1],
         )
         index, mask = plan.index.to(self.device), plan.mask.to(self.device)
         rows = plan.rows.to(self.device)
-        x = self.train.x.flatten(0, 1)
-        target = self.train.target.flatten(0, 1)
+        x = data.x.flatten(0, 1)
+        target = data.target.flatten(0, 1)
         x_batches = x.index_select(0, index.view(-1)).view(*index.shape, *x.shape[1:])
         t_batches = target.index_select(0, index.view(-1)).view(*index.shape, *target.shape[1:])
         noise = self.model.prepare_noise([u.to(self.device) for u in plan.uniforms])
@@ -422,7 +484,7 @@ class Trainer(_Loop):
         )
         # every member steps together (one plain optimizer step) up to the shortest one's end
         steps = plan.steps
-        together = min(steps) if len(live) == self.count else 0
+        together = min(steps) if len(live) == count else 0
         losses = []
         for s, (xb, tb, mb, nb) in enumerate(batches):
             if step_noise:
@@ -444,7 +506,7 @@ class Trainer(_Loop):
         loss = self._loss(xb, tb, mb, nb, full)
         for p in self._params:  # zero_grad(set_to_none=True), without its per-call overhead
             p.grad = None
-        loss.backward(self._ones)  # d(sum of members' losses)/d(loss)
+        loss.backward(self._ones[: len(loss)])  # d(sum of members' losses)/d(loss)
         if self.grad_clip:
             self._clip_gradients()
         if active is None:

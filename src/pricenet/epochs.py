@@ -50,6 +50,7 @@ def plan_epoch(
     batch_norm: bool = False,
     noise_widths: Sequence[int] = (),
     dtype: torch.dtype = torch.float32,
+    padded: int | None = None,
 ) -> EpochPlan:
     """The plan for the ``live`` members (the others get no batch) of members with ``sizes``
     training rows each, padded to ``max(sizes)``.
@@ -57,10 +58,12 @@ def plan_epoch(
     Member ``m``'s batches are consecutive ``batch_size`` slices of its permutation, so its
     slot ``s * W + j`` holds its permutation's entry ``s * batch_size + j`` (``W`` is
     ``batch_size`` unless every member has fewer rows, and then there is one batch).
+    ``padded``: the rows each member is padded to (default ``max(sizes)``), when these
+    members are some of a larger fit's.
     """
     count = len(sizes)
-    width = min(batch_size, max(sizes))
-    n_max = max(max(sizes), 1)
+    n_max = max(max(sizes), 1) if padded is None else padded
+    width = min(batch_size, n_max)
     steps = [0] * count
     perms: dict[int, Tensor] = {}
     for m in live:
