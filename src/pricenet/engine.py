@@ -35,7 +35,10 @@ How members stay independent:
   one that diverged are not updated: their parameter and optimizer-state slices are kept
   through the step, and each member keeps its own step count
   (:class:`~pricenet.memberwise.MemberwiseOptimizer`). A plain step is one
-  ``optimizer.step()``.
+  ``optimizer.step()``. Once members are done (stopped early, diverged), the live ones train
+  alone for the epoch: their slices of the weights, buffers and optimizer state are taken out
+  and written back after it (the packed layers' results do not depend on how many members
+  they hold), so a done member costs nothing per step.
 - Per-step work is what a plain loop does: the epoch's batches, masks and noise are made and
   split into per-step views once per epoch; a step where every member has a full batch skips
   the mask in its loss (the same sum and division, so the same bits); the layers are called
