@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from pricenet.callbacks import BestWeights, EarlyStopping, SchedulerStep
 from pricenet.engine import MemberData, Trainer
 from pricenet.model import build_model
 from pricenet.spec import network_spec
@@ -26,7 +27,8 @@ def member_rows(n_train: int, n_val: int, seed: int, features: int = 20) -> Memb
 def make_trainer(
     cfg: DictConfig, members: Sequence[MemberData], seeds: Sequence[int], **overrides
 ) -> Trainer:
-    """Model, optimizer and scheduler of ``cfg`` for ``len(members)`` packed members."""
+    """Model, optimizer and scheduler of ``cfg`` for ``len(members)`` packed members, with the
+    policy callbacks (best weights, early stopping, the scheduler); ``callbacks`` adds more."""
     head = instantiate(cfg.loss.head)
     criterion = instantiate(cfg.loss.criterion)
     spec = network_spec(cfg, members[0].x_train.shape[1], head.num_classes, len(members))
@@ -35,15 +37,24 @@ def make_trainer(
     optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
     scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
     t = cfg.trainer
+    patience = overrides.pop("patience", t.patience)
+    extra = overrides.pop("callbacks", [])
     settings = {
         "epochs": t.epochs,
         "batch_size": t.batch_size,
-        "patience": t.patience,
         "grad_clip": t.grad_clip,
         "l1": t.l1,
         "monitor": cfg.monitor,
         **overrides,
     }
+    policy = [BestWeights(), EarlyStopping(patience=patience), SchedulerStep(scheduler=scheduler)]
     return Trainer(
-        model, head, criterion, optimizer, scheduler, members, generators=generators, **settings
+        model,
+        head,
+        criterion,
+        optimizer,
+        members,
+        generators=generators,
+        callbacks=[*policy, *extra],
+        **settings,
     )

@@ -12,10 +12,13 @@ import pytest
 import torch
 from packed_helpers import make_trainer, member_rows
 
-from pricenet.callbacks import Checkpointer, EarlyStopping, score
+from pricenet.callbacks import Checkpointer, EarlyStopping
 from pricenet.checkpoint import load_checkpoint
-from pricenet.engine import FitInterrupted, MemberData, MemberState, can_pack, member_groups
+from pricenet.engine import FitInterrupted, MemberData
 from pricenet.errors import DivergenceError
+from pricenet.fit_state import MemberState
+from pricenet.members import member_groups
+from pricenet.monitor import Monitor
 
 SEEDS = [1, 2, 3]
 
@@ -56,12 +59,11 @@ def test_all_members_diverged_raises(compose_cfg):
 
 def test_plateau_falls_back_to_sequential_fits_and_says_so(compose_cfg, caplog):
     cfg = compose_cfg("scheduler=plateau")
-    assert can_pack(cfg)[0] is False
     with caplog.at_level(logging.INFO, logger="pricenet"):
         assert member_groups(cfg, 3) == [[0], [1], [2]]
     assert "fitting 3 models sequentially, not packed: scheduler=plateau" in caplog.text
     assert member_groups(compose_cfg("optim=adamw"), 3) == [[0, 1, 2]]
-    assert can_pack(compose_cfg("optim=lbfgs"))[0] is False
+    assert member_groups(compose_cfg("optim=lbfgs"), 2) == [[0], [1]]
     with pytest.raises(ValueError, match="ReduceLROnPlateau"):
         make_trainer(cfg, _rows(), SEEDS)  # the packed trainer refuses it
 
@@ -80,12 +82,17 @@ def test_gradient_clipping_is_per_member(compose_cfg):
 
 
 def _stopper(patience, scores, monitor="val_acc"):
-    """Feed EarlyStopping one member's (loss, acc) per epoch; the epochs at which it stopped."""
-    stopper = EarlyStopping(patience, monitor, [True])
+    """Feed EarlyStopping one member's (loss, acc) per epoch, improved as the trainer judges
+    it (its monitor's score); the epochs at which it stopped."""
+    stopper = EarlyStopping(patience=patience)
     member = MemberState()
-    trainer = SimpleNamespace(trained=[0], state=SimpleNamespace(members=[member]))
-    stopped = []
+    trainer = SimpleNamespace(count=1, trained=[0], state=SimpleNamespace(members=[member]))
+    stopper.bind(trainer)
+    best, stopped = [-math.inf], []
     for epoch, (loss, acc) in enumerate(scores, start=1):
+        score = Monitor(monitor).epoch_score(loss, acc)
+        trainer.improved = [0] if score > best else []
+        best = max(best, score)
         member.history["val_loss"].append(loss)
         member.history["val_acc"].append(acc)
         stopper.on_epoch_end(trainer)
@@ -105,9 +112,10 @@ def test_early_stopping_counts_epochs_without_improvement():
 
 
 def test_accuracy_ties_are_broken_by_the_lower_loss():
-    assert score("val_acc", 0.5, 0.8) > score("val_acc", 0.6, 0.8)
-    assert score("val_acc", 0.9, 0.81) > score("val_acc", 0.1, 0.8)
-    assert score("val_loss", 0.5, 0.1) > score("val_loss", 0.6, 0.9)
+    acc, loss = Monitor("val_acc"), Monitor("val_loss")
+    assert acc.epoch_score(0.5, 0.8) > acc.epoch_score(0.6, 0.8)
+    assert acc.epoch_score(0.9, 0.81) > acc.epoch_score(0.1, 0.8)
+    assert loss.epoch_score(0.5, 0.1) > loss.epoch_score(0.6, 0.9)
 
 
 class _SigtermAt:
@@ -130,7 +138,7 @@ def test_sigterm_writes_last_pt_and_the_resumed_fit_equals_an_uninterrupted_one(
     full.fit()
 
     first = make_trainer(cfg, rows, SEEDS)
-    first.callbacks = [Checkpointer(tmp_path, {}, interval_s=3600), _SigtermAt(2)]
+    first.callbacks += [Checkpointer(tmp_path, {}, interval_s=3600), _SigtermAt(2)]
     with pytest.raises(FitInterrupted, match="SIGTERM after epoch 2"):
         first.fit()
     saved = load_checkpoint(tmp_path / "last.pt")
@@ -143,3 +151,29 @@ def test_sigterm_writes_last_pt_and_the_resumed_fit_equals_an_uninterrupted_one(
     assert resumed.state.to_dict() == full.state.to_dict()
     for key, value in full.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("overrides", [("model.dropout=0.3",), ("model.batch_norm=true",)])
+def test_members_left_training_alone_equal_their_fits_alone_to_the_bit(compose_cfg, overrides):
+    """Once a member is done (stopped early), the others train on their own slices of the
+    packed weights, buffers and optimizer state: still the bits of their fits alone."""
+    cfg = compose_cfg(
+        "trainer.epochs=12",
+        "trainer.batch_size=16",
+        "optim=adam",
+        "trainer.patience=1",
+        "monitor=val_loss",
+        *overrides,
+    )
+    rows = _rows()
+    packed = make_trainer(cfg, rows, SEEDS)
+    packed.fit()
+    epochs = [s.epoch for s in packed.state.members]
+    assert min(epochs) < max(epochs)  # some trained on after another had stopped
+    for m in range(3):
+        alone = make_trainer(cfg, [rows[m]], [SEEDS[m]])
+        alone.fit()
+        assert packed.state.members[m].history == alone.state.members[0].history
+        assert packed.member_steps[m] == alone.member_steps[0]
+        for key, value in alone.model.state_dict().items():
+            assert torch.equal(packed.model.state_dict()[key][m : m + 1], value), (m, key)

@@ -1,15 +1,24 @@
 """Training policy as callbacks that keep their own state (skorch style).
 
-Every member of a packed fit is judged on its own: its own best score, patience count and best
-weights. The trainer calls ``on_fit_start``, ``on_epoch_end`` and ``on_fit_end``; after an
-epoch, ``trainer.trained`` lists the members that trained in it. Callbacks with state for an
-exact resume expose ``state_dict()`` / ``load_state_dict()``.
+A run's callbacks come from the ``callbacks`` config group (``conf/callbacks/default.yaml``):
+each node is a ``_partial_: true`` factory that the run completes with its
+:class:`RunContext`, or a plain ``_target_`` built as it is. The trainer calls ``bind``
+(once, before any state is loaded), ``on_fit_start``, ``on_epoch_end`` and ``on_fit_end``.
+After an epoch, ``trainer.trained`` lists the members that trained in it and
+``trainer.improved`` those whose monitored score improved (computed once, by the trainer).
+
+Every member of a packed fit is judged on its own. Callbacks whose state an exact resume needs
+set ``stateful = True`` and a ``name`` and expose ``state_dict()`` / ``check_state()`` /
+``load_state_dict()``. ``per_fit = True`` marks policy that belongs to one fit: a run whose
+members train one by one gives each its own instance; the others see the whole run.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +31,6 @@ from pricenet.state_checks import (
     check_list,
     check_mapping,
     check_number,
-    check_scores,
     check_tensor,
     differences,
     fail,
@@ -30,41 +38,40 @@ from pricenet.state_checks import (
 )
 
 
-def score(monitor: str, loss: float, acc: float) -> list[float]:
-    """Higher is better; accuracy ties are broken by the lower loss."""
-    return [acc, -loss] if monitor.endswith("acc") else [-loss]
+@dataclass
+class RunContext:
+    """What a run hands its callback factories (``conf/callbacks``: ``_partial_: true`` nodes,
+    completed as ``factory(run)``): the run folder (None for a fit that writes no files, such
+    as ``cv.keep=refit``'s), the checkpoint description, how the console reports, the run's
+    name, its Hydra config (None outside a Hydra job) and its scheduler factory."""
 
-
-def score_width(monitor: str) -> int:
-    """How many numbers :func:`score` gives for ``monitor``."""
-    return 2 if monitor.endswith("acc") else 1
-
-
-def _member_score(trainer: Any, monitor: str, m: int) -> list[float]:
-    member = trainer.state.members[m]
-    return score(monitor, member.last("val_loss"), member.last("val_acc"))
+    run_dir: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    multirun: bool = False
+    name: str = "default"
+    hydra: Any = None
+    monitor: str = "val_acc"
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
 
 
 class BestWeights:
-    """Keeps each member's weights from its best epoch (its last one without a validation split)."""
+    """Keeps each member's weights from its best epoch (the trainer's ``improved`` members)."""
 
-    def __init__(self, model: torch.nn.Module, monitor: str, has_val: list[bool]) -> None:
-        self.monitor = monitor
-        self.has_val = has_val
-        self.best_score: list[list[float]] = [[-math.inf] for _ in has_val]
-        self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    name = "best_weights"
+    stateful = True
+    per_fit = True
+
+    def __init__(self, run: RunContext | None = None) -> None:
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def bind(self, trainer: Any) -> None:
+        self.weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
     def on_epoch_end(self, trainer: Any) -> None:
-        improved = []
-        for m in trainer.trained:
-            current = _member_score(trainer, self.monitor, m)
-            if current > self.best_score[m] or not self.has_val[m]:
-                self.best_score[m] = current
-                trainer.state.members[m].best_epoch = trainer.state.members[m].epoch
-                improved.append(m)
+        improved = trainer.improved
         if not improved:
             return
-        everyone = len(improved) == len(self.has_val)
+        everyone = len(improved) == trainer.count
         with torch.no_grad():
             for key, value in trainer.model.state_dict().items():
                 if everyone:
@@ -73,23 +80,17 @@ class BestWeights:
                     self.weights[key][improved] = value[improved]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_score": [list(s) for s in self.best_score], "weights": self.weights}
+        return {"weights": self.weights}
 
-    def check_state(self, state: Any, where: str, key: str = "best_weights") -> None:
-        """Refuse a saved state that does not fit: one score per member, this network's
-        weights (shapes, dtypes, finite)."""
-        state = check_mapping(state, ("best_score", "weights"), where, key)
-        members = len(self.has_val)
-        check_scores(
-            state["best_score"], members, score_width(self.monitor), where, f"{key}.best_score"
-        )
+    def check_state(self, state: Any, where: str, key: str, fit: Any = None) -> None:
+        """Refuse a saved state that does not fit: this network's weights (shapes, dtypes,
+        finite)."""
+        state = check_mapping(state, ("weights",), where, key)
         weights = check_mapping(state["weights"], list(self.weights), where, f"{key}.weights")
         for name, reference in self.weights.items():
             check_tensor(weights[name], reference, where, f"{key}.weights.{name}")
 
-    def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
-        self.check_state(state, where)
-        self.best_score = [list(s) for s in state["best_score"]]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state["weights"].items():
             self.weights[key].copy_(value)
 
@@ -97,47 +98,45 @@ class BestWeights:
 class EarlyStopping:
     """Stops a member after ``patience`` epochs without improving its own monitored score."""
 
-    def __init__(self, patience: int | None, monitor: str, has_val: list[bool]) -> None:
+    name = "early_stopping"
+    stateful = True
+    per_fit = True
+
+    def __init__(self, run: RunContext | None = None, patience: int | None = None) -> None:
         self.patience = patience
-        self.monitor = monitor
-        self.has_val = has_val
-        self.best_score: list[list[float]] = [[-math.inf] for _ in has_val]
-        self.bad_epochs = [0 for _ in has_val]
+        self.bad_epochs: list[int] = []
+
+    def bind(self, trainer: Any) -> None:
+        self.bad_epochs = [0] * trainer.count
 
     def on_epoch_end(self, trainer: Any) -> None:
+        improved = set(trainer.improved)
         for m in trainer.trained:
-            current = _member_score(trainer, self.monitor, m)
-            # Without a validation split nothing is selected, so nothing stops early either.
-            if current > self.best_score[m] or not self.has_val[m]:
-                self.best_score[m], self.bad_epochs[m] = current, 0
+            if m in improved:
+                self.bad_epochs[m] = 0
                 continue
             self.bad_epochs[m] += 1
             if self.patience is not None and self.bad_epochs[m] >= self.patience:
                 trainer.state.members[m].stopped_early = True
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "best_score": [list(s) for s in self.best_score],
-            "bad_epochs": list(self.bad_epochs),
-        }
+        return {"bad_epochs": list(self.bad_epochs)}
 
-    def check_state(self, state: Any, where: str, key: str = "early_stopping") -> None:
-        """Refuse a saved state that does not fit: one score and one count of epochs without
-        improvement (``0..patience``) per member."""
-        state = check_mapping(state, ("best_score", "bad_epochs"), where, key)
-        members = len(self.has_val)
-        check_scores(
-            state["best_score"], members, score_width(self.monitor), where, f"{key}.best_score"
-        )
-        high = None if self.patience is None else self.patience
-        for m, count in enumerate(
-            check_list(state["bad_epochs"], members, where, f"{key}.bad_epochs")
-        ):
-            check_int(count, 0, high, where, f"{key}.bad_epochs[{m}]")
+    def check_state(self, state: Any, where: str, key: str, fit: Any = None) -> None:
+        """Refuse a saved state that does not fit: per member a count of epochs without
+        improvement, ``0..patience`` and at most the member's epochs."""
+        state = check_mapping(state, ("bad_epochs",), where, key)
+        counts = check_list(state["bad_epochs"], len(self.bad_epochs), where, f"{key}.bad_epochs")
+        for m, count in enumerate(counts):
+            check_int(count, 0, self.patience, where, f"{key}.bad_epochs[{m}]")
+            if fit is not None and count > fit.members[m].epoch:
+                raise fail(
+                    where,
+                    f"{key}.bad_epochs[{m}]",
+                    f"is {count}, more than the member's {fit.members[m].epoch} epoch(s)",
+                )
 
-    def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
-        self.check_state(state, where)
-        self.best_score = [list(s) for s in state["best_score"]]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bad_epochs = list(state["bad_epochs"])
 
 
@@ -155,23 +154,40 @@ def shown_value(value: Any) -> str:
 class SchedulerStep:
     """Steps the lr scheduler once per epoch; ReduceLROnPlateau gets the (single) model's score."""
 
-    def __init__(self, scheduler: Any, monitor: str, members: int) -> None:
+    name = "scheduler"
+    stateful = True
+    per_fit = True
+
+    def __init__(self, run: RunContext | None = None, scheduler: Any = None) -> None:
+        self.factory = run.scheduler if run is not None else None
         self.scheduler = scheduler
-        self.monitor = monitor
-        self.plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-        if self.plateau and members > 1:
+        self.plateau = False
+
+    def bind(self, trainer: Any) -> None:
+        if self.scheduler is None:
+            if self.factory is None:
+                raise ValueError("SchedulerStep needs a scheduler or the run's scheduler factory")
+            self.scheduler = self.factory(trainer.optimizer)
+        self.plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        if self.plateau and trainer.count > 1:
             raise ValueError(
                 "ReduceLROnPlateau follows one model's own metric: fit the members sequentially"
             )
 
     def on_epoch_end(self, trainer: Any) -> None:
         if self.plateau:
-            self.scheduler.step(_member_score(trainer, self.monitor, 0)[0])
+            member = trainer.state.members[0]
+            score = trainer.monitor.epoch_score(member.last("val_loss"), member.last("val_acc"))
+            self.scheduler.step(score[0])
         else:
             self.scheduler.step()
 
     def state_dict(self) -> dict[str, Any]:
         return self.scheduler.state_dict()
+
+    def check_state(self, state: Any, where: str, key: str, fit: Any) -> list:
+        """:meth:`expected_groups` at the saved fit's epoch."""
+        return self.expected_groups(state, fit.epoch, where, key)
 
     def expected_groups(self, state: Any, epoch: int, where: str, key: str = "scheduler") -> list:
         """Check a saved scheduler state against this (freshly built) scheduler after ``epoch``
@@ -259,3 +275,8 @@ class Checkpointer:
     def on_fit_end(self, trainer: Any) -> None:
         if trainer.state.epoch != self.saved_epoch:
             self._save(trainer)
+
+
+def checkpointer(run: RunContext, interval_s: float = 30.0) -> Checkpointer | None:
+    """``last.pt`` in the run folder (none for a fit without one)."""
+    return None if run.run_dir is None else Checkpointer(run.run_dir, run.meta, interval_s)

@@ -114,6 +114,7 @@ class PricenetConfig:
     trainer: Any = MISSING
     cv: Any = MISSING
     paths: Any = MISSING
+    callbacks: Any = None  # name -> callback factory (conf/callbacks); null nodes dropped
 
 
 PROGRESS = ("auto", "bar", "lines", "none")

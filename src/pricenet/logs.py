@@ -11,12 +11,12 @@ import csv
 import logging
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from pricenet.atomic import reporting_write_errors
-from pricenet.engine import CURVES
+from pricenet.callbacks import RunContext
+from pricenet.fit_state import CURVES
 
 log = logging.getLogger("pricenet")
 
@@ -64,9 +64,11 @@ class ConsoleLogger:
 
 
 class ProgressBar:
-    """One line redrawn in place on a terminal; a plain line every ~10% of the epochs otherwise.
+    """A tqdm bar redrawn in place on a terminal; a plain line every ~10% of the epochs
+    otherwise (a log file or a pipe gets no carriage returns).
 
-    Redraws are throttled to ``min_interval`` seconds so that fast epochs cost nothing.
+    Redraws are throttled to ``min_interval`` seconds (tqdm's ``mininterval``), so that fast
+    epochs cost nothing.
     """
 
     width = 10  # characters of the bar itself: the whole line fits 80 columns
@@ -75,51 +77,43 @@ class ProgressBar:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty()
         self.min_interval = min_interval
-        self._open = False  # a bar line is on screen without its newline yet
-        self._drawn = -float("inf")
-        self._started = 0.0
-        self._first_epoch = 0
+        self.bar: Any = None
 
     def on_fit_start(self, trainer: Any) -> None:
-        self._started = time.perf_counter()
-        self._first_epoch = trainer.state.epoch
+        if not self.tty:
+            return
+        from tqdm import tqdm
+
+        digits = len(str(trainer.epochs))
+        self.bar = tqdm(
+            total=trainer.epochs,
+            initial=trainer.state.epoch,
+            file=self.stream,
+            ascii=".#",
+            mininterval=self.min_interval,
+            ncols=shutil.get_terminal_size().columns - 1,
+            bar_format=(
+                f"epoch {{n_fmt:>{digits}}}/{{total_fmt}} [{{bar:{self.width}}}] {{postfix}} "
+                "{elapsed}<{remaining}"
+            ),
+        )
 
     def on_epoch_end(self, trainer: Any) -> None:
         s = trainer.state
-        final = s.epoch >= trainer.epochs or s.stopped_early
         fields = epoch_fields(trainer) + (["(early stop)"] if s.stopped_early else [])
-        if not self.tty:
+        if self.bar is None:
             if report_due(trainer):
                 self.stream.write("  ".join(fields) + "\n")
                 self.stream.flush()
             return
-        now = time.perf_counter()
-        if not final and now - self._drawn < self.min_interval:
-            return
-        self._drawn = now
-        done = self.width * s.epoch // trainer.epochs
-        bar = "[" + "#" * done + "." * (self.width - done) + "]"
-        line = " ".join([fields[0], bar, *fields[1:], self._timing(trainer, now)])
-        columns = shutil.get_terminal_size().columns
-        # A line wider than the terminal wraps, and "\r" would then redraw only its last row.
-        self.stream.write("\r" + line[: columns - 1].ljust(columns - 1))
-        self.stream.flush()
-        self._open = True
-
-    def _timing(self, trainer: Any, now: float) -> str:
-        s = trainer.state
-        elapsed = now - self._started
-        done = s.epoch - self._first_epoch
-        if s.stopped_early or s.epoch >= trainer.epochs or not done:
-            return f"{elapsed:.0f}s"
-        return f"{elapsed:.0f}s eta {(trainer.epochs - s.epoch) * elapsed / done:.0f}s"
+        self.bar.set_postfix_str("  ".join(fields[1:]), refresh=False)
+        self.bar.update(s.epoch - self.bar.n)
 
     def close(self) -> None:
         """End the bar's line, so whatever is printed next (summary or error) starts clean."""
-        if self._open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class CsvLogger:
@@ -155,9 +149,9 @@ def tensorboard_name(overrides: str) -> str:
 class TensorBoardLogger:
     """Scalars per epoch (loss, accuracy, lr) into event files under ``log_dir``.
 
-    ``torch.utils.tensorboard`` is imported here, at the start of the fit, so runs with
-    ``report.tensorboard=false`` (and ``--help``) never pay for it. A resumed run writes the
-    restored history first, so its event file holds every epoch once.
+    ``torch.utils.tensorboard`` is imported here, at the start of the fit, so runs without it
+    (``report.tensorboard=false``, ``~callbacks.tensorboard``, ``--help``) never pay for it.
+    A resumed run writes the restored history first, so its event file holds every epoch once.
     """
 
     def __init__(self, log_dir: str | Path) -> None:
@@ -185,28 +179,32 @@ class TensorBoardLogger:
             self.writer = None
 
 
-def reporters(
-    report: Any, run_dir: str | Path, multirun: bool = False, name: str = "default"
-) -> list[Any]:
-    """The trainer callbacks that show and log progress, as ``cfg.report`` asks.
+def progress(run: RunContext, mode: str = "auto") -> ProgressBar | ConsoleLogger | None:
+    """``report.progress``: ``auto`` is the bar in a single run and nothing per epoch in a
+    multirun (the pipeline logs one summary line per job); ``bar`` and ``lines`` force one;
+    ``none``."""
+    if mode == "bar" or (mode == "auto" and not run.multirun):
+        return ProgressBar()
+    if mode == "lines":
+        return ConsoleLogger()
+    return None
 
-    ``report.progress``: ``auto`` is the bar in a single run and nothing per epoch in a multirun
-    (the pipeline logs one summary line per job); ``bar`` and ``lines`` force one; ``none``.
-    ``name`` is the run's TensorBoard name (its overrides). Call :func:`close_reporters` on
-    the list when the fit ends, however it ends.
-    """
-    callbacks: list[Any] = []
-    if report.progress == "bar" or (report.progress == "auto" and not multirun):
-        callbacks.append(ProgressBar())
-    elif report.progress == "lines":
-        callbacks.append(ConsoleLogger())
-    if report.tensorboard:
-        callbacks.append(TensorBoardLogger(Path(run_dir) / "tensorboard" / tensorboard_name(name)))
-    return callbacks
+
+def metrics_csv(run: RunContext) -> CsvLogger | None:
+    """``metrics.csv`` in the run folder (none for a fit without one)."""
+    return None if run.run_dir is None else CsvLogger(Path(run.run_dir) / "metrics.csv")
+
+
+def tensorboard(run: RunContext, enabled: bool = True) -> TensorBoardLogger | None:
+    """Event files in ``<run>/tensorboard/<the run's overrides>`` (``report.tensorboard``)."""
+    if not enabled or run.run_dir is None:
+        return None
+    return TensorBoardLogger(Path(run.run_dir) / "tensorboard" / tensorboard_name(run.name))
 
 
 def close_reporters(callbacks: list[Any]) -> None:
-    """Finish every reporter that holds a resource: the bar's line, TensorBoard's event file."""
+    """Finish every callback that holds a resource (the bar's line, TensorBoard's event
+    file): its ``close()``, however the fit ended."""
     for callback in callbacks:
         close = getattr(callback, "close", None)
         if close is not None:

@@ -8,20 +8,27 @@ the config cannot be packed exactly (one log line says why).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
+from pricenet.callbacks import RunContext
 from pricenet.config import to_container
-from pricenet.engine import MemberData, Trainer, member_groups
+from pricenet.engine import MemberData, Sequential, Trainer
 from pricenet.errors import CheckpointError, ConfigError, DataError, DivergenceError
+from pricenet.fit_state import check_sequential_state, check_trainer_state
 from pricenet.heads import Head
+from pricenet.logs import close_reporters
+from pricenet.memberwise import packable
 from pricenet.model import build_model
+from pricenet.monitor import Monitor
 from pricenet.plan import Member, make_plan, split_groups
 from pricenet.restore import Resume
 from pricenet.spec import network_spec
@@ -143,13 +150,66 @@ def warn_absent_classes(prepared: Prepared) -> None:
 # --------------------------------------------------------------------------- fit
 
 
+def build_callbacks(cfg: DictConfig, run: RunContext, per_fit: bool | None = None) -> list[Any]:
+    """The ``callbacks`` group's callbacks, in order: each ``_partial_`` node completed with
+    ``run`` (a factory may give None: nothing to do in this run), a plain node as built;
+    null nodes are dropped. ``per_fit``: only those whose target declares ``per_fit = True``
+    (policy that belongs to one fit), or only the others; None: all."""
+    nodes = cfg.get("callbacks") or {}
+    built = []
+    for name, node in nodes.items():
+        if node is None:
+            continue
+        if per_fit is not None and _per_fit(node) != per_fit:
+            continue
+        made = instantiate(node, _convert_="all")
+        if isinstance(made, functools.partial):
+            made = made(run)
+        if made is None:
+            continue
+        if not any(callable(getattr(made, hook, None)) for hook in HOOKS):
+            raise ConfigError(
+                f"callbacks.{name} ({type(made).__name__}) has none of the hooks "
+                f"{', '.join(HOOKS)}: it would never run"
+            )
+        built.append(made)
+    return built
+
+
+def _per_fit(node: DictConfig) -> bool:
+    """Whether a callback node's target declares ``per_fit = True``, read before building."""
+    return getattr(get_object(node["_target_"]), "per_fit", False) is True
+
+
+HOOKS = ("on_fit_start", "on_epoch_end", "on_fit_end")
+
+
+def _factories(cfg: DictConfig) -> tuple[Any, Any]:
+    """The optimizer and scheduler factories (``_partial_`` nodes) of ``cfg``."""
+    return instantiate(cfg.optim, _convert_="all"), instantiate(cfg.scheduler, _convert_="all")
+
+
+def member_groups(cfg: DictConfig, members: int) -> list[list[int]]:
+    """Which members train together: all in one packed fit, or one by one when the optimizer
+    or scheduler class cannot be packed exactly (then one log line says why)."""
+    optimizer, scheduler = _factories(cfg)
+    packed, reason = packable(optimizer.func, getattr(scheduler, "func", None))
+    if packed or members == 1:
+        return [list(range(members))]
+    log.info("fitting %d models sequentially, not packed: %s", members, reason)
+    return [[m] for m in range(members)]
+
+
 def build_trainer(
     cfg: DictConfig,
     prepared: Prepared,
     group: list[int] | None = None,
     callbacks: list[Any] | None = None,
+    run: RunContext | None = None,
 ) -> Trainer:
-    """Head, criterion, packed model, optimizer and scheduler for the members in ``group``."""
+    """Head, criterion, packed model and optimizer for the members in ``group``, with the
+    config's per-fit callbacks (best weights, early stopping, the scheduler), then
+    ``callbacks``."""
     group = list(range(len(prepared.plan))) if group is None else group
     schema = prepared.table.schema
     device = prepared.members[0].x_train.device
@@ -158,23 +218,23 @@ def build_trainer(
     spec = network_spec(cfg, prepared.width, schema.num_classes, members=len(group))
     generators = [torch.Generator().manual_seed(prepared.plan[m].seed) for m in group]
     model = build_model(cfg, spec, generators).to(device)
-    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
-    scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
+    optimizer_factory, scheduler_factory = _factories(cfg)
+    run = run if run is not None else RunContext(monitor=cfg.monitor)
+    run = replace(run, scheduler=scheduler_factory)
+    callbacks = [*build_callbacks(cfg, run, per_fit=True), *(callbacks or [])]
     tcfg = cfg.trainer
     return Trainer(
         model,
         head,
         criterion,
-        optimizer,
-        scheduler,
+        optimizer_factory(model.parameters()),
         [prepared.members[m] for m in group],
+        generators=generators,
         epochs=tcfg.epochs,
         batch_size=tcfg.batch_size,
-        patience=tcfg.patience,
         grad_clip=tcfg.grad_clip,
         l1=tcfg.l1,
-        monitor=cfg.monitor,
-        generators=generators,
+        monitor=Monitor(cfg.monitor),
         callbacks=callbacks,
     )
 
@@ -194,32 +254,80 @@ class Fitted:
         raise IndexError(m)
 
 
-def fit(
-    cfg: DictConfig,
-    prepared: Prepared,
-    callbacks: list[Any],
-    resumed: Resume | None,
-) -> Fitted:
-    """Train every member: packed in one trainer, or one trainer per member (the fallback)."""
+def fit(cfg: DictConfig, prepared: Prepared, run: RunContext, resumed: Resume | None) -> Fitted:
+    """Train every member with the config's callbacks: packed in one trainer, or one trainer
+    per member (the fallback), driven together so that the run's callbacks see one fit."""
     groups = member_groups(cfg, len(prepared.plan))
-    trainers = []
-    for group in groups:
-        trainer = build_trainer(cfg, prepared, group, callbacks if len(groups) == 1 else [])
+    callbacks = build_callbacks(cfg, run, per_fit=False)
+    try:
+        if len(groups) == 1:
+            trainer = build_trainer(cfg, prepared, groups[0], callbacks, run)
+            loop: Trainer | Sequential = trainer
+            trainers = [trainer]
+        else:  # each member its own per-fit callbacks, built afresh from the config
+            trainers = [build_trainer(cfg, prepared, group, run=run) for group in groups]
+            loop = Sequential(trainers, callbacks)
         if resumed is not None:
-            try:
-                trainer.load_state_dict(resumed.state)
-            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                raise CheckpointError(
-                    f"trainer.resume={cfg.trainer.resume}: its state does not fit this run "
-                    f"({first or type(err).__name__})"
-                ) from err
-            log.info("resumed from %s at epoch %d", cfg.trainer.resume, trainer.state.epoch)
+            _load(loop, resumed, cfg)
         try:
-            trainer.fit()
+            loop.fit()
         except DivergenceError as err:
-            err.trainer = trainer  # the caller keeps what the fit reached before diverging
+            err.trainer = loop  # the caller keeps what the fit reached before diverging
             raise
+    finally:
+        close_reporters(callbacks)
+    for trainer in trainers:
         trainer.use_best_weights()
-        trainers.append(trainer)
     return Fitted(groups, trainers)
+
+
+def _load(loop: Trainer | Sequential, resumed: Resume, cfg: DictConfig) -> None:
+    try:
+        loop.load_state_dict(resumed.state)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(
+            f"trainer.resume={cfg.trainer.resume}: its state does not fit this run "
+            f"({first or type(err).__name__})"
+        ) from err
+    log.info("resumed from %s at epoch %d", cfg.trainer.resume, loop.state.epoch)
+
+
+def check_resume(cfg: DictConfig, resumed: Resume, train_sizes: list[int]) -> None:
+    """Refuse, before anything is built for real, a saved trainer state that the trainer(s)
+    this config builds could not continue exactly: packed, one state checked against the
+    checkpoint's network; fitted one by one, each member's against its own slice of it."""
+    network = resumed.network
+    where = str(resumed.file)
+    groups = member_groups(cfg, network.members)
+    run = RunContext(monitor=cfg.monitor, scheduler=_factories(cfg)[1])
+
+    def checker(model: Any, sizes: list[int]) -> Any:
+        optimizer = _factories(cfg)[0](model.parameters())
+        probe = SimpleNamespace(model=model, optimizer=optimizer, count=model.members)
+        policy = {}
+        for callback in build_callbacks(cfg, run, per_fit=True):
+            if getattr(callback, "stateful", False):
+                callback.bind(probe)
+                policy[callback.name] = callback
+
+        def check(state: Any, where: str, key: str = "trainer") -> None:
+            check_trainer_state(
+                state,
+                model=model,
+                optimizer=optimizer,
+                policy=policy,
+                monitor=Monitor(cfg.monitor),
+                where=where,
+                train_sizes=sizes,
+                batch_size=cfg.trainer.batch_size,
+                key=key,
+            )
+
+        return check
+
+    if len(groups) == 1:
+        checker(network, train_sizes)(resumed.state, where)
+    else:
+        checks = [checker(network.member(m), [train_sizes[m]]) for m in range(network.members)]
+        check_sequential_state(resumed.state, checks, where)

@@ -24,27 +24,27 @@ import io
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pricenet.atomic import atomic_write_json as _write_json
 from pricenet.atomic import atomic_write_text
-from pricenet.callbacks import Checkpointer
+from pricenet.callbacks import RunContext
 from pricenet.checkpoint import BEST, LAST
 from pricenet.config import check_config, member_count, to_container
-from pricenet.engine import FitInterrupted, check_trainer_state, member_groups
+from pricenet.engine import FitInterrupted
 from pricenet.errors import CheckpointError, ConfigError, DivergenceError
 from pricenet.evaluation import evaluate, metrics_of
 from pricenet.keep import checkpoint_meta, keep_diverged, keep_model
-from pricenet.logs import CsvLogger, close_reporters, reporters
 from pricenet.members import (
     build_head,
+    check_resume,
     fit,
     load_data,
     plan_for,
@@ -105,30 +105,14 @@ def check_network(cfg: DictConfig, table: Table) -> None:
 def _check_resume(resumed: Resume, cfg: DictConfig, table: Table) -> None:
     """A resume that would train nothing, or cannot continue exactly, is refused up front,
     before the run folder is claimed: its data must be the same, and its trainer state must
-    fit the trainer this config builds (:func:`~pricenet.engine.check_trainer_state`)."""
+    fit the trainer(s) this config builds (:func:`~pricenet.members.check_resume`)."""
     where = cfg.trainer.resume
-    if len(member_groups(cfg, member_count(cfg))) > 1:
-        raise ConfigError(
-            f"trainer.resume={where}: this run fits its models one by one (not packed), "
-            "which cannot be resumed; rerun it"
-        )
     if resumed.data_sha256 not in (None, table_sha256(table)):
         raise CheckpointError(
             f"trainer.resume={where}: that run was trained on other data than "
             f"{table.source} (its content changed); resume on the same data, or start a new run"
         )
-    optimizer = instantiate(cfg.optim, _convert_="all")(resumed.network.parameters())
-    check_trainer_state(
-        resumed.state,
-        model=resumed.network,
-        optimizer=optimizer,
-        scheduler=instantiate(cfg.scheduler, _convert_="all")(optimizer),
-        patience=cfg.trainer.patience,
-        monitor=cfg.monitor,
-        where=str(resumed.file),
-        train_sizes=[len(member.train) for member in plan_for(cfg, table)],
-        batch_size=cfg.trainer.batch_size,
-    )
+    check_resume(cfg, resumed, [len(member.train) for member in plan_for(cfg, table)])
     fit = resumed.state["fit"]
     done = fit["epoch"]
     members = fit["members"]
@@ -149,13 +133,13 @@ def run(
     run_dir: str | Path,
     multirun: bool = False,
     name: str = "default",
-    callbacks: list[Any] | None = None,
+    hydra: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Train and test the model(s) ``cfg`` describes; write the artifacts into ``run_dir``.
 
     ``multirun`` makes the console quiet (one summary line per job); ``name`` (the job's
-    overrides) names the run in TensorBoard and that line; ``callbacks`` join the trainer's
-    (a sweeper's pruning, for instance).
+    overrides) names the run in TensorBoard and that line; ``hydra`` is the job's Hydra
+    config, for the callbacks that need it (an Optuna trial's pruning).
 
     Everything that can be checked is, and the data is read, before the run folder is
     claimed; a run that fails after that leaves ``metrics.json`` with ``"status": "failed"``.
@@ -164,6 +148,7 @@ def run(
     started = time.perf_counter()
     check_config(cfg)
     resolved = to_container(cfg)
+    resolved.pop("callbacks", None)  # code to run, not a setting: no checkpoint holds it
     resumed = None
     if cfg.trainer.resume:
         resumed = resume_state(cfg.trainer.resume, resolved)
@@ -176,7 +161,7 @@ def run(
     run_dir = claim_run_dir(run_dir, hydra_wrote=multirun)
     try:
         metrics, artifacts = _run(
-            cfg, run_dir, table, resolved, resumed, multirun, name, callbacks or []
+            cfg, run_dir, table, resolved, resumed, RunContext(None, {}, multirun, name, hydra)
         )
     except FitInterrupted as stop:
         log.warning("%s; %s holds it: resume with trainer.resume=%s", stop, LAST, run_dir)
@@ -204,10 +189,9 @@ def _run(
     table: Table,
     resolved: dict[str, Any],
     resumed: Resume | None,
-    multirun: bool,
-    name: str,
-    extra_callbacks: list[Any],
+    context: RunContext,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
+    multirun, name = context.multirun, context.name
     tcfg = cfg.trainer
     device = resolve_device(tcfg.device)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -235,20 +219,12 @@ def _run(
         len(first.test),
         device,
     )
-    progress = reporters(cfg.report, run_dir, multirun, name)
-    callbacks = [
-        CsvLogger(run_dir / "metrics.csv"),
-        Checkpointer(run_dir, meta, tcfg.checkpoint_interval_s),
-        *progress,
-        *extra_callbacks,
-    ]
+    context = replace(context, run_dir=run_dir, meta=meta, monitor=cfg.monitor)
     try:
-        fitted = fit(cfg, prepared, callbacks, resumed)
+        fitted = fit(cfg, prepared, context, resumed)
     except DivergenceError as err:
         _write_json(run_dir / METRICS, keep_diverged(err, meta, run_dir))
         raise
-    finally:
-        close_reporters(progress)
     model = fitted.trainers[0].model
     summary = model_summary(model, prepared.width, device)
     (run_dir / "summary.txt").write_text(summary)
@@ -313,21 +289,19 @@ def run_job(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from pricenet.pruning import optuna_pruning
-
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    pruning = optuna_pruning(hydra_cfg, cfg.monitor)
     name = hydra_cfg.job.override_dirname or "default"
     try:
-        metrics, _ = run(cfg, run_dir, multirun, name, [pruning] if pruning else None)
+        metrics, _ = run(cfg, run_dir, multirun, name, hydra_cfg)
     except Exception as err:
         if not multirun:
             raise
-        if pruning is not None and pruning.pruned is not None:
-            _write_json(run_dir / METRICS, pruning.pruned)
-            log.info("job %s %s", hydra_cfg.job.num, pruning.pruned["error"])
+        pruned = getattr(err, "record", None)  # pricenet.pruning's record of a pruned trial
+        if pruned is not None:
+            _write_json(run_dir / METRICS, pruned)
+            log.info("job %s %s", hydra_cfg.job.num, pruned["error"])
             raise
         log.error("job %s failed: %s", hydra_cfg.job.num, err)
         if not (run_dir / METRICS).exists():  # refused before its folder was claimed

@@ -12,12 +12,12 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from pricenet.callbacks import RunContext
 
 if TYPE_CHECKING:
     import optuna
-
-    from pricenet.engine import Trainer
 
 
 class OptunaPruning:
@@ -32,7 +32,7 @@ class OptunaPruning:
         self.started = time.perf_counter()
         self.pruned: dict[str, Any] | None = None
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: Any) -> None:
         import optuna
 
         epoch, value = trainer.state.epoch, trainer.monitor_value()
@@ -48,14 +48,18 @@ class OptunaPruning:
             "error": reason,
             "wall_time_s": round(time.perf_counter() - self.started, 3),
         }
-        raise optuna.TrialPruned(reason)
+        pruned = optuna.TrialPruned(reason)
+        pruned.record = self.pruned  # metrics.json's record, for the job that catches it
+        raise pruned
 
 
-def optuna_pruning(hydra_cfg: DictConfig, monitor: str) -> OptunaPruning | None:
+def optuna_pruning(run: RunContext) -> OptunaPruning | None:
     """The pruning callback when this job is a trial of pricenet's Optuna sweeper, else None."""
-    sweeper = hydra_cfg.sweeper
+    if run.hydra is None:
+        return None
+    sweeper = run.hydra.sweeper
     if OmegaConf.select(sweeper, "trial", default=None) is None:
         return None
     from hydra_plugins.pricenet_optuna_sweeper._study import open_trial
 
-    return OptunaPruning(open_trial(sweeper, hydra_cfg.sweep.dir), monitor)
+    return OptunaPruning(open_trial(sweeper, run.hydra.sweep.dir), run.monitor)
