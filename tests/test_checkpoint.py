@@ -11,15 +11,15 @@ import torch
 
 from pricenet import checkpoint
 from pricenet.atomic import atomic_write_text
-from pricenet.checkpoint import (
+from pricenet.checkpoints.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
     save_checkpoint,
 )
-from pricenet.config import to_container
+from pricenet.checkpoints.restore import resume_state
+from pricenet.config.config import to_container
 from pricenet.errors import CheckpointError
-from pricenet.pipeline import run
-from pricenet.restore import resume_state
+from pricenet.run.pipeline import run
 
 # No reports (another issue's business), and one thread: faster for tensors this small.
 LEAN = (

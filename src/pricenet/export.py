@@ -61,10 +61,10 @@ import torch
 from omegaconf import MISSING
 
 from pricenet.atomic import atomic_write_bytes
-from pricenet.checkpoint import resolve_checkpoint
-from pricenet.cli import check_not_an_input, check_output_path, parse_options
+from pricenet.checkpoints.checkpoint import resolve_checkpoint
+from pricenet.config.cli import check_not_an_input, check_output_path, parse_options
 from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
 
 FORMATS = ("onnx", "torchscript")
 INPUT = "features"

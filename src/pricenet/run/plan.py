@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pricenet.config import check_plan
+from pricenet.config.config import check_plan
 from pricenet.errors import DataError
 from pricenet.tables import Schema, Table, stratified_kfold, stratified_split
 
