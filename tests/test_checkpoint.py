@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pricenet import checkpoint
 from pricenet.atomic import atomic_write_text
+from pricenet.checkpoints import checkpoint
 from pricenet.checkpoints.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,

@@ -30,9 +30,9 @@ from helpers import (
 )
 from torch import nn
 
-from pricenet import heads
 from pricenet.config.config import validate
 from pricenet.engine.loop import Trainer
+from pricenet.nn import heads
 from pricenet.run.pipeline import run
 from pricenet.tables import make_synthetic
 

@@ -227,9 +227,9 @@ def test_a_diverged_member_is_reported_and_left_out_of_the_ensemble(
 ):
     """One of fold 1's training rows holds an infinite value, so its loss is not finite from the
     first step: it is reported and excluded; the other folds make the summary and ensemble."""
-    from pricenet import members, pipeline
+    from pricenet.run import fits, pipeline
 
-    real = members.prepare
+    real = fits.prepare
 
     def blown_up(*args, **kwargs):
         prepared = real(*args, **kwargs)
