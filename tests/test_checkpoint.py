@@ -132,7 +132,15 @@ def test_run_checkpoints_load_with_weights_only(compose_cfg, tmp_path, scheduler
     last = load_checkpoint(artifacts["last.pt"])
     best = load_checkpoint(artifacts["best.pt"])
     assert last["epoch"] == 3 and last["trainer"]["fit"]["epoch"] == 3
-    assert set(last["trainer"]) == {"model", "optimizer", "fit", "steps", "callbacks", "rng"}
+    assert set(last["trainer"]) == {
+        "model",
+        "optimizer",
+        "fit",
+        "steps",
+        "callbacks",
+        "rng",
+        "best_score",
+    }
     assert best["epoch"] == metrics["best_epoch"]
     assert best["model"].keys() == last["trainer"]["model"].keys()
     assert {"network", "schema", "preprocessors", "temperatures", "settings"} <= best.keys()

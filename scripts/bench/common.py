@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 import pricenet.config.config  # noqa: F401  (registers the schemas)
 from pricenet.run.fits import Prepared, load_data, plan_for, prepare
 from pricenet.run.pipeline import run
-from pricenet.run.plan import Member
+from pricenet.run.plan import PlannedFit
 from pricenet.tables import Table, stratified_kfold
 
 CPU = torch.device("cpu")
@@ -73,7 +73,7 @@ class Context:
 
 def single(cfg: DictConfig, table: Table, rows: tuple[np.ndarray, ...], seed: int = 0) -> Prepared:
     """One member's tensors (train, val, test rows), prepared as the pipeline does."""
-    return prepare(cfg, table, [Member(*rows, seed)], CPU)
+    return prepare(cfg, table, [PlannedFit(*rows, seed)], CPU)
 
 
 def whole_run(cfg: DictConfig) -> dict[str, Any]:

@@ -25,14 +25,14 @@ from pricenet.engine.loop import Trainer
 from pricenet.nn.model import count_parameters
 from pricenet.run.fits import Fitted, Prepared
 from pricenet.run.metrics import classification_report
-from pricenet.run.plan import Member
+from pricenet.run.plan import PlannedFit
 from pricenet.run.summary import headline, summarize
 from pricenet.tables.duplicates import scan, seen_in_training
 
 log = logging.getLogger("pricenet")
 
 
-def _member_record(member: Member, trainer: Trainer, index: int) -> dict[str, Any]:
+def _member_record(member: PlannedFit, trainer: Trainer, index: int) -> dict[str, Any]:
     state = trainer.state.members[index]
     best = state.best_epoch - 1
     record: dict[str, Any] = {

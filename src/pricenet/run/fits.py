@@ -31,7 +31,7 @@ from pricenet.errors import CheckpointError, ConfigError, DataError, DivergenceE
 from pricenet.nn.heads import Head
 from pricenet.nn.model import build_model
 from pricenet.nn.spec import network_spec
-from pricenet.run.plan import Member, make_plan, split_groups
+from pricenet.run.plan import PlannedFit, make_plan, split_groups
 from pricenet.tables import Preprocessor, Schema, Table
 from pricenet.tables.duplicates import apply_policy
 from pricenet.tables.sources import load_table
@@ -80,7 +80,7 @@ class Prepared:
     """The data side of a run: the table, its plan, and each member's tensors."""
 
     table: Table
-    plan: list[Member]
+    plan: list[PlannedFit]
     preprocessors: list[Preprocessor]
     members: list[MemberData]
     tests: list[tuple[torch.Tensor, torch.Tensor]]
@@ -90,7 +90,7 @@ class Prepared:
         return self.preprocessors[0].width
 
 
-def plan_for(cfg: DictConfig, table: Table) -> list[Member]:
+def plan_for(cfg: DictConfig, table: Table) -> list[PlannedFit]:
     """The run's members (see :mod:`pricenet.run.plan`)."""
     return make_plan(
         table.labels,
@@ -105,7 +105,9 @@ def plan_for(cfg: DictConfig, table: Table) -> list[Member]:
     )
 
 
-def prepare(cfg: DictConfig, table: Table, plan: list[Member], device: torch.device) -> Prepared:
+def prepare(
+    cfg: DictConfig, table: Table, plan: list[PlannedFit], device: torch.device
+) -> Prepared:
     """Fit each member's preprocessor on its training rows; its rows as tensors on ``device``."""
     frame, labels = table.frame, torch.from_numpy(table.labels)
     missing = to_container(cfg.data).get("missing", "error")
