@@ -213,6 +213,7 @@ RESUME_MAY_CHANGE = (
     "paths.",
     "data.path",
     "data.source.path",
+    "callbacks.",  # never saved (code to run, not a setting); each one's state is checked alone
 )
 
 
