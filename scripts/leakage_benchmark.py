@@ -47,7 +47,7 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    import pricenet.config  # noqa: F401  (registers the schemas)
+    import pricenet.config.config  # noqa: F401  (registers the schemas)
 
     GlobalHydra.instance().clear()
     with initialize_config_module("pricenet.conf", version_base="1.3"):
@@ -85,7 +85,7 @@ def score_sklearn(table, plan) -> dict[str, tuple[float, float, float]]:
 
 
 def score_pricenet(overrides: list[str], run_dir: Path) -> tuple[float, float, float, dict]:
-    from pricenet.pipeline import run
+    from pricenet.run.pipeline import run
 
     start = time.perf_counter()
     metrics, _ = run(compose(overrides), run_dir)
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     logging.getLogger("pricenet").setLevel(logging.ERROR)
-    from pricenet.members import load_data, plan_for
+    from pricenet.run.fits import load_data, plan_for
 
     print(
         "| table | rows | repeated rows | setting | leaked held-out rows | pricenet MLP | "

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-import pricenet.config  # noqa: F401  (registers the schemas)
+import pricenet.config.config  # noqa: F401  (registers the schemas)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = Path(

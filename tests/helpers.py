@@ -16,11 +16,11 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from pricenet import packed
-from pricenet.engine import Trainer
-from pricenet.members import build_trainer, load_data, plan_for, prepare
-from pricenet.pipeline import run
-from pricenet.seed import set_seed
+from pricenet.config.seed import set_seed
+from pricenet.engine.loop import Trainer
+from pricenet.nn import packed
+from pricenet.run.fits import build_trainer, load_data, plan_for, prepare
+from pricenet.run.pipeline import run
 from pricenet.tables import MOBILE_PRICE
 
 FEATURES = list(MOBILE_PRICE.feature_names)

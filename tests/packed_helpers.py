@@ -8,10 +8,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from pricenet.callbacks import BestWeights, EarlyStopping, SchedulerStep
-from pricenet.engine import MemberData, Trainer
-from pricenet.model import build_model
-from pricenet.spec import network_spec
+from pricenet.engine.callbacks import BestWeights, EarlyStopping, SchedulerStep
+from pricenet.engine.loop import MemberData, Trainer
+from pricenet.nn.model import build_model
+from pricenet.nn.spec import network_spec
 
 
 def member_rows(n_train: int, n_val: int, seed: int, features: int = 20) -> MemberData:

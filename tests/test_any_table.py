@@ -13,8 +13,8 @@ import yaml
 from conftest import run_cli
 
 from pricenet.errors import ConfigError, DataError
-from pricenet.pipeline import run
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
+from pricenet.run.pipeline import run
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
 GOLDEN = Path(__file__).parent / "golden" / "default_metrics.json"

@@ -12,10 +12,16 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from pricenet.attribution import METHODS, HeldOut, attribute, class_attributions, run_test_rows
 from pricenet.explain import main
-from pricenet.pipeline import run
-from pricenet.predict import Predictor
+from pricenet.inference.attribution import (
+    METHODS,
+    HeldOut,
+    attribute,
+    class_attributions,
+    run_test_rows,
+)
+from pricenet.inference.predictor import Predictor
+from pricenet.run.pipeline import run
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
 

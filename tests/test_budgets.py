@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from pricenet.checkpoint import load_checkpoint, save_checkpoint
+from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 from pricenet.errors import CheckpointError, ConfigError, shown
-from pricenet.model import build_network
-from pricenet.pipeline import check_config, run
-from pricenet.spec import (
+from pricenet.nn.model import build_network
+from pricenet.nn.spec import (
     MAX_PARAMETERS,
     ActivationSpec,
     NetworkSpec,
     SpecError,
     network_spec,
 )
+from pricenet.run.pipeline import check_config, run
 from pricenet.tables.schema import Feature, Schema
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
@@ -111,7 +111,7 @@ def bomb(best: Path, path: Path, members: int, hidden: list[int]) -> Path:
 LOADER = """
 import resource, sys
 from pricenet.errors import CheckpointError
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
 for path in sys.argv[1:]:
     try:
         Predictor.from_checkpoint(path)
@@ -191,14 +191,14 @@ def test_an_expanded_view_claiming_more_values_than_stored_is_refused(trained, t
     loaded = load_checkpoint(path)["model"]["0.weight"]
     assert loaded.numel() * 4 > loaded.untyped_storage().nbytes()  # 4 bytes stand for 640
     with pytest.raises(CheckpointError, match="0.weight claims more values than its stored"):
-        from pricenet.predict import Predictor
+        from pricenet.inference.predictor import Predictor
 
         Predictor.from_checkpoint(path)
 
 
 @pytest.mark.parametrize("kind", ["sparse", "meta"])
 def test_sparse_and_meta_tensors_are_refused(trained, tmp_path, kind):
-    from pricenet.predict import Predictor
+    from pricenet.inference.predictor import Predictor
 
     def swap(payload):
         weight = payload["model"]["0.weight"]
@@ -215,7 +215,7 @@ def test_sparse_and_meta_tensors_are_refused(trained, tmp_path, kind):
 
 
 def test_a_prelu_that_does_not_fit_its_layer_is_refused(trained, tmp_path):
-    from pricenet.predict import Predictor
+    from pricenet.inference.predictor import Predictor
 
     spec = _spec(members=1, hidden=(8,), activation="prelu", args={"num_parameters": 3})
     with pytest.raises(RuntimeError):  # loads, then every prediction failed
@@ -329,7 +329,7 @@ def test_a_huge_or_deep_value_is_quoted_by_a_short_prefix():
 
 def test_an_error_line_escapes_newlines_and_is_capped(tmp_path, capsys):
     from pricenet.errors import exit_on_user_error
-    from pricenet.predict import Predictor
+    from pricenet.inference.predictor import Predictor
 
     odd = tmp_path / "a\nb"
     with pytest.raises(CheckpointError, match="a\nb: checkpoint not found"):  # two lines
@@ -350,7 +350,7 @@ def test_archives_that_unpack_beyond_their_size_are_refused_before_loading(tmp_p
     legacy format are refused before it runs."""
     import zipfile
 
-    from pricenet.checkpoint import FORMAT_VERSION
+    from pricenet.checkpoints.checkpoint import FORMAT_VERSION
 
     saved = tmp_path / "zeros.pt"
     torch.save({"format_version": FORMAT_VERSION, "model": {"w": torch.zeros(2_000_000)}}, saved)

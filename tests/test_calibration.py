@@ -9,7 +9,8 @@ import pytest
 import torch
 from test_reporting import assert_png
 
-from pricenet.calibration import (
+from pricenet.nn.heads import CategoricalHead, CoralHead, OrdinalHead, RegressionHead
+from pricenet.run.calibration import (
     calibration_report,
     expected_calibration_error,
     fit_temperature,
@@ -17,7 +18,6 @@ from pricenet.calibration import (
     plot_reliability,
     reliability_bins,
 )
-from pricenet.heads import CategoricalHead, CoralHead, OrdinalHead, RegressionHead
 
 
 def categorical_sample(n: int, temperature: float, seed: int = 0):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pricenet.checkpoint import LAST, load_checkpoint
+from pricenet.checkpoints.checkpoint import LAST, load_checkpoint
 from pricenet.errors import ConfigError
-from pricenet.pipeline import run
+from pricenet.run.pipeline import run
 
 LEAN = ("report.plots=false", "report.progress=none", "trainer.device=cpu")
 

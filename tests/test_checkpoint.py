@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from pricenet import checkpoint
 from pricenet.atomic import atomic_write_text
-from pricenet.checkpoint import (
+from pricenet.checkpoints import checkpoint
+from pricenet.checkpoints.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
     save_checkpoint,
 )
-from pricenet.config import to_container
+from pricenet.checkpoints.restore import resume_state
+from pricenet.config.config import to_container
 from pricenet.errors import CheckpointError
-from pricenet.pipeline import run
-from pricenet.restore import resume_state
+from pricenet.run.pipeline import run
 
 # No reports (another issue's business), and one thread: faster for tensors this small.
 LEAN = (
@@ -132,7 +132,15 @@ def test_run_checkpoints_load_with_weights_only(compose_cfg, tmp_path, scheduler
     last = load_checkpoint(artifacts["last.pt"])
     best = load_checkpoint(artifacts["best.pt"])
     assert last["epoch"] == 3 and last["trainer"]["fit"]["epoch"] == 3
-    assert set(last["trainer"]) == {"model", "optimizer", "fit", "steps", "callbacks", "rng"}
+    assert set(last["trainer"]) == {
+        "model",
+        "optimizer",
+        "fit",
+        "steps",
+        "callbacks",
+        "rng",
+        "best_score",
+    }
     assert best["epoch"] == metrics["best_epoch"]
     assert best["model"].keys() == last["trainer"]["model"].keys()
     assert {"network", "schema", "preprocessors", "temperatures", "settings"} <= best.keys()

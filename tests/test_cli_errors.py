@@ -9,9 +9,9 @@ import pytest
 from conftest import run_cli
 from hydra.utils import instantiate
 
-from pricenet.checkpoint import load_checkpoint
+from pricenet.checkpoints.checkpoint import load_checkpoint
 from pricenet.errors import ConfigError, DataError, cause_of, exit_on_user_error, first_line
-from pricenet.pipeline import run
+from pricenet.run.pipeline import run
 from pricenet.tables import make_synthetic
 
 LEAN = [

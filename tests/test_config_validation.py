@@ -14,11 +14,11 @@ import pytest
 import torch
 from conftest import run_cli
 
-from pricenet.checks import check_factories
-from pricenet.config import check_config, validate
+from pricenet.config.checks import check_factories
+from pricenet.config.config import check_config, validate
+from pricenet.config.seed import resolve_device
 from pricenet.errors import MAX_LINE, ConfigError, DataError, PricenetError, Problems
-from pricenet.pipeline import run
-from pricenet.seed import resolve_device
+from pricenet.run.pipeline import run
 
 
 def chain_text(err: BaseException) -> str:
@@ -193,7 +193,10 @@ def test_the_largest_seed_and_batch_norm_without_hidden_layers_are_accepted(comp
             ["+loss.criterion.foo=1"],
             "loss.criterion (torch.nn.CrossEntropyLoss): unexpected argument 'foo'",
         ),
-        (["+loss.head.foo=1"], "loss.head (pricenet.heads.CategoricalHead): unexpected argument"),
+        (
+            ["+loss.head.foo=1"],
+            "loss.head (pricenet.nn.heads.CategoricalHead): unexpected argument",
+        ),
         (
             ["+init.weight.foo=1"],
             "init.weight (torch.nn.init.kaiming_normal_): unexpected argument 'foo'",

@@ -30,10 +30,10 @@ from helpers import (
 )
 from torch import nn
 
-from pricenet import heads
-from pricenet.config import validate
-from pricenet.engine import Trainer
-from pricenet.pipeline import run
+from pricenet.config.config import validate
+from pricenet.engine.loop import Trainer
+from pricenet.nn import heads
+from pricenet.run.pipeline import run
 from pricenet.tables import make_synthetic
 
 GROUPS = ("data", "model", "activation", "init", "loss", "optim", "scheduler", "cv", "experiment")

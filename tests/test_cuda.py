@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers import train
 
-from pricenet.pipeline import run
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
+from pricenet.run.pipeline import run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 

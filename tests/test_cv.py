@@ -10,12 +10,12 @@ import pytest
 import torch
 from helpers import LABEL
 
-from pricenet.checkpoint import load_checkpoint, save_checkpoint
+from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 from pricenet.errors import CheckpointError, ConfigError
-from pricenet.members import build_trainer, load_data, plan_for, prepare
-from pricenet.packed import select_members
-from pricenet.pipeline import job_value, run
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
+from pricenet.nn.packed import select_members
+from pricenet.run.fits import build_trainer, load_data, plan_for, prepare
+from pricenet.run.pipeline import job_value, run
 from pricenet.tables import make_synthetic
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
@@ -227,9 +227,9 @@ def test_a_diverged_member_is_reported_and_left_out_of_the_ensemble(
 ):
     """One of fold 1's training rows holds an infinite value, so its loss is not finite from the
     first step: it is reported and excluded; the other folds make the summary and ensemble."""
-    from pricenet import members, pipeline
+    from pricenet.run import fits, pipeline
 
-    real = members.prepare
+    real = fits.prepare
 
     def blown_up(*args, **kwargs):
         prepared = real(*args, **kwargs)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pricenet.cv import headline, interval, summarize
+from pricenet.run.summary import headline, interval, summarize
 
 
 def test_interval_matches_the_t_formula():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import run_cli
 
-from pricenet.seed import set_seed
+from pricenet.config.seed import set_seed
 
 ARGS = [
     "trainer.deterministic=true",

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from pricenet.errors import DataError
-from pricenet.members import load_data, plan_for
-from pricenet.pipeline import run
+from pricenet.run.fits import load_data, plan_for
+from pricenet.run.pipeline import run
 from pricenet.tables.duplicates import scan
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")

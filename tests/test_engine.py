@@ -12,13 +12,13 @@ import pytest
 import torch
 from packed_helpers import make_trainer, member_rows
 
-from pricenet.callbacks import Checkpointer, EarlyStopping
-from pricenet.checkpoint import load_checkpoint
-from pricenet.engine import FitInterrupted, MemberData
+from pricenet.checkpoints.checkpoint import load_checkpoint
+from pricenet.config.monitor import Monitor
+from pricenet.engine.callbacks import Checkpointer, EarlyStopping
+from pricenet.engine.fit_state import MemberState
+from pricenet.engine.loop import FitInterrupted, MemberData
 from pricenet.errors import DivergenceError
-from pricenet.fit_state import MemberState
-from pricenet.members import member_groups
-from pricenet.monitor import Monitor
+from pricenet.run.fits import member_groups
 
 SEEDS = [1, 2, 3]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pricenet.epochs import batches_per_epoch, plan_epoch
+from pricenet.engine.epochs import batches_per_epoch, plan_epoch
 
 
 def _generators(*seeds: int) -> list[torch.Generator]:

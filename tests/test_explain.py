@@ -8,11 +8,11 @@ import pytest
 import torch
 from helpers import FEATURES, assert_png
 
-from pricenet.attribution import HeldOut, class_attributions, permutation_importance
 from pricenet.errors import ConfigError
 from pricenet.explain import ExplainOptions, explain, lr_curve, main
-from pricenet.pipeline import run
-from pricenet.predict import Predictor
+from pricenet.inference.attribution import HeldOut, class_attributions, permutation_importance
+from pricenet.inference.predictor import Predictor
+from pricenet.run.pipeline import run
 from pricenet.tables import make_synthetic
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")

@@ -24,8 +24,8 @@ from pricenet.export import (
     onnx_session,
     read_schema,
 )
-from pricenet.pipeline import run
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
+from pricenet.run.pipeline import run
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -192,7 +192,7 @@ def test_crafted_checkpoints_are_refused_by_export_and_serve(tiny_run, tmp_path,
     refused before anything is built (issue 13's guarantee, for these loaders too)."""
     import importlib
 
-    from pricenet.checkpoint import load_checkpoint, save_checkpoint
+    from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 
     marker = tmp_path / "marker"
     payload = load_checkpoint(tiny_run / "best.pt")
@@ -359,7 +359,7 @@ def test_torchscript_takes_category_codes(compose_cfg, tmp_path):
 def test_members_with_different_preprocessing_layouts_are_refused(compose_cfg, tmp_path, capsys):
     """A crafted two-member checkpoint whose second preprocessor imputes while the first
     refuses gaps: each state is valid alone, but one module cannot serve both."""
-    from pricenet.checkpoint import load_checkpoint, save_checkpoint
+    from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 
     train_tiny(compose_cfg, tmp_path / "run", "cv=kfold", "cv.folds=2")
     payload = load_checkpoint(tmp_path / "run" / "best.pt")

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 
-from pricenet.checkpoint import load_checkpoint
+from pricenet.checkpoints.checkpoint import load_checkpoint
 from pricenet.errors import DataError
-from pricenet.members import load_data, plan_for
-from pricenet.pipeline import run
-from pricenet.plan import split_groups
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
+from pricenet.run.fits import load_data, plan_for
+from pricenet.run.pipeline import run
+from pricenet.run.plan import split_groups
 from pricenet.tables.splits import stratified_split
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
@@ -72,7 +72,7 @@ def test_kfold_keeps_every_group_in_one_fold_per_repeat_and_out_of_its_inner_spl
 
 
 def test_the_single_split_and_the_refit_keep_groups_whole(compose_cfg, tmp_path):
-    from pricenet.plan import refit_member
+    from pricenet.run.plan import refit_member
 
     grouped_frame().to_csv(tmp_path / "t.csv", index=False)
     cfg = csv_cfg(compose_cfg, tmp_path / "t.csv")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pricenet.heads import CategoricalHead, CoralHead, OrdinalHead, RegressionHead
+from pricenet.nn.heads import CategoricalHead, CoralHead, OrdinalHead, RegressionHead
 
 KS = [2, 3, 4, 5, 6]
 ALL_HEADS = [CategoricalHead, OrdinalHead, CoralHead, RegressionHead]

@@ -7,13 +7,15 @@ count (a function-level import only hides a cycle, it does not remove it); impor
 sibling through the package (``from pricenet.tables import Schema``) is read as an import of
 that sibling, since that is where the name lives.
 
-:data:`LAYERS` is where an order between layers goes later: a module may then import only from
-its own layer or a lower one. It is empty for now, so only cycles are checked.
+:data:`LAYERS` orders the package's folders: a module may import only from its own layer or a
+lower one, and every module has a layer, so a new one is placed on purpose.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,24 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "pricenet"
 
-# Layer of each module prefix, lower numbers lower ("pricenet.errors": 0, "pricenet.tables": 1,
-# ...): filled in when the layout is settled; see test_no_import_runs_up_a_layer.
-LAYERS: dict[str, int] = {}
+# Layer of each module prefix, lowest first; the longest prefix of a module names its layer.
+# config/ sits above tables/ and nn/ because the one config check applies their rules (the
+# tables' policies, the network spec's size); inference/ sits above run/ because attributions
+# re-derive a run's held-out rows from its plan and draw with its plots.
+COMMANDS = ("train", "predict", "serve", "export", "explain", "schema", "sweep")
+LAYERS: dict[str, int] = {
+    "pricenet.errors": 0,  # one-line user errors
+    "pricenet.atomic": 0,  # atomic writes
+    "pricenet.stored": 0,  # run folders read as plain data
+    "pricenet.tables": 1,
+    "pricenet.nn": 2,
+    "pricenet.config": 3,
+    "pricenet.checkpoints": 4,
+    "pricenet.engine": 5,
+    "pricenet.run": 6,
+    "pricenet.inference": 7,
+    **{f"pricenet.{name}": 8 for name in COMMANDS},
+}
 
 
 def modules(root: Path = SRC, package: str = PACKAGE) -> dict[str, Path]:
@@ -179,7 +196,27 @@ def test_no_two_modules_import_each_other():
     )
 
 
-@pytest.mark.skipif(not LAYERS, reason="no layer order declared yet")
+def test_every_module_has_a_layer():
+    unplaced = [name for name in modules() if name != PACKAGE and layer_of(name) is None]
+    assert not unplaced, "modules without a layer in LAYERS: " + ", ".join(unplaced)
+
+
+def test_the_layer_test_catches_an_upward_import(monkeypatch):
+    graph = {"pricenet.tables.read": {"pricenet.run.plan"}, "pricenet.run.plan": set()}
+    monkeypatch.setattr(sys.modules[__name__], "import_graph", lambda: graph)
+    with pytest.raises(AssertionError, match=r"pricenet\.tables\.read -> pricenet\.run\.plan"):
+        test_no_import_runs_up_a_layer()
+
+
+def test_the_wheel_lists_every_subpackage():
+    """pyproject.toml names its packages one by one: a folder left out would be missing from the
+    wheel (only the slow wheel test would notice)."""
+    config = tomllib.loads((SRC.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    folders = {name for name, path in modules().items() if path.name == "__init__.py"}
+    assert folders <= listed, f"missing from [tool.setuptools] packages: {folders - listed}"
+
+
 def test_no_import_runs_up_a_layer():
     upward = [
         f"{name} -> {target}"

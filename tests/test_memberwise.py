@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pricenet.memberwise import MemberwiseOptimizer, packable
+from pricenet.engine.memberwise import MemberwiseOptimizer, packable
 
 
 def _packed(members: int = 3) -> torch.nn.Parameter:

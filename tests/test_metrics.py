@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as sk
 
-from pricenet.metrics import classification_report, confusion_matrix
+from pricenet.run.metrics import classification_report, confusion_matrix
 
 
 @st.composite

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pricenet.monitor import Monitor
+from pricenet.config.monitor import Monitor
 
 
 @pytest.mark.parametrize(

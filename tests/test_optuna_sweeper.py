@@ -28,7 +28,7 @@ from optuna.trial import TrialState, create_trial  # noqa: E402
 from hydra_plugins.pricenet_optuna_sweeper import _study  # noqa: E402
 from hydra_plugins.pricenet_optuna_sweeper._space import parse  # noqa: E402
 from hydra_plugins.pricenet_optuna_sweeper.config import PricenetOptunaSweeperConf  # noqa: E402
-from pricenet.pruning import OptunaPruning  # noqa: E402
+from pricenet.engine.pruning import OptunaPruning  # noqa: E402
 
 SMALL = [*SHRINK, "report.plots=false", "report.tensorboard=false"]
 STATES = {"COMPLETE", "PRUNED", "FAIL"}

@@ -24,11 +24,12 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
 from pricenet.atomic import WriteError, atomic_write_bytes, atomic_write_text
-from pricenet.checkpoint import save_checkpoint
-from pricenet.cli import check_output_path
+from pricenet.checkpoints.checkpoint import save_checkpoint
+from pricenet.config.cli import check_output_path
 from pricenet.errors import ConfigError, DataError
-from pricenet.pipeline import run
-from pricenet.predict import Predictor, main
+from pricenet.inference.predictor import Predictor
+from pricenet.predict import main
+from pricenet.run.pipeline import run
 from pricenet.tables import MOBILE_PRICE, make_synthetic
 from pricenet.tables.cells import escape_formula, escape_formulas_in
 
@@ -241,7 +242,7 @@ def test_training_on_a_full_disk_fails_in_one_line_naming_the_checkpoint(
 ):
     import json
 
-    import pricenet.checkpoint
+    import pricenet.checkpoints.checkpoint
     from pricenet.errors import exit_on_user_error
 
     GlobalHydra.instance().clear()
@@ -257,7 +258,7 @@ def test_training_on_a_full_disk_fails_in_one_line_naming_the_checkpoint(
         handle.write(b"half a checkpoint")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pricenet.checkpoint.torch, "save", full)
+    monkeypatch.setattr(pricenet.checkpoints.checkpoint.torch, "save", full)
     with pytest.raises(SystemExit) as exit_info:
         exit_on_user_error(run)(cfg, tmp_path / "run")
     assert exit_info.value.code == 2
@@ -293,8 +294,8 @@ def test_predict_on_a_full_disk_prints_one_line_and_keeps_the_old_output(
 def test_metrics_csv_on_a_full_disk_is_one_error():
     from types import SimpleNamespace
 
-    from pricenet.engine import CURVES
-    from pricenet.logs import CsvLogger
+    from pricenet.engine.loop import CURVES
+    from pricenet.engine.reporting import CsvLogger
 
     # /dev/full: every write fails with ENOSPC, as on a full disk
     state = SimpleNamespace(epoch=1, history={k: [0.5] for k in CURVES}, last=lambda k: 0.5)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from packed_helpers import make_trainer, member_rows
 
-from pricenet.model import build_model, build_network
-from pricenet.packed import PackedBatchNorm1d, PackedLinear, select_members, stack_members
-from pricenet.spec import network_spec
+from pricenet.nn.model import build_model, build_network
+from pricenet.nn.packed import PackedBatchNorm1d, PackedLinear, select_members, stack_members
+from pricenet.nn.spec import network_spec
 
 # Ragged members: 4, 3 and 3 batches of 16 per epoch (Adam's step counts drift apart), and a
 # member without validation rows (it keeps its last epoch).

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pricenet.checkpoint import load_checkpoint
+from pricenet.checkpoints.checkpoint import load_checkpoint
 from pricenet.errors import DataError
-from pricenet.pipeline import run
 from pricenet.predict import main as predict_main
+from pricenet.run.pipeline import run
 from pricenet.schema import main as schema_main
 from pricenet.tables import MOBILE_PRICE, Feature, Schema, make_synthetic, read_csv
 from pricenet.tables.parquet import read_parquet

@@ -9,7 +9,8 @@ from conftest import run_cli
 from helpers import LABEL, train
 
 from pricenet.errors import DataError
-from pricenet.predict import Predictor, main
+from pricenet.inference.predictor import Predictor
+from pricenet.predict import main
 
 
 @pytest.fixture

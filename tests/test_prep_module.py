@@ -10,9 +10,9 @@ import torch
 from hydra.utils import instantiate
 
 from pricenet.errors import ConfigError, DataError
-from pricenet.members import load_data, plan_for, prepare
-from pricenet.pipeline import run
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
+from pricenet.run.fits import load_data, plan_for, prepare
+from pricenet.run.pipeline import run
 from pricenet.tables import Feature, Preprocessor, Schema, validate_frame
 from pricenet.tables.prep import MISSING_CODE, UNKNOWN_CODE, PreprocessModule
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pricenet.pipeline import run
+from pricenet.run.pipeline import run
 
 
 @pytest.fixture

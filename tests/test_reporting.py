@@ -12,9 +12,9 @@ import pytest
 from conftest import run_cli
 from helpers import assert_png
 
-from pricenet.logs import tensorboard_name
-from pricenet.pipeline import run
-from pricenet.plots import CONFUSION_PNG, CURVES_PNG, LR_PNG, ema
+from pricenet.engine.reporting import tensorboard_name
+from pricenet.run.pipeline import run
+from pricenet.run.plots import CONFUSION_PNG, CURVES_PNG, LR_PNG, ema
 
 TAGS = {
     "loss/train": "train_loss",
@@ -203,7 +203,7 @@ def test_a_png_is_written_whole_or_not_at_all(tmp_path):
     from matplotlib.figure import Figure
 
     from pricenet.atomic import WriteError
-    from pricenet.plots import save_png
+    from pricenet.run.plots import save_png
 
     fig = Figure(figsize=(5, 4), dpi=100)
     fig.subplots().plot([0, 1], [1, 0])

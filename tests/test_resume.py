@@ -13,9 +13,9 @@ import time
 import pytest
 from conftest import run_cli
 
-from pricenet.checkpoint import load_checkpoint
+from pricenet.checkpoints.checkpoint import load_checkpoint
 from pricenet.errors import CheckpointError
-from pricenet.pipeline import run
+from pricenet.run.pipeline import run
 
 # No reports (another issue's business), and one thread: faster for tensors this small.
 LEAN = (
@@ -89,7 +89,7 @@ DRIVER = """
 import os, signal, sys
 from pathlib import Path
 
-import pricenet.callbacks as checkpoint
+import pricenet.engine.callbacks as checkpoint
 from pricenet.train import main
 
 KILL_AT, MARKER = int(sys.argv.pop(1)), Path(sys.argv.pop(1))

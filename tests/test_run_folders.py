@@ -13,10 +13,10 @@ import time
 import pytest
 from conftest import run_cli
 
-from pricenet.cli import check_output_path
+from pricenet.config.cli import check_output_path
 from pricenet.errors import CheckpointError, ConfigError, DataError
-from pricenet.pipeline import run
-from pricenet.runs import MARKER, claim_run_dir, release_run_dir
+from pricenet.run.folders import MARKER, claim_run_dir, release_run_dir
+from pricenet.run.pipeline import run
 from pricenet.tables import make_synthetic
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")

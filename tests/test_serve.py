@@ -25,8 +25,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from pricenet.errors import DataError
-from pricenet.pipeline import run
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
+from pricenet.run.pipeline import run
 from pricenet.serve import Limits, RequestError, Service, json_rows, main
 
 httpx = pytest.importorskip("httpx")

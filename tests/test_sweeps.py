@@ -18,9 +18,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pricenet.config import validate
+from pricenet.config.config import validate
+from pricenet.config.seed import set_threads
 from pricenet.errors import ConfigError
-from pricenet.seed import set_threads
 from pricenet.sweep import main, write_leaderboard
 
 # Small, fast, and quiet: what every subprocess sweep here runs on.
@@ -121,7 +121,7 @@ def test_a_sweeper_direction_against_the_monitor_is_named(
     """The leaderboard and the sweeper read the monitor's direction from one Monitor."""
     from omegaconf import OmegaConf
 
-    from pricenet.monitor import Monitor
+    from pricenet.config.monitor import Monitor
     from pricenet.sweep import Leaderboard
 
     config = OmegaConf.create(

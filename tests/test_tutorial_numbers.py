@@ -7,9 +7,9 @@ import torch
 from helpers import FEATURES
 from hydra.utils import instantiate
 
-from pricenet.model import build_model, count_parameters
-from pricenet.packed import PackedDropout
-from pricenet.spec import network_spec
+from pricenet.nn.model import build_model, count_parameters
+from pricenet.nn.packed import PackedDropout
+from pricenet.nn.spec import network_spec
 
 
 def test_tutorial_mlp_has_10180_parameters(compose_cfg):

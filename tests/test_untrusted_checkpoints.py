@@ -19,17 +19,19 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pricenet.checkpoint import load_checkpoint, save_checkpoint
-from pricenet.config import to_container
+from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
+from pricenet.checkpoints.restore import resume_state
+from pricenet.config.config import to_container
 from pricenet.errors import CheckpointError
-from pricenet.pipeline import run
-from pricenet.predict import Predictor, main
-from pricenet.restore import resume_state
+from pricenet.inference.predictor import Predictor
+from pricenet.predict import main
+from pricenet.run.pipeline import run
+from pricenet.tables import make_synthetic
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
 
 # Attribute paths that start with a prefix pricenet 0.1 allowed and reach torch.save.
-BYPASSES = ("torch.nn.modules.module.torch.save", "pricenet.model.torch.save")
+BYPASSES = ("torch.nn.modules.module.torch.save", "pricenet.nn.model.torch.save")
 
 
 def touch(marker: Path, path: str = BYPASSES[0], **extra: Any) -> dict[str, Any]:
@@ -43,7 +45,7 @@ def partial_touch(marker: Path) -> dict[str, Any]:
 
 def recursive_touch(marker: Path) -> dict[str, Any]:
     return {
-        "_target_": "pricenet.heads.CategoricalHead",
+        "_target_": "pricenet.nn.heads.CategoricalHead",
         "_recursive_": True,
         "num_classes": touch(marker),
     }
@@ -240,9 +242,32 @@ def test_strings_where_mappings_belong_are_refused(trained, tmp_path, capsys, wh
 
 
 def test_a_head_that_disagrees_with_the_settings_is_refused(trained, tmp_path, capsys):
-    edit = _place("settings.loss.head._target_", "pricenet.heads.CoralHead")
+    edit = _place("settings.loss.head._target_", "pricenet.nn.heads.CoralHead")
     path = poisoned(trained, tmp_path, "best.pt", edit)
     refused_by_every_loader(path, trained[1], capsys, "settings name the head .*CoralHead")
+
+
+SAMPLE_ROWS = make_synthetic(20, seed=5).to_frame().drop(columns=["price_range"])
+
+
+def _old_module_paths(payload: dict) -> None:
+    """The settings as a checkpoint written before the subpackages names them."""
+    for key, value in payload["settings"].items():
+        if key.endswith("._target_") and isinstance(value, str):
+            payload["settings"][key] = value.replace("pricenet.nn.heads.", "pricenet.heads.")
+
+
+@pytest.mark.parametrize("name", ["best.pt", "last.pt"])
+def test_a_checkpoint_naming_the_old_module_paths_still_loads(trained, tmp_path, name):
+    run_dir, config = trained
+    path = poisoned(trained, tmp_path, name, _old_module_paths)
+    settings = load_checkpoint(path)["settings"]
+    # The edit had an effect: the head is named where it used to live.
+    assert settings["loss.head._target_"] == "pricenet.heads.CategoricalHead"
+    expected = Predictor.from_checkpoint(run_dir / name).predict_proba(SAMPLE_ROWS)
+    assert (Predictor.from_checkpoint(path).predict_proba(SAMPLE_ROWS) == expected).all()
+    if name == "last.pt":
+        assert resume_state(path, config) is not None  # the same settings: no difference
 
 
 def _drop(path: str) -> Callable[[dict], None]:
@@ -327,8 +352,8 @@ def _overflowing(payload: dict) -> None:
 
 
 def test_a_checkpoint_whose_outputs_overflow_is_refused(trained, tmp_path, capsys):
-    from pricenet.model import build_network
-    from pricenet.spec import NetworkSpec, build_head
+    from pricenet.nn.model import build_network
+    from pricenet.nn.spec import NetworkSpec, build_head
 
     path = poisoned(trained, tmp_path, "best.pt", _overflowing)
     payload = load_checkpoint(path)

@@ -27,11 +27,11 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from pricenet.checkpoint import LAST, load_checkpoint
-from pricenet.engine import FitState, Trainer
+from pricenet.checkpoints.checkpoint import LAST, load_checkpoint
+from pricenet.engine.loop import FitState, Trainer
 from pricenet.errors import CheckpointError, DivergenceError, shown
-from pricenet.members import load_data
-from pricenet.pipeline import run
+from pricenet.run.fits import load_data
+from pricenet.run.pipeline import run
 
 LEAN = (
     "report.tensorboard=false",

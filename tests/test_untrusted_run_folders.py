@@ -27,13 +27,13 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from test_untrusted_checkpoints import BYPASSES, touch
 
-from pricenet.attribution import run_test_rows
-from pricenet.checkpoint import load_checkpoint, save_checkpoint
+from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 from pricenet.explain import main as explain_main
-from pricenet.members import load_data, plan_for
-from pricenet.pipeline import run
-from pricenet.predict import Predictor
+from pricenet.inference.attribution import run_test_rows
+from pricenet.inference.predictor import Predictor
 from pricenet.predict import main as predict_main
+from pricenet.run.fits import load_data, plan_for
+from pricenet.run.pipeline import run
 from pricenet.tables import make_synthetic
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")

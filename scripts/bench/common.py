@@ -16,10 +16,10 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-import pricenet.config  # noqa: F401  (registers the schemas)
-from pricenet.members import Prepared, load_data, plan_for, prepare
-from pricenet.pipeline import run
-from pricenet.plan import Member
+import pricenet.config.config  # noqa: F401  (registers the schemas)
+from pricenet.run.fits import Prepared, load_data, plan_for, prepare
+from pricenet.run.pipeline import run
+from pricenet.run.plan import PlannedFit
 from pricenet.tables import Table, stratified_kfold
 
 CPU = torch.device("cpu")
@@ -73,7 +73,7 @@ class Context:
 
 def single(cfg: DictConfig, table: Table, rows: tuple[np.ndarray, ...], seed: int = 0) -> Prepared:
     """One member's tensors (train, val, test rows), prepared as the pipeline does."""
-    return prepare(cfg, table, [Member(*rows, seed)], CPU)
+    return prepare(cfg, table, [PlannedFit(*rows, seed)], CPU)
 
 
 def whole_run(cfg: DictConfig) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pricenet.members import load_data
+from pricenet.run.fits import load_data
 
 from .common import (
     Context,

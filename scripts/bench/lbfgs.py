@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pricenet.members import build_trainer, plan_for, prepare
+from pricenet.run.fits import build_trainer, plan_for, prepare
 
 from .common import CPU, Context, check_same_folds, compose_cfg, fold_accuracies, spread, whole_run
 from .harness import alternate, timed

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pricenet.members import build_trainer, plan_for, prepare
+from pricenet.run.fits import build_trainer, plan_for, prepare
 
 from .common import CPU, QUIET, Context, compose_cfg, whole_run
 from .harness import python, timed

@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 
 from pricenet.export import INPUT, ExportOptions, export, onnx_session
-from pricenet.pipeline import run
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
+from pricenet.run.pipeline import run
 
 from .common import Context, compose_cfg
 from .harness import timed
@@ -187,7 +187,7 @@ _START_TORCH = """
 import sys, time
 t = time.perf_counter()
 import torch
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
 m = Predictor.from_checkpoint(sys.argv[1]).probability_module()
 with torch.no_grad():
     m(torch.zeros(1, 20))

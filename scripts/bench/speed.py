@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pricenet.members import build_trainer
-from pricenet.seed import set_seed
+from pricenet.config.seed import set_seed
+from pricenet.run.fits import build_trainer
 from pricenet.tables import stratified_split
 
 from .common import Context, compose_cfg, single

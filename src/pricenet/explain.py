@@ -8,7 +8,7 @@
 * ``ema``: the exponentially weighted average of a noisy series for several betas;
 * ``features``: ``features.csv`` and ``features.png``, the checkpoint's features ranked by
   permutation importance, with Captum's attributions per class: integrated gradients, feature
-  ablation or Shapley value sampling (see :mod:`pricenet.attribution`).
+  ablation or Shapley value sampling (see :mod:`pricenet.inference.attribution`).
 
 Adding a config adds it to the figure: nothing here lists the choices. The output folder is
 checked before any work.
@@ -29,11 +29,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-import pricenet.config  # noqa: F401  (registers the config schemas)
-from pricenet.attribution import METHODS
-from pricenet.cli import check_output_dir, parse_options
+import pricenet.config.config  # noqa: F401  (registers the config schemas)
+from pricenet.config.cli import check_output_dir, parse_options
 from pricenet.errors import ConfigError, exit_on_user_error
-from pricenet.plots import DPI, ema
+from pricenet.inference.attribution import METHODS
+from pricenet.run.plots import DPI, ema
 
 FIGURES = ("activations", "schedulers", "ema")
 MODEL_FIGURES = ("features",)
@@ -197,8 +197,8 @@ def _save(fig: Any, path: Path) -> Path:
 def explain_features(options: ExplainOptions, out_dir: Path) -> list[Path]:
     """``features.csv`` and ``features.png`` for ``options.checkpoint`` in ``out_dir``."""
     from pricenet.atomic import atomic_write_text
-    from pricenet.attribution import attribute, csv_rows, plot_features, run_test_rows
-    from pricenet.predict import Predictor
+    from pricenet.inference.attribution import attribute, csv_rows, plot_features, run_test_rows
+    from pricenet.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(options.checkpoint)
     if options.data:

@@ -61,10 +61,10 @@ import torch
 from omegaconf import MISSING
 
 from pricenet.atomic import atomic_write_bytes
-from pricenet.checkpoint import resolve_checkpoint
-from pricenet.cli import check_not_an_input, check_output_path, parse_options
+from pricenet.checkpoints.checkpoint import resolve_checkpoint
+from pricenet.config.cli import check_not_an_input, check_output_path, parse_options
 from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
 
 FORMATS = ("onnx", "torchscript")
 INPUT = "features"
@@ -97,7 +97,7 @@ class ExportOptions:
 
 
 @dataclass
-class Schema:
+class GraphMetadata:
     """What a consumer of an exported graph needs to know besides the graph."""
 
     feature_names: list[str]
@@ -107,7 +107,7 @@ class Schema:
     categories: dict[str, list[str]] | None = None  # name -> categories, in schema order
 
     @classmethod
-    def of(cls, predictor: Predictor) -> Schema:
+    def of(cls, predictor: Predictor) -> GraphMetadata:
         prep = predictor.preprocessors[0]
         if not prep.categorical:
             return cls(predictor.feature_names, predictor.class_labels, predictor.label_name)
@@ -176,7 +176,7 @@ def _probe_batch(predictor: Predictor, rows: int = 64, seed: int = 0) -> tuple[t
     return features, torch.stack(codes, dim=1)
 
 
-def _probe_strings(codes: torch.Tensor, schema: Schema) -> np.ndarray:
+def _probe_strings(codes: torch.Tensor, schema: GraphMetadata) -> np.ndarray:
     """The ``categories`` strings that encode to ``codes`` (-1: a value outside, -2: "")."""
     columns = []
     for j, categories in enumerate((schema.categories or {}).values()):
@@ -242,7 +242,7 @@ def onnx_bytes(
     return buffer.getvalue()
 
 
-def with_string_categories(model_bytes: bytes, schema: Schema) -> bytes:
+def with_string_categories(model_bytes: bytes, schema: GraphMetadata) -> bytes:
     """Replace the graph's int64 ``codes`` input by a string ``categories`` input (n, C).
 
     Per column: ``Gather`` the strings, an ``ai.onnx.ml`` ``LabelEncoder`` maps each
@@ -287,7 +287,7 @@ def with_string_categories(model_bytes: bytes, schema: Schema) -> bytes:
     return model.SerializeToString()
 
 
-def with_metadata(model_bytes: bytes, schema: Schema) -> bytes:
+def with_metadata(model_bytes: bytes, schema: GraphMetadata) -> bytes:
     """The ONNX model with ``schema`` in its ``metadata_props`` and a doc string."""
     onnx = _require("onnx")
     model = onnx.load_from_string(model_bytes)
@@ -321,7 +321,7 @@ def onnx_session(model: bytes | str | Path) -> Any:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def read_schema(path: str | Path) -> Schema:
+def read_schema(path: str | Path) -> GraphMetadata:
     """The schema stored in an exported ONNX file."""
     onnx = _require("onnx")
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
@@ -330,7 +330,7 @@ def read_schema(path: str | Path) -> Schema:
         for key in ("numeric_names", "categories")
         if f"pricenet.{key}" in props
     }
-    return Schema(
+    return GraphMetadata(
         json.loads(props["pricenet.feature_names"]),
         json.loads(props["pricenet.class_labels"]),
         props["pricenet.label_name"],
@@ -338,7 +338,7 @@ def read_schema(path: str | Path) -> Schema:
     )
 
 
-def onnx_inputs(schema: Schema, frame: Any) -> dict[str, np.ndarray]:
+def onnx_inputs(schema: GraphMetadata, frame: Any) -> dict[str, np.ndarray]:
     """The graph's inputs for the raw rows of a DataFrame ``frame`` (NaN / None missing)."""
     feed = {INPUT: frame[schema.input_names].to_numpy(dtype=np.float32)}
     if schema.categories:
@@ -385,7 +385,7 @@ def export_onnx(predictor: Predictor, checkpoint: str, opset: int = OPSET) -> by
     _require("onnx")
     module = _exportable(predictor)
     example = _probe_batch(predictor)
-    schema = Schema.of(predictor)
+    schema = GraphMetadata.of(predictor)
     try:
         model = onnx_bytes(module, example, opset)
         if schema.categories:
@@ -410,7 +410,7 @@ def export_torchscript(predictor: Predictor, checkpoint: str) -> bytes:
     """A traced TorchScript archive, with the schema as the extra file ``pricenet.json``."""
     module = _exportable(predictor)
     example = _probe_batch(predictor)
-    schema = Schema.of(predictor)
+    schema = GraphMetadata.of(predictor)
     extra = {"pricenet.json": json.dumps({**schema.metadata(), "format": "torchscript"})}
     buffer = io.BytesIO()
     try:

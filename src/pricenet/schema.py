@@ -9,7 +9,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from pricenet.cli import parse_options
+from pricenet.config.cli import parse_options
 from pricenet.errors import ConfigError, exit_on_user_error
 
 USAGE = """\

@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import MISSING
 
-from pricenet.checkpoint import resolve_checkpoint
-from pricenet.cli import parse_options
+from pricenet.checkpoints.checkpoint import resolve_checkpoint
+from pricenet.config.cli import parse_options
 from pricenet.errors import (
     CheckpointError,
     ConfigError,
@@ -65,7 +65,7 @@ from pricenet.errors import (
     exit_on_user_error,
     shown,
 )
-from pricenet.predict import Predictor
+from pricenet.inference.predictor import Predictor
 
 try:  # FastAPI resolves the endpoints' annotations in this module's globals
     from fastapi import FastAPI, Request, Response
@@ -454,7 +454,9 @@ class Workers:
         once (workers are forked from it, never from the threaded server). Called early, its
         imports overlap the server's own loading of the model. (Not this module: a worker
         runs it as its main module, which runpy warns about when it is already imported.)"""
-        multiprocessing.forkserver.set_forkserver_preload(["pricenet.predict", "fastapi"])
+        multiprocessing.forkserver.set_forkserver_preload(
+            ["pricenet.inference.predictor", "fastapi"]
+        )
         multiprocessing.forkserver.ensure_running()
 
     def _new_pool(self) -> ProcessPoolExecutor:

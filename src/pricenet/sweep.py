@@ -26,8 +26,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pricenet.atomic import atomic_write_text
+from pricenet.config.monitor import Monitor
 from pricenet.errors import ConfigError, exit_on_user_error, first_line, shown
-from pricenet.monitor import Monitor
 
 log = logging.getLogger("pricenet")
 

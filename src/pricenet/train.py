@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import pricenet.config  # noqa: F401  (registers the config schemas)
+import pricenet.config.config  # noqa: F401  (registers the config schemas)
 from pricenet.errors import exit_on_user_error
 
 
@@ -13,7 +13,7 @@ from pricenet.errors import exit_on_user_error
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
     """Train, evaluate and save the model ``cfg`` describes; return the validation metric."""
-    from pricenet.pipeline import run_job
+    from pricenet.run.pipeline import run_job
 
     return run_job(cfg)
 

@@ -346,7 +346,7 @@ class PreprocessModule(torch.nn.Module):
     codes (int64 ``(n, C)``: the value's position in its ``categories``,
     :data:`UNKNOWN_CODE` outside them, :data:`MISSING_CODE` missing) and returns every
     member's model input ``(members, n, width)`` in :class:`Preprocessor`'s layout. Training,
-    :class:`~pricenet.predict.Predictor`, export and attributions all run it.
+    :class:`~pricenet.inference.predictor.Predictor`, export and attributions all run it.
     :meth:`refused` marks the rows the policies refuse (an unknown category where the schema's
     ``unknown`` is error, a missing category under ``missing=error``): :meth:`transform`
     raises for them, a graph that cannot raise answers them with NaN.

@@ -17,8 +17,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from pricenet.config.seed import check_device_name
 from pricenet.errors import Problems
-from pricenet.seed import check_device_name
 
 MONITORS = ("val_acc", "val_loss")
 CV_KEEP = ("ensemble", "refit", "none")
@@ -78,7 +78,7 @@ class TrainerConfig:
     checkpoint_interval_s: float = 30.0
     seeds: int = 1
     calibrate: bool = True
-    # the network budget, checked from its sizes before anything is built (pricenet.spec)
+    # the network budget, checked from its sizes before anything is built (pricenet.nn.spec)
     max_parameters: int = 50_000_000
     max_activation_bytes: int = 2**30  # one batch of batch_size rows through every member
 
@@ -372,13 +372,13 @@ def check_config(cfg: DictConfig) -> None:
     :class:`ConfigError` lists every problem found.
 
     The values (:func:`validate`), the device, every ``_target_`` node, its optimizer and
-    scheduler built on a probe (:mod:`pricenet.checks`), and, once all those pass, whether a
-    checkpoint could describe the network (:func:`pricenet.spec.network_spec`, with one
+    scheduler built on a probe (:mod:`pricenet.config.checks`), and, once all those pass, whether a
+    checkpoint could describe the network (:func:`pricenet.nn.spec.network_spec`, with one
     input; the real width is checked when the data is read).
     """
-    from pricenet.checks import check_factories
-    from pricenet.seed import resolve_device
-    from pricenet.spec import network_spec
+    from pricenet.config.checks import check_factories
+    from pricenet.config.seed import resolve_device
+    from pricenet.nn.spec import network_spec
 
     problems = _value_problems(cfg)
     if not problems:

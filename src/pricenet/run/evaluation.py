@@ -1,7 +1,7 @@
 """Scoring a run's members: each on its held-out rows, their summary, and calibration.
 
 Each member's best weights are scored on rows it never saw; a temperature per member is
-fitted on its validation rows (:mod:`pricenet.calibration`) and its effect measured on the
+fitted on its validation rows (:mod:`pricenet.run.calibration`) and its effect measured on the
 held-out rows. With several members, ``metrics.json`` leads with their means and gains a
 ``cv`` (or ``seeds``) block: mean, std and 95% interval, and the pooled confusion matrix.
 
@@ -21,18 +21,18 @@ import torch
 from omegaconf import DictConfig
 
 from pricenet.atomic import json_value
-from pricenet.cv import headline, summarize
-from pricenet.engine import Trainer
-from pricenet.members import Fitted, Prepared
-from pricenet.metrics import classification_report
-from pricenet.model import count_parameters
-from pricenet.plan import Member
+from pricenet.engine.loop import Trainer
+from pricenet.nn.model import count_parameters
+from pricenet.run.fits import Fitted, Prepared
+from pricenet.run.metrics import classification_report
+from pricenet.run.plan import PlannedFit
+from pricenet.run.summary import headline, summarize
 from pricenet.tables.duplicates import scan, seen_in_training
 
 log = logging.getLogger("pricenet")
 
 
-def _member_record(member: Member, trainer: Trainer, index: int) -> dict[str, Any]:
+def _member_record(member: PlannedFit, trainer: Trainer, index: int) -> dict[str, Any]:
     state = trainer.state.members[index]
     best = state.best_epoch - 1
     record: dict[str, Any] = {
@@ -53,7 +53,7 @@ def _member_record(member: Member, trainer: Trainer, index: int) -> dict[str, An
 
 def evaluate(cfg: DictConfig, prepared: Prepared, fitted: Fitted) -> dict[str, Any]:
     """Each member's best weights on its held-out rows, the summary, and calibration."""
-    from pricenet.calibration import calibratable, fit_temperature
+    from pricenet.run.calibration import calibratable, fit_temperature
 
     schema = prepared.table.schema
     records, temperatures, held = [], [], []
@@ -106,7 +106,7 @@ def member_outputs(trainer: Trainer, index: int, x: torch.Tensor) -> torch.Tenso
 
 def _calibration(prepared: Prepared, fitted: Fitted, held: list) -> dict[str, Any] | None:
     """ECE and NLL on the held-out rows, pooled over members, before and after scaling."""
-    from pricenet.calibration import calibratable, calibration_report
+    from pricenet.run.calibration import calibratable, calibration_report
 
     head = fitted.trainers[0].head
     if not held or not calibratable(head):

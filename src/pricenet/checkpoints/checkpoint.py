@@ -213,7 +213,24 @@ RESUME_MAY_CHANGE = (
     "paths.",
     "data.path",
     "data.source.path",
+    "callbacks.",  # never saved (code to run, not a setting); each one's state is checked alone
 )
+
+
+# Modules that moved when the package was grouped into subpackages: checkpoints written before
+# name their ``_target_`` settings by the old paths, which still mean the same classes (the
+# only pricenet ``_target_`` a checkpoint's settings hold is the head's: callbacks are left out).
+MOVED_MODULES = {"pricenet.heads.": "pricenet.nn.heads."}
+
+
+def current_target(target: Any) -> Any:
+    """A ``_target_`` read from a checkpoint under its module's present path; other values as
+    they are. Only compared, never imported."""
+    if isinstance(target, str):
+        for old, new in MOVED_MODULES.items():
+            if target.startswith(old):
+                return new + target[len(old) :]
+    return target
 
 
 def flatten_settings(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -236,7 +253,8 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     """``key (saved there, current here)`` for each setting a resume must keep the same.
 
     ``saved`` is a checkpoint's flat settings; ``current`` this run's resolved config."""
-    old, new = saved, flatten_settings(current)
+    old = {k: current_target(v) if k.endswith("._target_") else v for k, v in saved.items()}
+    new = flatten_settings(current)
     keys = sorted(k for k in old.keys() | new.keys() if not k.startswith(RESUME_MAY_CHANGE))
     missing = "<unset>"
     return [

@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 
-from pricenet.checkpoint import LAST, save_checkpoint
-from pricenet.errors import shown
-from pricenet.state_checks import (
+from pricenet.checkpoints.checkpoint import LAST, save_checkpoint
+from pricenet.checkpoints.state_checks import (
     check_int,
     check_list,
     check_mapping,
@@ -36,6 +35,7 @@ from pricenet.state_checks import (
     fail,
     replay,
 )
+from pricenet.errors import shown
 
 
 @dataclass

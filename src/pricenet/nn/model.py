@@ -1,4 +1,4 @@
-"""The (packed) MLP: its structure from a :class:`~pricenet.spec.NetworkSpec`, its init from
+"""The (packed) MLP: its structure from a :class:`~pricenet.nn.spec.NetworkSpec`, its init from
 the user's config.
 
 ``build_network(spec)`` is the loading path (structure only, torch's default init, nothing
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pricenet.errors import ConfigError
-from pricenet.packed import (
+from pricenet.nn.packed import (
     PackedBatchNorm1d,
     PackedDropout,
     PackedLinear,
@@ -28,7 +28,7 @@ from pricenet.packed import (
     PackedPReLU,
     PackedRReLU,
 )
-from pricenet.spec import NetworkSpec, build_activation, build_head
+from pricenet.nn.spec import NetworkSpec, build_activation, build_head
 
 # Which gain torch.nn.init.calculate_gain should use for each activation, and where its
 # negative slope lives. Activations without an entry (ELU, GELU, SiLU) are ReLU-like.

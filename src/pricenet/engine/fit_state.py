@@ -13,12 +13,8 @@ from typing import Any
 
 import torch
 
-from pricenet.checkpoint import check_tensors
-from pricenet.epochs import batches_per_epoch
-from pricenet.errors import shown
-from pricenet.monitor import Monitor
-from pricenet.packed import PackedBatchNorm1d, PackedMLP
-from pricenet.state_checks import (
+from pricenet.checkpoints.checkpoint import check_tensors
+from pricenet.checkpoints.state_checks import (
     check_int,
     check_list,
     check_mapping,
@@ -28,6 +24,10 @@ from pricenet.state_checks import (
     check_scores,
     fail,
 )
+from pricenet.config.monitor import Monitor
+from pricenet.engine.epochs import batches_per_epoch
+from pricenet.errors import shown
+from pricenet.nn.packed import PackedBatchNorm1d, PackedMLP
 
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
@@ -241,7 +241,7 @@ SEQUENTIAL_KEYS = ("model", "fit", "trainers")
 
 
 def check_sequential_state(state: Any, checks: Sequence[Any], where: str) -> None:
-    """Refuse a saved state of members fitted one by one (:class:`~pricenet.engine.Sequential`)
+    """Refuse a saved state of members fitted one by one (:class:`~pricenet.engine.loop.Sequential`)
     unless every member's trainer state passes its ``checks[m](state, where, key)`` and the
     run's progress agrees with them (its records are theirs)."""
     state = check_mapping(state, SEQUENTIAL_KEYS, where, "trainer")

@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from pricenet.errors import ConfigError, shown
-from pricenet.heads import CategoricalHead, CoralHead, Head, OrdinalHead, RegressionHead
+from pricenet.nn.heads import CategoricalHead, CoralHead, Head, OrdinalHead, RegressionHead
 
 ArgValue = float | int | str | bool
 Check = Callable[[Any], bool]
@@ -326,7 +326,7 @@ def head_name(head: Head, where: str) -> str:
     if name is None:
         raise ConfigError(
             f"{where}: {type(head).__qualname__} cannot be saved in a safe checkpoint; "
-            f"use one of: {', '.join(f'pricenet.heads.{c.__name__}' for c in HEADS.values())}"
+            f"use one of: {', '.join(f'pricenet.nn.heads.{c.__name__}' for c in HEADS.values())}"
         )
     return name
 

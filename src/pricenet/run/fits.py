@@ -1,7 +1,7 @@
 """The members of a run (its fits): data, plan, preprocessing, and fitting them.
 
 A member is one fit of the model: its own training, validation and held-out rows (see
-:mod:`pricenet.plan`), its own :class:`~pricenet.tables.Preprocessor` fitted on its training
+:mod:`pricenet.run.plan`), its own :class:`~pricenet.tables.Preprocessor` fitted on its training
 rows, its own seed. :func:`fit` trains every member in one packed model, or one by one when
 the config cannot be packed exactly (one log line says why).
 """
@@ -19,19 +19,19 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
-from pricenet.callbacks import RunContext
-from pricenet.config import to_container
-from pricenet.engine import MemberData, Sequential, Trainer
+from pricenet.checkpoints.restore import Resume
+from pricenet.config.config import to_container
+from pricenet.config.monitor import Monitor
+from pricenet.engine.callbacks import RunContext
+from pricenet.engine.fit_state import check_sequential_state, check_trainer_state
+from pricenet.engine.loop import MemberData, Sequential, Trainer
+from pricenet.engine.memberwise import packable
+from pricenet.engine.reporting import close_reporters
 from pricenet.errors import CheckpointError, ConfigError, DataError, DivergenceError
-from pricenet.fit_state import check_sequential_state, check_trainer_state
-from pricenet.heads import Head
-from pricenet.logs import close_reporters
-from pricenet.memberwise import packable
-from pricenet.model import build_model
-from pricenet.monitor import Monitor
-from pricenet.plan import Member, make_plan, split_groups
-from pricenet.restore import Resume
-from pricenet.spec import network_spec
+from pricenet.nn.heads import Head
+from pricenet.nn.model import build_model
+from pricenet.nn.spec import network_spec
+from pricenet.run.plan import PlannedFit, make_plan, split_groups
 from pricenet.tables import Preprocessor, Schema, Table
 from pricenet.tables.duplicates import apply_policy
 from pricenet.tables.sources import load_table
@@ -80,7 +80,7 @@ class Prepared:
     """The data side of a run: the table, its plan, and each member's tensors."""
 
     table: Table
-    plan: list[Member]
+    plan: list[PlannedFit]
     preprocessors: list[Preprocessor]
     members: list[MemberData]
     tests: list[tuple[torch.Tensor, torch.Tensor]]
@@ -90,8 +90,8 @@ class Prepared:
         return self.preprocessors[0].width
 
 
-def plan_for(cfg: DictConfig, table: Table) -> list[Member]:
-    """The run's members (see :mod:`pricenet.plan`)."""
+def plan_for(cfg: DictConfig, table: Table) -> list[PlannedFit]:
+    """The run's members (see :mod:`pricenet.run.plan`)."""
     return make_plan(
         table.labels,
         table.schema,
@@ -105,7 +105,9 @@ def plan_for(cfg: DictConfig, table: Table) -> list[Member]:
     )
 
 
-def prepare(cfg: DictConfig, table: Table, plan: list[Member], device: torch.device) -> Prepared:
+def prepare(
+    cfg: DictConfig, table: Table, plan: list[PlannedFit], device: torch.device
+) -> Prepared:
     """Fit each member's preprocessor on its training rows; its rows as tensors on ``device``."""
     frame, labels = table.frame, torch.from_numpy(table.labels)
     missing = to_container(cfg.data).get("missing", "error")

@@ -2,11 +2,11 @@
 
 :func:`run` checks everything it can, reads the data, claims the run folder, then:
 
-- **plan** (:mod:`pricenet.plan`): which fits to make: one split (× ``trainer.seeds``), or
+- **plan** (:mod:`pricenet.run.plan`): which fits to make: one split (× ``trainer.seeds``), or
   ``cv.folds`` × ``cv.repeats`` folds (× seeds). Each fit is a *member*.
 - **prep**: each member's :class:`~pricenet.tables.Preprocessor`, fitted on its own
   training rows only, turns the table into its tensors.
-- **fit** (:mod:`pricenet.engine`): every member trains in one packed model, or one by one
+- **fit** (:mod:`pricenet.engine.loop`): every member trains in one packed model, or one by one
   when the config cannot be packed exactly (one log line says why).
 - **evaluate**: each member's best weights on its held-out rows; the ``cv``/``seeds``
   summary; a calibration temperature per member, fitted on its validation rows.
@@ -35,14 +35,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from pricenet.atomic import atomic_write_json as _write_json
 from pricenet.atomic import atomic_write_text
-from pricenet.callbacks import RunContext
-from pricenet.checkpoint import BEST, LAST
-from pricenet.config import check_config, member_count, to_container
-from pricenet.engine import FitInterrupted
+from pricenet.checkpoints.checkpoint import BEST, LAST
+from pricenet.checkpoints.restore import Resume, resume_state
+from pricenet.config.config import check_config, member_count, to_container
+from pricenet.config.seed import resolve_device, set_seed, set_threads
+from pricenet.engine.callbacks import RunContext
+from pricenet.engine.loop import FitInterrupted
 from pricenet.errors import CheckpointError, ConfigError, DivergenceError
-from pricenet.evaluation import evaluate, metrics_of
-from pricenet.keep import checkpoint_meta, keep_diverged, keep_model
-from pricenet.members import (
+from pricenet.nn.model import count_parameters
+from pricenet.nn.spec import network_spec
+from pricenet.run.artifacts import checkpoint_meta, keep_diverged, keep_model
+from pricenet.run.evaluation import evaluate, metrics_of
+from pricenet.run.fits import (
     build_head,
     check_resume,
     fit,
@@ -51,11 +55,7 @@ from pricenet.members import (
     prepare,
     warn_absent_classes,
 )
-from pricenet.model import count_parameters
-from pricenet.restore import Resume, resume_state
-from pricenet.runs import claim_run_dir
-from pricenet.seed import resolve_device, set_seed, set_threads
-from pricenet.spec import network_spec
+from pricenet.run.folders import claim_run_dir
 from pricenet.tables import Preprocessor, Table
 
 log = logging.getLogger("pricenet")
@@ -105,7 +105,7 @@ def check_network(cfg: DictConfig, table: Table) -> None:
 def _check_resume(resumed: Resume, cfg: DictConfig, table: Table) -> None:
     """A resume that would train nothing, or cannot continue exactly, is refused up front,
     before the run folder is claimed: its data must be the same, and its trainer state must
-    fit the trainer(s) this config builds (:func:`~pricenet.members.check_resume`)."""
+    fit the trainer(s) this config builds (:func:`~pricenet.run.fits.check_resume`)."""
     where = cfg.trainer.resume
     if resumed.data_sha256 not in (None, table_sha256(table)):
         raise CheckpointError(
@@ -245,11 +245,11 @@ def _run(
     if best is not None:
         artifacts[BEST] = best
     if cfg.report.plots is True or (cfg.report.plots == "auto" and not multirun):
-        from pricenet.plots import plot_run
+        from pricenet.run.plots import plot_run
 
         artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta, table.schema.label))
         if evaluation["calibration"]:
-            from pricenet.calibration import plot_reliability
+            from pricenet.run.calibration import plot_reliability
 
             before, after, labels = evaluation["calibration"]["reliability"]
             artifacts["reliability.png"] = plot_reliability(
@@ -298,7 +298,7 @@ def run_job(cfg: DictConfig) -> float:
     except Exception as err:
         if not multirun:
             raise
-        pruned = getattr(err, "record", None)  # pricenet.pruning's record of a pruned trial
+        pruned = getattr(err, "record", None)  # pricenet.engine.pruning's record of a pruned trial
         if pruned is not None:
             _write_json(run_dir / METRICS, pruned)
             log.info("job %s %s", hydra_cfg.job.num, pruned["error"])

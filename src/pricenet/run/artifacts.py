@@ -14,14 +14,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pricenet.calibration import calibratable, fit_temperature
-from pricenet.checkpoint import BEST, flatten_settings, save_checkpoint
+from pricenet.checkpoints.checkpoint import BEST, flatten_settings, save_checkpoint
 from pricenet.errors import DivergenceError
-from pricenet.evaluation import member_outputs
-from pricenet.members import Fitted, Prepared, build_trainer, prepare
-from pricenet.packed import stack_members
-from pricenet.plan import refit_member, split_groups
-from pricenet.spec import NetworkSpec
+from pricenet.nn.packed import stack_members
+from pricenet.nn.spec import NetworkSpec
+from pricenet.run.calibration import calibratable, fit_temperature
+from pricenet.run.evaluation import member_outputs
+from pricenet.run.fits import Fitted, Prepared, build_trainer, prepare
+from pricenet.run.plan import refit_member, split_groups
 
 log = logging.getLogger("pricenet")
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from pricenet.heads import RankBiases
+from pricenet.nn.heads import RankBiases
 
 
 class PackedLinear(nn.Module):

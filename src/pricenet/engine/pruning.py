@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from pricenet.callbacks import RunContext
+from pricenet.engine.callbacks import RunContext
 
 if TYPE_CHECKING:
     import optuna

@@ -43,12 +43,12 @@ import numpy as np
 import torch
 
 from pricenet.errors import ConfigError, DataError, shown
-from pricenet.plots import DPI
+from pricenet.run.plots import DPI
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pricenet.predict import Predictor
+    from pricenet.inference.predictor import Predictor
     from pricenet.tables import Schema, Table
 
 
@@ -137,7 +137,7 @@ def run_test_rows(run_dir: Path, schema: Schema) -> HeldOut:
     The file is read as plain data (:class:`~pricenet.stored.StoredConfig`): the data source is
     one of the two pricenet ships, called directly with checked values, never instantiated.
     """
-    from pricenet.plan import make_plan, split_groups
+    from pricenet.run.plan import make_plan, split_groups
     from pricenet.stored import StoredConfig, is_int, is_number
     from pricenet.tables.duplicates import POLICIES, apply_policy
     from pricenet.tables.sources import load_stored_source
@@ -252,8 +252,8 @@ def permutation_importance(
 
 def category_codes(table: Table) -> torch.Tensor:
     """Each categorical value's position in its categories, as the probability module reads
-    them: :data:`~pricenet.predict.UNKNOWN_CODE` outside them, ``MISSING_CODE`` when absent."""
-    from pricenet.predict import MISSING_CODE, UNKNOWN_CODE
+    them: :data:`~pricenet.tables.prep.UNKNOWN_CODE` outside them, ``MISSING_CODE`` when absent."""
+    from pricenet.tables.prep import MISSING_CODE, UNKNOWN_CODE
 
     columns = []
     for feature in table.schema.features:

@@ -22,7 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from pricenet.config import check_config
+from pricenet.config.config import check_config
 from pricenet.errors import ConfigError, exit_on_user_error
 
 MARKER = ".pricenet-run"

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pricenet.heads import CategoricalHead, Head, OrdinalHead
-from pricenet.plots import DPI, save_png
+from pricenet.nn.heads import CategoricalHead, Head, OrdinalHead
+from pricenet.run.plots import DPI, save_png
 
 EPS = 1e-12
 BINS = 15

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pricenet.atomic import reporting_write_errors
-from pricenet.callbacks import RunContext
-from pricenet.fit_state import CURVES
+from pricenet.engine.callbacks import RunContext
+from pricenet.engine.fit_state import CURVES
 
 log = logging.getLogger("pricenet")
 

@@ -16,12 +16,13 @@ The loop is skorch's: :meth:`Trainer.fit` runs :meth:`~Trainer.run_epoch` until 
 done, which runs :meth:`~Trainer.train_step` per batch; after each epoch it records, once per
 member, whether the monitored score improved (``trainer.improved``), which best weights,
 early stopping and the checkpointer read, and calls every callback's ``on_epoch_end``. Which
-rows each member sees is :mod:`pricenet.epochs`; stepping members on their own is
-:mod:`pricenet.memberwise`; policy and reporting are callbacks (:mod:`pricenet.callbacks`).
+rows each member sees is :mod:`pricenet.engine.epochs`; stepping members on their own is
+:mod:`pricenet.engine.memberwise`; policy and reporting are callbacks
+(:mod:`pricenet.engine.callbacks`).
 
 How members stay independent:
 
-- ``model`` is a :class:`~pricenet.packed.PackedMLP`: weights ``[M, ...]``. Rows are padded to
+- ``model`` is a :class:`~pricenet.nn.packed.PackedMLP`: weights ``[M, ...]``. Rows are padded to
   the longest member and masked; member ``m``'s loss is the masked mean over its rows and the
   loss that is backpropagated is the SUM over members, so each member's gradient is its own.
 - Member ``m``'s generator draws, each epoch, its batch order (``randperm``) and then its noise
@@ -34,7 +35,7 @@ How members stay independent:
 - A member without a batch at a step (fewer rows than the others), one that stopped early and
   one that diverged are not updated: their parameter and optimizer-state slices are kept
   through the step, and each member keeps its own step count
-  (:class:`~pricenet.memberwise.MemberwiseOptimizer`). A plain step is one
+  (:class:`~pricenet.engine.memberwise.MemberwiseOptimizer`). A plain step is one
   ``optimizer.step()``. Once members are done (stopped early, diverged), the live ones train
   alone for the epoch: their slices of the weights, buffers and optimizer state are taken out
   and written back after it (the packed layers' results do not depend on how many members
@@ -47,7 +48,7 @@ How members stay independent:
 - Divergence (a non-finite train or val loss) freezes that member and records the error; the
   others go on. When every member has diverged, :class:`~pricenet.errors.DivergenceError`.
 
-What cannot be packed exactly (:func:`~pricenet.memberwise.packable`: ReduceLROnPlateau,
+What cannot be packed exactly (:func:`~pricenet.engine.memberwise.packable`: ReduceLROnPlateau,
 L-BFGS, any optimizer not known to be elementwise) is fitted as M trainers of one member each,
 driven epoch by epoch by :class:`Sequential`, which gives the run's callbacks the same view
 as one packed trainer.
@@ -71,19 +72,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pricenet.epochs import plan_epoch
-from pricenet.errors import DivergenceError
-from pricenet.fit_state import (
+from pricenet.config.monitor import Monitor
+from pricenet.engine.epochs import plan_epoch
+from pricenet.engine.fit_state import (
     CURVES,
     FitState,
     MemberState,
     check_sequential_state,
     check_trainer_state,
 )
-from pricenet.heads import Head
-from pricenet.memberwise import MemberwiseOptimizer
-from pricenet.monitor import Monitor
-from pricenet.packed import PackedBatchNorm1d, PackedMLP, stack_members
+from pricenet.engine.memberwise import MemberwiseOptimizer
+from pricenet.errors import DivergenceError
+from pricenet.nn.heads import Head
+from pricenet.nn.packed import PackedBatchNorm1d, PackedMLP, stack_members
 
 log = logging.getLogger("pricenet")
 
@@ -307,7 +308,7 @@ class Trainer(_Loop):
     def best_state(self) -> dict[str, Tensor]:
         """The packed state dict of every member's best weights (the last weights when no
         best-weights callback runs)."""
-        from pricenet.callbacks import BestWeights
+        from pricenet.engine.callbacks import BestWeights
 
         best = self.callback(BestWeights)
         return best.weights if best is not None else self.model.state_dict()
@@ -581,7 +582,7 @@ class Trainer(_Loop):
         return state
 
     def check_state(self, state: Any, where: str, key: str = "trainer") -> None:
-        """:func:`~pricenet.fit_state.check_trainer_state` against this trainer."""
+        """:func:`~pricenet.engine.fit_state.check_trainer_state` against this trainer."""
         check_trainer_state(
             state,
             model=self.model,
@@ -596,7 +597,7 @@ class Trainer(_Loop):
 
     def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
         """Restore what :meth:`state_dict` saved (tensors may come on any device), once
-        :func:`~pricenet.fit_state.check_trainer_state` has accepted every value of it."""
+        :func:`~pricenet.engine.fit_state.check_trainer_state` has accepted every value of it."""
         self.check_state(state, where)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -658,7 +659,7 @@ class Sequential(_Loop):
 
     def load_state_dict(self, state: dict[str, Any], where: str = "trainer state") -> None:
         """Restore what :meth:`state_dict` saved, once every member's state and the run's
-        progress are accepted (:func:`~pricenet.fit_state.check_sequential_state`)."""
+        progress are accepted (:func:`~pricenet.engine.fit_state.check_sequential_state`)."""
         check_sequential_state(state, [t.check_state for t in self.trainers], where)
         for trainer, saved in zip(self.trainers, state["trainers"], strict=True):
             trainer.load_state_dict(saved, where)

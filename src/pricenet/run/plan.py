@@ -30,13 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pricenet.config import check_plan
+from pricenet.config.config import check_plan
 from pricenet.errors import DataError
 from pricenet.tables import Schema, Table, stratified_kfold, stratified_split
 
 
 @dataclass(frozen=True)
-class Member:
+class PlannedFit:
     """One fit: its rows (indices into the table) and its seed."""
 
     train: np.ndarray
@@ -63,7 +63,7 @@ def make_plan(
     seeds: int,
     source: str,
     groups: np.ndarray | None = None,
-) -> list[Member]:
+) -> list[PlannedFit]:
     """The fits of a run, in member order (repeat, fold, seed); ``groups`` (integer codes, one
     per row, from :func:`split_groups`) stay on one side of every split."""
     check_plan(cv, seeds)
@@ -72,7 +72,7 @@ def make_plan(
         train, val, test = stratified_split(
             labels, val_size, test_size, seed, groups=groups, **split
         )
-        return [Member(train, val, test, seed + s) for s in range(seeds)]
+        return [PlannedFit(train, val, test, seed + s) for s in range(seeds)]
     folds = stratified_kfold(
         labels,
         cv["folds"],
@@ -90,7 +90,7 @@ def make_plan(
         )
         for _ in range(seeds):
             members.append(
-                Member(
+                PlannedFit(
                     np.sort(train[inner_train]),
                     np.sort(train[inner_val]),
                     np.sort(test),
@@ -109,11 +109,11 @@ def refit_member(
     seed: int,
     source: str,
     groups: np.ndarray | None = None,
-) -> Member:
+) -> PlannedFit:
     """``cv.keep=refit``: one more fit on every labelled row (its validation rows carved out)."""
     split = {"source": source, "label": schema.label, "classes": schema.classes}
     train, val, _ = stratified_split(labels, val_size, 0.0, seed, groups=groups, **split)
-    return Member(train, val, np.array([], dtype=np.int64), seed)
+    return PlannedFit(train, val, np.array([], dtype=np.int64), seed)
 
 
 def split_groups(table: Table, column: str | None = None) -> np.ndarray | None:

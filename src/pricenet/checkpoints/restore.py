@@ -3,7 +3,7 @@
 Every loader (the ``Predictor`` API and the commands built on it, and ``trainer.resume``)
 goes through :func:`restore_model`, so they all refuse the same files with the same
 one-line :class:`CheckpointError`: the network comes from a checked
-:class:`~pricenet.spec.NetworkSpec` through closed registries (no ``instantiate``, no
+:class:`~pricenet.nn.spec.NetworkSpec` through closed registries (no ``instantiate``, no
 import by name), and every tensor must fit the shapes that network needs.
 """
 
@@ -17,18 +17,19 @@ from typing import Any
 
 import torch
 
-from pricenet.checkpoint import (
+from pricenet.checkpoints.checkpoint import (
     LAST,
     check_tensors,
     config_differences,
+    current_target,
     load_checkpoint,
     resolve_checkpoint,
 )
 from pricenet.errors import CheckpointError, PricenetError, shown
-from pricenet.heads import Head
-from pricenet.model import build_network
-from pricenet.packed import PackedMLP
-from pricenet.spec import HEADS, NetworkSpec, SpecError, build_head
+from pricenet.nn.heads import Head
+from pricenet.nn.model import build_network
+from pricenet.nn.packed import PackedMLP
+from pricenet.nn.spec import HEADS, NetworkSpec, SpecError, build_head
 from pricenet.tables import Preprocessor, Schema
 
 
@@ -56,8 +57,8 @@ def _model_state(payload: dict[str, Any], where: str | Path) -> Any:
 
 def _check_settings_agree(settings: dict[str, Any], spec: NetworkSpec, where: str | Path) -> None:
     """The stored settings are informational; ones that contradict the network are refused."""
-    target = settings.get("loss.head._target_")
-    expected = f"pricenet.heads.{HEADS[spec.head].__name__}"
+    target = current_target(settings.get("loss.head._target_"))
+    expected = f"pricenet.nn.heads.{HEADS[spec.head].__name__}"
     if target is not None and target != expected:
         raise CheckpointError(
             f"{where}: settings name the head {shown(target)}, but the network's head is "
@@ -174,7 +175,7 @@ def resume_state(path: str | Path, config: dict[str, Any]) -> Resume:
     It is loaded on the CPU (RNG states must stay there); the trainer moves the rest.
 
     Resuming with other settings would silently train a different model, so any difference
-    outside :data:`~pricenet.checkpoint.RESUME_MAY_CHANGE` is a :class:`CheckpointError`
+    outside :data:`~pricenet.checkpoints.checkpoint.RESUME_MAY_CHANGE` is a :class:`CheckpointError`
     that names the keys.
     """
     file = resolve_checkpoint(path, LAST)

@@ -1,0 +1,1 @@
+"""Checkpoints: the closed payload format, loading and saving it, the one restore."""

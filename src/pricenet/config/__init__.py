@@ -1,0 +1,1 @@
+"""Config schemas and the one config check; monitors, device and seed, command options."""

@@ -1,0 +1,1 @@
+"""The training engine: epoch plan, member-wise optimizer, loop, callbacks, reporting."""

@@ -1,0 +1,1 @@
+"""Using a trained checkpoint: the Predictor and attributions."""

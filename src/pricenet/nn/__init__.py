@@ -1,0 +1,1 @@
+"""The network: packed layers, building the model, heads, the closed network spec."""

@@ -1,0 +1,1 @@
+"""One run: the recipe, its fits, evaluation, summaries, calibration, plots, artifacts, folders."""
