@@ -38,7 +38,7 @@ from pricenet.errors import ConfigError, DataError, first_line
 from pricenet.tables.files import DEFAULT_MAX_BYTES, check_file
 from pricenet.tables.schema import Schema
 from pricenet.tables.table import Table
-from pricenet.tables.validate import check_policies, validate_frame
+from pricenet.tables.validate import check_group_role, check_policies, validate_frame
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -313,11 +313,7 @@ def _group_values(
     path: Path, parquet: pq.ParquetFile, group: str, label: str, schema: Schema | None
 ) -> np.ndarray:
     """The ``data.group`` column as stripped text (CSV's :func:`take_group` rules)."""
-    if group == label or (schema is not None and group in schema.feature_names):
-        raise DataError(
-            f"{path}: column {group!r} (data.group) is the schema's label or one of its "
-            "features; a group column cannot be either"
-        )
+    check_group_role(path, group, label, schema)
     column = parquet.read(columns=[group]).column(0)
     values = column.to_pandas().astype(str).str.strip().to_numpy(dtype=object)
     empty = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False) | (values == ""))

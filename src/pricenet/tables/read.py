@@ -26,7 +26,12 @@ from pricenet.tables.files import DEFAULT_MAX_BYTES, check_file
 from pricenet.tables.infer import MAX_CATEGORIES, infer_frame_schema
 from pricenet.tables.schema import Schema
 from pricenet.tables.table import Table
-from pricenet.tables.validate import check_policies, id_column, validate_frame
+from pricenet.tables.validate import (
+    check_group_role,
+    check_policies,
+    id_column,
+    validate_frame,
+)
 
 log = logging.getLogger("pricenet.tables")
 
@@ -346,11 +351,7 @@ def take_group(
     The group column is not a feature: it is removed before a schema is inferred, a schema
     that lists it is refused, and every row needs a group.
     """
-    if group == label or (schema is not None and group in schema.feature_names):
-        raise DataError(
-            f"{path}: column {group!r} (data.group) is the schema's label or one of its "
-            "features; a group column cannot be either"
-        )
+    check_group_role(path, group, label, schema)
     values = frame.pop(group).astype(str).str.strip().to_numpy(dtype=object)
     empty = np.flatnonzero(values == "")
     if empty.size:

@@ -236,6 +236,16 @@ def _cell_problem(value: Any, text: str | None, feature: Feature, missing: str, 
     return f"{word} is not valid"  # only if the file's text and the parsed frame disagree
 
 
+def check_group_role(source: object, group: str, label: str, schema: Schema | None) -> None:
+    """``data.group`` names neither the label nor a feature: a group column is neither (the
+    one rule the CSV and Parquet readers share)."""
+    if group == label or (schema is not None and group in schema.feature_names):
+        raise DataError(
+            f"{source}: column {group!r} (data.group) is the schema's label or one of its "
+            "features; a group column cannot be either"
+        )
+
+
 def validate_frame(
     frame: pd.DataFrame,
     schema: Schema,
