@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pricenet.run.recipe import Recipe
+
 TABLES = {
     "spam7": ("DAAG", "spam7", "yesno", None),
     "Yogurt": ("Ecdat", "Yogurt", "choice", "id"),
@@ -130,8 +132,9 @@ def main() -> None:
                     *([f"data.group={column}"] if column else []),
                 ]
                 cfg = compose(base)
-                table = load_data(cfg)
-                plan = plan_for(cfg, table)
+                recipe = Recipe.of(cfg)
+                table = load_data(recipe.data)
+                plan = plan_for(recipe, table)
                 tag = f"{policy}{f' + data.group={column}' if column else ''}"
                 mlp = score_pricenet(base, Path(tmp) / f"{name}-{tag}-mlp")
                 rec = score_pricenet(

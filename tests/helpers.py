@@ -21,6 +21,7 @@ from pricenet.engine.loop import Trainer
 from pricenet.nn import packed
 from pricenet.run.fits import build_trainer, load_data, plan_for, prepare
 from pricenet.run.pipeline import run
+from pricenet.run.recipe import Recipe
 from pricenet.tables import MOBILE_PRICE
 
 FEATURES = list(MOBILE_PRICE.feature_names)
@@ -53,9 +54,10 @@ def build(cfg: DictConfig) -> Trainer:
     The trainer also carries ``prepared`` (the table, plan and member tensors) for the checks.
     """
     set_seed(cfg.trainer.seed)
-    table = load_data(cfg)
-    prepared = prepare(cfg, table, plan_for(cfg, table), torch.device("cpu"))
-    trainer = build_trainer(cfg, prepared)
+    recipe = Recipe.of(cfg)
+    table = load_data(recipe.data)
+    prepared = prepare(recipe, table, plan_for(recipe, table), torch.device("cpu"))
+    trainer = build_trainer(recipe, prepared)
     trainer.prepared = prepared
     return trainer
 
@@ -118,8 +120,9 @@ def train(compose_cfg: Callable[..., DictConfig], run_dir: Path, *overrides: str
     """Train a small run; return its metrics and its test split as a Kaggle frame with ids."""
     cfg = compose_cfg("data.n_rows=400", "trainer.epochs=3", "report.plots=false", *overrides)
     metrics, _ = run(cfg, run_dir)
-    table = load_data(cfg)
-    test = plan_for(cfg, table)[0].test
+    recipe = Recipe.of(cfg)
+    table = load_data(recipe.data)
+    test = plan_for(recipe, table)[0].test
     frame: pd.DataFrame = table.to_frame().iloc[test].reset_index(drop=True)
     frame.insert(0, "id", [f"phone-{i:04d}" for i in test])
     return metrics, frame

@@ -33,7 +33,7 @@ def make_trainer(
     criterion = instantiate(cfg.loss.criterion)
     spec = network_spec(cfg, members[0].x_train.shape[1], head.num_classes, len(members))
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    model = build_model(cfg, spec, generators)
+    model = build_model(spec, generators, cfg.init, cfg.model.get("layer_inits"))
     optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
     scheduler = instantiate(cfg.scheduler, _convert_="all")(optimizer)
     t = cfg.trainer

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
+from pricenet.config.config import check_config
 from pricenet.errors import CheckpointError, ConfigError, shown
 from pricenet.nn.model import build_network
 from pricenet.nn.spec import (
@@ -26,7 +27,7 @@ from pricenet.nn.spec import (
     SpecError,
     network_spec,
 )
-from pricenet.run.pipeline import check_config, run
+from pricenet.run.pipeline import run
 from pricenet.tables.schema import Feature, Schema
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import LABEL
+from omegaconf import open_dict
 
 from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 from pricenet.errors import CheckpointError, ConfigError
@@ -16,6 +17,7 @@ from pricenet.inference.predictor import Predictor
 from pricenet.nn.packed import select_members
 from pricenet.run.fits import build_trainer, load_data, plan_for, prepare
 from pricenet.run.pipeline import job_value, run
+from pricenet.run.recipe import Recipe
 from pricenet.tables import make_synthetic
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
@@ -24,8 +26,8 @@ SMALL = ("data.n_rows=200", "trainer.epochs=3", "model.hidden=[16]", *LEAN)
 
 def test_kfold_plan_is_stratified_disjoint_and_covers_every_row_once(compose_cfg):
     cfg = compose_cfg("cv=kfold", "cv.repeats=2", "trainer.seeds=2", *SMALL)
-    table = load_data(cfg)
-    plan = plan_for(cfg, table)
+    table = load_data(Recipe.of(cfg).data)
+    plan = plan_for(Recipe.of(cfg), table)
     assert len(plan) == 5 * 2 * 2
     assert [m.seed for m in plan] == list(range(20))  # every fit has a seed of its own
     for repeat in (0, 1):
@@ -45,8 +47,8 @@ def test_the_folds_are_scikit_learns_stratified_kfold_seeded_per_repeat(compose_
     from sklearn.model_selection import StratifiedKFold
 
     cfg = compose_cfg("cv=kfold", "cv.repeats=2", "trainer.seed=7", *SMALL)
-    table = load_data(cfg)
-    plan = plan_for(cfg, table)
+    table = load_data(Recipe.of(cfg).data)
+    plan = plan_for(Recipe.of(cfg), table)
     states = np.random.default_rng(7).integers(0, 2**32 - 1, size=2)
     for repeat, state in enumerate(states):
         splitter = StratifiedKFold(5, shuffle=True, random_state=int(state))
@@ -62,15 +64,15 @@ def test_the_held_out_fold_never_reaches_training_or_selection(compose_cfg):
     would spread into a loss and change (or break) the result.
     """
     cfg = compose_cfg("cv=kfold", "cv.folds=4", "trainer.patience=1", *SMALL)
-    table = load_data(cfg)
-    plan = plan_for(cfg, table)
+    table = load_data(Recipe.of(cfg).data)
+    plan = plan_for(Recipe.of(cfg), table)
 
     def fitted(poison: bool):
         torch.manual_seed(0)
-        prepared = prepare(cfg, table, plan, torch.device("cpu"))
+        prepared = prepare(Recipe.of(cfg), table, plan, torch.device("cpu"))
         if poison:
             prepared.tests = [(torch.full_like(x, float("nan")), y) for x, y in prepared.tests]
-        trainer = build_trainer(cfg, prepared)
+        trainer = build_trainer(Recipe.of(cfg), prepared)
         trainer.fit()
         return trainer
 
@@ -103,7 +105,7 @@ def test_a_cv_run_reports_its_folds_and_leaves_an_ensemble(compose_cfg, tmp_path
     best = load_checkpoint(artifacts["best.pt"])
     assert best["network"]["members"] == 10
     assert len(best["preprocessors"]) == len(best["temperatures"]) == 10
-    assert job_value(cfg, metrics) == block["acc"]["mean"]  # a sweep ranks by the CV mean
+    assert job_value(metrics) == block["acc"]["mean"]  # a sweep ranks by the CV mean
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "coral"])
@@ -162,8 +164,8 @@ def test_seeds_report_their_spread_and_keep_their_ensemble(compose_cfg, tmp_path
     assert load_checkpoint(artifacts["best.pt"])["network"]["members"] == 3
     # The ensemble's accuracy on the shared test split is the kept model's, as predict sees it.
     cfg = compose_cfg("trainer.seeds=3", *SMALL)
-    table = load_data(cfg)
-    test = plan_for(cfg, table)[0].test
+    table = load_data(Recipe.of(cfg).data)
+    test = plan_for(Recipe.of(cfg), table)[0].test
     frame = table.to_frame().iloc[test]
     predicted = Predictor.from_checkpoint(artifacts["best.pt"]).predict(frame)[LABEL].to_numpy()
     expected = float((predicted == frame[LABEL].to_numpy()).mean())
@@ -248,3 +250,39 @@ def test_a_diverged_member_is_reported_and_left_out_of_the_ensemble(
         np.mean([metrics["members"][0]["test_acc"], metrics["members"][2]["test_acc"]])
     )
     assert load_checkpoint(artifacts["best.pt"])["network"]["members"] == 2
+
+
+def test_the_config_is_read_once_and_the_network_and_head_built_once(
+    compose_cfg, tmp_path, monkeypatch
+):
+    """After the recipe is read, the run never looks at the config again (it is emptied
+    here), and a CV run sizes its network and builds its head once, not once per fit."""
+    from pricenet.run import pipeline
+
+    read = pipeline.Recipe.of
+    calls = {"network": 0, "head": 0}
+
+    def read_then_forget(cfg):
+        recipe = read(cfg)
+        with open_dict(cfg):
+            for key in list(cfg.keys()):
+                del cfg[key]
+        return recipe
+
+    def counted(name):
+        original = getattr(pipeline.Recipe, name)
+
+        def call(self, *args, **kwargs):
+            calls[name] += 1
+            return original(self, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(pipeline.Recipe, "of", staticmethod(read_then_forget))
+    for name in calls:
+        monkeypatch.setattr(pipeline.Recipe, name, counted(name))
+    cfg = compose_cfg("cv=kfold", "cv.folds=3", "cv.keep=refit", *SMALL)
+    metrics, artifacts = run(cfg, tmp_path / "run")
+    assert len(cfg) == 0  # the run went on without it
+    assert metrics["cv"]["members"] == 3 and artifacts["best.pt"].is_file()
+    assert calls == {"network": 1, "head": 1}  # the refit reuses both

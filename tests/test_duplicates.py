@@ -12,6 +12,7 @@ import pytest
 from pricenet.errors import DataError
 from pricenet.run.fits import load_data, plan_for
 from pricenet.run.pipeline import run
+from pricenet.run.recipe import Recipe
 from pricenet.tables.duplicates import scan
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
@@ -44,7 +45,9 @@ def test_the_scan_counts_rows_sets_and_label_conflicts(compose_cfg, tmp_path):
     frame = repeated_frame(unique=50, copies=2).head(80).reset_index(drop=True)
     frame.loc[frame.index[:2], FEATURES] = frame.loc[frame.index[2], FEATURES].to_numpy()
     frame.to_csv(tmp_path / "t.csv", index=False)
-    table = load_data(csv_cfg(compose_cfg, tmp_path / "t.csv", "data.duplicates=keep"))
+    table = load_data(
+        Recipe.of(csv_cfg(compose_cfg, tmp_path / "t.csv", "data.duplicates=keep")).data
+    )
     expected = frame.duplicated(subset=FEATURES)
     found = scan(table)
     assert found.rows == int(expected.sum())
@@ -60,14 +63,14 @@ def test_one_log_line_and_every_set_in_one_fold_per_repeat(compose_cfg, tmp_path
     repeated_frame(unique=100, copies=2).to_csv(tmp_path / "t.csv", index=False)
     cfg = csv_cfg(compose_cfg, tmp_path / "t.csv", "cv=kfold", "cv.repeats=2")
     with caplog.at_level(logging.INFO, logger="pricenet"):
-        table = load_data(cfg)
+        table = load_data(Recipe.of(cfg).data)
     said = [r.getMessage() for r in caplog.records if "repeat another row" in r.getMessage()]
     assert said == [
         "100 rows (50.0%) repeat another row's features; "
         "CV keeps each set in one fold (data.duplicates=group)"
     ]
     codes = table.duplicates.codes
-    plan = plan_for(cfg, table)
+    plan = plan_for(Recipe.of(cfg), table)
     for repeat in (0, 1):
         tests = [m.test for m in plan if m.repeat == repeat]
         for code in np.unique(codes):
@@ -77,8 +80,8 @@ def test_one_log_line_and_every_set_in_one_fold_per_repeat(compose_cfg, tmp_path
         train, val, test = (set(codes[r]) for r in (member.train, member.val, member.test))
         assert not train & val and not train & test and not val & test and val
     keep = plan_for(
-        csv_cfg(compose_cfg, tmp_path / "t.csv", "cv=kfold", "data.duplicates=keep"),
-        load_data(csv_cfg(compose_cfg, tmp_path / "t.csv", "data.duplicates=keep")),
+        Recipe.of(csv_cfg(compose_cfg, tmp_path / "t.csv", "cv=kfold", "data.duplicates=keep")),
+        load_data(Recipe.of(csv_cfg(compose_cfg, tmp_path / "t.csv", "data.duplicates=keep")).data),
     )
     assert any(set(codes[m.train]) & set(codes[m.test]) for m in keep)  # the payload
 
@@ -86,7 +89,9 @@ def test_one_log_line_and_every_set_in_one_fold_per_repeat(compose_cfg, tmp_path
 def test_drop_keeps_the_first_of_each_set_and_refuses_disagreeing_labels(compose_cfg, tmp_path):
     frame = repeated_frame(unique=60, copies=2)
     frame.to_csv(tmp_path / "t.csv", index=False)
-    table = load_data(csv_cfg(compose_cfg, tmp_path / "t.csv", "data.duplicates=drop"))
+    table = load_data(
+        Recipe.of(csv_cfg(compose_cfg, tmp_path / "t.csv", "data.duplicates=drop")).data
+    )
     first = ~frame.duplicated(subset=FEATURES)
     np.testing.assert_array_equal(table.frame.to_numpy(), frame.loc[first, FEATURES].to_numpy())
     assert (table.duplicates.dropped, len(table)) == (60, 60)
@@ -98,7 +103,7 @@ def test_drop_keeps_the_first_of_each_set_and_refuses_disagreeing_labels(compose
     clash.loc[twin, "target"] = (frame.loc[twin, "target"] + 1) % 4
     clash.to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(DataError) as caught:
-        load_data(csv_cfg(compose_cfg, tmp_path / "c.csv", "data.duplicates=drop"))
+        load_data(Recipe.of(csv_cfg(compose_cfg, tmp_path / "c.csv", "data.duplicates=drop")).data)
     assert str(caught.value) == (
         f"{tmp_path / 'c.csv'}: rows {original + 1}, {twin + 1} have the same features but "
         "different labels in column 'target', and data.duplicates=drop cannot choose one; "
@@ -111,7 +116,7 @@ def test_error_refuses_repeated_rows_and_a_bad_policy_is_a_config_error(compose_
 
     repeated_frame(unique=30, copies=2).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(DataError, match=r"30 rows \(50.0%\) repeat another row's features, e.g. "):
-        load_data(csv_cfg(compose_cfg, tmp_path / "t.csv", "data.duplicates=error"))
+        load_data(Recipe.of(csv_cfg(compose_cfg, tmp_path / "t.csv", "data.duplicates=error")).data)
     with pytest.raises(ConfigError, match=r"data.duplicates='merge' is invalid: must be one of"):
         run(csv_cfg(compose_cfg, tmp_path / "t.csv", "data.duplicates=merge"), tmp_path / "r")
 

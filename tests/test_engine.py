@@ -18,7 +18,7 @@ from pricenet.engine.callbacks import Checkpointer, EarlyStopping
 from pricenet.engine.fit_state import MemberState
 from pricenet.engine.loop import FitInterrupted, MemberData
 from pricenet.errors import DivergenceError
-from pricenet.run.fits import member_groups
+from pricenet.run.recipe import Recipe
 
 SEEDS = [1, 2, 3]
 
@@ -60,10 +60,10 @@ def test_all_members_diverged_raises(compose_cfg):
 def test_plateau_falls_back_to_sequential_fits_and_says_so(compose_cfg, caplog):
     cfg = compose_cfg("scheduler=plateau")
     with caplog.at_level(logging.INFO, logger="pricenet"):
-        assert member_groups(cfg, 3) == [[0], [1], [2]]
+        assert Recipe.of(cfg).groups(3) == [[0], [1], [2]]
     assert "fitting 3 models sequentially, not packed: scheduler=plateau" in caplog.text
-    assert member_groups(compose_cfg("optim=adamw"), 3) == [[0, 1, 2]]
-    assert member_groups(compose_cfg("optim=lbfgs"), 2) == [[0], [1]]
+    assert Recipe.of(compose_cfg("optim=adamw")).groups(3) == [[0, 1, 2]]
+    assert Recipe.of(compose_cfg("optim=lbfgs")).groups(2) == [[0], [1]]
     with pytest.raises(ValueError, match="ReduceLROnPlateau"):
         make_trainer(cfg, _rows(), SEEDS)  # the packed trainer refuses it
 

@@ -13,6 +13,7 @@ from pricenet.inference.predictor import Predictor
 from pricenet.run.fits import load_data, plan_for
 from pricenet.run.pipeline import run
 from pricenet.run.plan import split_groups
+from pricenet.run.recipe import Recipe
 from pricenet.tables.splits import stratified_split
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
@@ -57,9 +58,9 @@ def test_kfold_keeps_every_group_in_one_fold_per_repeat_and_out_of_its_inner_spl
 ):
     grouped_frame().to_csv(tmp_path / "t.csv", index=False)
     cfg = csv_cfg(compose_cfg, tmp_path / "t.csv", "cv=kfold", "cv.repeats=2")
-    table = load_data(cfg)
+    table = load_data(Recipe.of(cfg).data)
     assert "patient" not in table.frame.columns and "patient" not in table.schema.feature_names
-    plan = plan_for(cfg, table)
+    plan = plan_for(Recipe.of(cfg), table)
     groups = table.groups
     assert len(plan) == 10
     for repeat in (0, 1):
@@ -76,8 +77,8 @@ def test_the_single_split_and_the_refit_keep_groups_whole(compose_cfg, tmp_path)
 
     grouped_frame().to_csv(tmp_path / "t.csv", index=False)
     cfg = csv_cfg(compose_cfg, tmp_path / "t.csv")
-    table = load_data(cfg)
-    (member,) = plan_for(cfg, table)
+    table = load_data(Recipe.of(cfg).data)
+    (member,) = plan_for(Recipe.of(cfg), table)
     assert_no_group_straddles([member], table.groups)
     assert len(member.train) + len(member.val) + len(member.test) == 240
     assert 0.1 < len(member.test) / 240 < 0.2  # 1/7 of the groups: data.test_size=0.15
@@ -94,8 +95,8 @@ def test_without_the_group_the_split_would_straddle_groups(compose_cfg, tmp_path
     cfg = compose_cfg(
         "data=csv", f"data.path={tmp_path / 't.csv'}", "data.label=target", *LEAN, shrink=False
     )
-    table = load_data(cfg)  # patient is left out as an unknown text column here
-    (member,) = plan_for(cfg, table)
+    table = load_data(Recipe.of(cfg).data)  # patient is left out as an unknown text column here
+    (member,) = plan_for(Recipe.of(cfg), table)
     patients = frame["patient"].to_numpy()
     assert set(patients[member.train]) & set(patients[member.test])
 
@@ -128,10 +129,10 @@ def test_groups_and_duplicate_sets_are_joined(compose_cfg, tmp_path):
     frame.loc[0, "target"] = frame.loc[100, "target"]
     frame.to_csv(tmp_path / "t.csv", index=False)
     cfg = csv_cfg(compose_cfg, tmp_path / "t.csv", "cv=kfold", "cv.repeats=3")
-    table = load_data(cfg)
+    table = load_data(Recipe.of(cfg).data)
     codes = split_groups(table, "patient")
     assert codes[0] == codes[100] == codes[3] == codes[101]
-    for member in plan_for(cfg, table):
+    for member in plan_for(Recipe.of(cfg), table):
         joined = {0, 1, 2, 3, 100, 101, 102, 103}
         assert joined <= set(member.test) or not joined & set(member.test)
 
@@ -178,15 +179,15 @@ def test_a_group_holding_every_row_of_a_class_is_one_error_line(tmp_path):
 
 def test_group_errors_of_the_api(compose_cfg, tmp_path):
     with pytest.raises(DataError, match=r"column 'patient' \(data.group\): not in the table"):
-        load_data(compose_cfg("data.group=patient"))
+        load_data(Recipe.of(compose_cfg("data.group=patient")).data)
     frame = grouped_frame()
     frame.loc[5, "patient"] = " "
     frame.to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(DataError, match=r"column 'patient' \(data.group\), line 7: empty"):
-        load_data(csv_cfg(compose_cfg, tmp_path / "t.csv"))
+        load_data(Recipe.of(csv_cfg(compose_cfg, tmp_path / "t.csv")).data)
     grouped_frame().to_csv(tmp_path / "u.csv", index=False)
     with pytest.raises(DataError, match=r"column 'target' \(data.group\) is the schema's label"):
-        load_data(csv_cfg(compose_cfg, tmp_path / "u.csv", "data.group=target"))
+        load_data(Recipe.of(csv_cfg(compose_cfg, tmp_path / "u.csv", "data.group=target")).data)
 
 
 def test_rows_alone_and_groups_are_dealt_together_stratified_and_whole():

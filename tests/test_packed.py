@@ -138,7 +138,12 @@ def test_full_batch_members_equal_alone(compose_cfg):
 def test_init_reproduces_torch_linear_default(compose_cfg):
     cfg = compose_cfg("init=default", "model.hidden=[8]")
     spec = network_spec(cfg, 20, 4, members=2)
-    model = build_model(cfg, spec, [torch.Generator().manual_seed(s) for s in (5, 6)])
+    model = build_model(
+        spec,
+        [torch.Generator().manual_seed(s) for s in (5, 6)],
+        cfg.init,
+        cfg.model.get("layer_inits"),
+    )
     first = model[0]
     assert isinstance(first, PackedLinear) and first.weight.shape == (2, 20, 8)
     torch.manual_seed(6)
@@ -160,7 +165,9 @@ def test_kaiming_follows_the_layer_activation_and_layer_inits_override(compose_c
         "+model.layer_inits.1={weight:{_target_:torch.nn.init.zeros_,_partial_:true}}",
     )
     spec = network_spec(cfg, 20, 4)
-    model = build_model(cfg, spec, [torch.Generator().manual_seed(0)])
+    model = build_model(
+        spec, [torch.Generator().manual_seed(0)], cfg.init, cfg.model.get("layer_inits")
+    )
     g = torch.Generator().manual_seed(0)
     expected = torch.empty(64, 20)
     torch.nn.init.kaiming_normal_(expected, mode="fan_in", nonlinearity="tanh", generator=g)
@@ -171,7 +178,12 @@ def test_kaiming_follows_the_layer_activation_and_layer_inits_override(compose_c
 def test_members_split_and_stack_round_trip(compose_cfg):
     cfg = compose_cfg("model.batch_norm=true", "loss=coral", "activation=prelu")
     spec = network_spec(cfg, 20, 4, members=3)
-    model = build_model(cfg, spec, [torch.Generator().manual_seed(s) for s in range(3)])
+    model = build_model(
+        spec,
+        [torch.Generator().manual_seed(s) for s in range(3)],
+        cfg.init,
+        cfg.model.get("layer_inits"),
+    )
     states = [model.member(m).state_dict() for m in range(3)]
     rebuilt = model.from_members(states)
     x = torch.randn(3, 7, 20)

@@ -13,6 +13,7 @@ from pricenet.errors import ConfigError, DataError
 from pricenet.inference.predictor import Predictor
 from pricenet.run.fits import load_data, plan_for, prepare
 from pricenet.run.pipeline import run
+from pricenet.run.recipe import Recipe
 from pricenet.tables import Feature, Preprocessor, Schema, validate_frame
 from pricenet.tables.prep import MISSING_CODE, UNKNOWN_CODE, PreprocessModule
 
@@ -163,9 +164,9 @@ def test_training_predictor_and_export_run_the_same_module(compose_cfg, tmp_path
     """prepare() gives each member the module's output on its rows, bit for bit the old
     numpy path; the Predictor's probability module holds the same PreprocessModule."""
     cfg = compose_cfg("cv=kfold", "cv.folds=2")
-    table = load_data(cfg)
-    plan = plan_for(cfg, table)
-    prepared = prepare(cfg, table, plan, torch.device("cpu"))
+    table = load_data(Recipe.of(cfg).data)
+    plan = plan_for(Recipe.of(cfg), table)
+    prepared = prepare(Recipe.of(cfg), table, plan, torch.device("cpu"))
     for member, prep, data in zip(plan, prepared.preprocessors, prepared.members, strict=True):
         expected = numpy_transform(prep, table.frame.iloc[member.train])
         np.testing.assert_array_equal(data.x_train.numpy(), expected)

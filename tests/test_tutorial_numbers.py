@@ -15,7 +15,9 @@ from pricenet.nn.spec import network_spec
 def test_tutorial_mlp_has_10180_parameters(compose_cfg):
     cfg = compose_cfg("model=tutorial", "init=default")
     spec = network_spec(cfg, len(FEATURES), 4)
-    model = build_model(cfg, spec, [torch.Generator().manual_seed(0)])
+    model = build_model(
+        spec, [torch.Generator().manual_seed(0)], cfg.init, cfg.model.get("layer_inits")
+    )
     assert count_parameters(model) == 10_180
     assert [m.p for m in model if isinstance(m, PackedDropout)] == [0.9, 0.9]
 

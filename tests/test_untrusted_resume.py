@@ -32,6 +32,7 @@ from pricenet.engine.loop import FitState, Trainer
 from pricenet.errors import CheckpointError, DivergenceError, shown
 from pricenet.run.fits import load_data
 from pricenet.run.pipeline import run
+from pricenet.run.recipe import Recipe
 
 LEAN = (
     "report.tensorboard=false",
@@ -412,7 +413,7 @@ def test_a_resume_with_a_member_stopped_early_equals_an_uninterrupted_run(compos
 
 
 def test_a_resume_on_changed_data_is_refused_before_the_folder_is_made(compose_cfg, tmp_path):
-    frame = load_data(compose_cfg("data.n_rows=160")).to_frame()
+    frame = load_data(Recipe.of(compose_cfg("data.n_rows=160")).data).to_frame()
     path = tmp_path / "train.csv"
     frame.to_csv(path, index=False)
     common = ("data=csv", f"data.path={path}", "data/schema=mobile_price", *LEAN)

@@ -34,6 +34,7 @@ from pricenet.inference.predictor import Predictor
 from pricenet.predict import main as predict_main
 from pricenet.run.fits import load_data, plan_for
 from pricenet.run.pipeline import run
+from pricenet.run.recipe import Recipe
 from pricenet.tables import make_synthetic
 
 LEAN = ("report.tensorboard=false", "report.plots=false", "report.progress=none")
@@ -228,8 +229,8 @@ def test_the_untouched_folder_gives_the_rows_the_old_way_gave(trained):
     schema = Predictor.from_checkpoint(trained).schema
     rows = run_test_rows(trained, schema)
     cfg = OmegaConf.load(trained / "config.yaml")  # the old way, on a trusted folder
-    table = load_data(cfg)
-    test = plan_for(cfg, table)[0].test
+    table = load_data(Recipe.of(cfg).data)
+    test = plan_for(Recipe.of(cfg), table)[0].test
     expected = table.to_frame(with_labels=False).iloc[test][list(schema.feature_names)]
     np.testing.assert_array_equal(rows.frame.to_numpy(), expected.to_numpy())
     np.testing.assert_array_equal(rows.labels, table.schema.decode_labels(table.labels[test]))
@@ -240,8 +241,8 @@ def test_a_synthetic_run_gives_the_rows_the_old_way_gave(compose_cfg, tmp_path):
     cfg = compose_cfg("data.n_rows=300", "data.seed=4", "trainer.seed=7", *LEAN)
     run(cfg, tmp_path / "run")
     rows = run_test_rows(tmp_path / "run", Predictor.from_checkpoint(tmp_path / "run").schema)
-    table = load_data(cfg)
-    test = plan_for(cfg, table)[0].test
+    table = load_data(Recipe.of(cfg).data)
+    test = plan_for(Recipe.of(cfg), table)[0].test
     expected = table.to_frame(with_labels=False).iloc[test]
     np.testing.assert_array_equal(rows.frame.to_numpy(), expected.to_numpy())
     assert len(rows.frame) == 44  # 15% of 300 rows, stratified over 4 classes

@@ -20,6 +20,7 @@ import pricenet.config.config  # noqa: F401  (registers the schemas)
 from pricenet.run.fits import Prepared, load_data, plan_for, prepare
 from pricenet.run.pipeline import run
 from pricenet.run.plan import PlannedFit
+from pricenet.run.recipe import Recipe
 from pricenet.tables import Table, stratified_kfold
 
 CPU = torch.device("cpu")
@@ -47,7 +48,7 @@ class Context:
     @classmethod
     def create(cls, quick: bool, csv: Path | None, work: Path) -> Context:
         data = ["data.n_rows=600", "data.seed=1"] if quick else ["data=csv", f"data.path={csv}"]
-        table = load_data(compose_cfg(*data))
+        table = load_data(Recipe.of(compose_cfg(*data)).data)
         return cls(quick, data, table, (3, 1) if quick else (5, 3), work, csv)
 
     def csv_file(self) -> Path:
@@ -73,7 +74,7 @@ class Context:
 
 def single(cfg: DictConfig, table: Table, rows: tuple[np.ndarray, ...], seed: int = 0) -> Prepared:
     """One member's tensors (train, val, test rows), prepared as the pipeline does."""
-    return prepare(cfg, table, [PlannedFit(*rows, seed)], CPU)
+    return prepare(Recipe.of(cfg), table, [PlannedFit(*rows, seed)], CPU)
 
 
 def whole_run(cfg: DictConfig) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def spread(accuracies: list[float]) -> dict[str, float | int | None]:
 
 def check_same_folds(cfg: DictConfig, table: Table, folds: list[tuple[np.ndarray, np.ndarray]]):
     """The run's plan holds exactly ``folds``' held-out rows (scikit-learn sees the same)."""
-    plan = plan_for(cfg, table)
+    plan = plan_for(Recipe.of(cfg), table)
     assert len(plan) == len(folds), (len(plan), len(folds))
     for member, (_, test) in zip(plan, folds, strict=True):
         assert np.array_equal(np.sort(member.test), np.sort(test)), "different folds"

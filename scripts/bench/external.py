@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from pricenet.run.fits import load_data
+from pricenet.run.recipe import Recipe
 
 from .common import (
     Context,
@@ -76,7 +77,7 @@ def _dataset(ctx: Context, dataset: str) -> list[dict[str, Any]]:
 
     path, loss = write_csv(dataset, ctx.work)
     data = ["data=csv", f"data.path={path}", "data.label=target", *loss]
-    table = load_data(compose_cfg(*data))
+    table = load_data(Recipe.of(compose_cfg(*data)).data)
     folds = ctx.folds(table)
     cv = [*ctx.cv_overrides, *ctx.shrink(5)]
     cfg = compose_cfg(*data, "experiment=recommended", *cv)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from pricenet.run.fits import build_trainer, plan_for, prepare
+from pricenet.run.recipe import Recipe
 
 from .common import CPU, Context, check_same_folds, compose_cfg, fold_accuracies, spread, whole_run
 from .harness import alternate, timed
@@ -53,9 +54,10 @@ def measure(ctx: Context) -> dict[str, Any]:
     for name, overrides in recipes.items():
         cfg = compose_cfg(*ctx.data, "experiment=recommended", *overrides, *ctx.cv_overrides)
         check_same_folds(cfg, ctx.table, folds)
-        prepared = prepare(cfg, ctx.table, plan_for(cfg, ctx.table)[:1], CPU)
-        build_trainer(cfg, prepared).fit()  # warm-up
-        fits[name] = lambda c=cfg, p=prepared: build_trainer(c, p).fit()
+        recipe = Recipe.of(cfg)
+        prepared = prepare(recipe, ctx.table, plan_for(recipe, ctx.table)[:1], CPU)
+        build_trainer(recipe, prepared).fit()  # warm-up
+        fits[name] = lambda r=recipe, p=prepared: build_trainer(r, p).fit()
         metrics = whole_run(cfg)
         rows.append(
             {"name": name, "cv_s": metrics["wall_time_s"], **spread(fold_accuracies(metrics))}

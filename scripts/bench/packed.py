@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pricenet.run.fits import build_trainer, plan_for, prepare
+from pricenet.run.recipe import Recipe
 
 from .common import CPU, QUIET, Context, compose_cfg, whole_run
 from .harness import python, timed
@@ -78,19 +79,20 @@ def _loops(ctx: Context, repeats: int) -> list[dict[str, Any]]:
         cfg = compose_cfg(
             *ctx.data, *overrides, f"trainer.batch_size={batch}", *PATIENCE[stop], *ctx.shrink(4)
         )
-        plan = plan_for(cfg, ctx.table)
-        prepared = prepare(cfg, ctx.table, plan, CPU)
+        recipe = Recipe.of(cfg)
+        plan = plan_for(recipe, ctx.table)
+        prepared = prepare(recipe, ctx.table, plan, CPU)
         for group in ([0], None):  # warm-up: one epoch of each shape
-            warm = build_trainer(cfg, prepared, group)
+            warm = build_trainer(recipe, prepared, group)
             warm.epochs = 1
             warm.fit()
         one_s, packed_s = [], []
         for _ in range(repeats):  # alternated
-            one = build_trainer(cfg, prepared, [0])
+            one = build_trainer(recipe, prepared, [0])
             one_s.append(timed(one.fit))
-            packed = build_trainer(cfg, prepared)
+            packed = build_trainer(recipe, prepared)
             packed_s.append(timed(packed.fit))
-        sequential = [build_trainer(cfg, prepared, [m]) for m in range(len(plan))]
+        sequential = [build_trainer(recipe, prepared, [m]) for m in range(len(plan))]
         sequential_s = timed(lambda s=sequential: [t.fit() for t in s])
         epochs = [member.epoch for member in packed.state.members]
         row = {

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pricenet.config.seed import set_seed
 from pricenet.run.fits import build_trainer
+from pricenet.run.recipe import Recipe
 from pricenet.tables import stratified_split
 
 from .common import Context, compose_cfg, single
@@ -170,10 +171,11 @@ def _speed(ctx: Context) -> dict[str, Any]:
         set_seed(0)
         prepared = single(cfg, ctx.table, rows_split)
         x, y = prepared.members[0].x_train, prepared.members[0].y_train
-        build_trainer(cfg, prepared).fit()  # warm-up
+        recipe = Recipe.of(cfg)
+        build_trainer(recipe, prepared).fit()  # warm-up
         seconds = alternate(
             {
-                "pricenet": lambda c=cfg, p=prepared: build_trainer(c, p).fit(),
+                "pricenet": lambda r=recipe, p=prepared: build_trainer(r, p).fit(),
                 "tutorial": lambda b=batch, x=x, y=y: tutorial_fit(
                     x, y, epochs=epochs, batch_size=b, lr=0.01, dropout=0.9
                 ),
@@ -245,7 +247,7 @@ def _time_to_accuracy(ctx: Context) -> dict[str, Any]:
                     f"trainer.epochs={max_epochs}",
                 )
                 prepared = single(cfg, ctx.table, rows_split, seed)
-                build_trainer(cfg, prepared, callbacks=[watch]).fit()
+                build_trainer(Recipe.of(cfg), prepared, callbacks=[watch]).fit()
             else:
                 cfg = compose_cfg(*ctx.data, "data.standardize=true")
                 data = single(cfg, ctx.table, rows_split, seed).members[0]

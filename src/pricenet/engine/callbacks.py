@@ -35,6 +35,7 @@ from pricenet.checkpoints.state_checks import (
     fail,
     replay,
 )
+from pricenet.config.monitor import Monitor
 from pricenet.errors import shown
 
 
@@ -50,7 +51,7 @@ class RunContext:
     multirun: bool = False
     name: str = "default"
     hydra: Any = None
-    monitor: str = "val_acc"
+    monitor: Monitor = Monitor("val_acc")
     scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
 
 

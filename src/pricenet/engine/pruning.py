@@ -62,4 +62,4 @@ def optuna_pruning(run: RunContext) -> OptunaPruning | None:
         return None
     from hydra_plugins.pricenet_optuna_sweeper._study import open_trial
 
-    return OptunaPruning(open_trial(sweeper, run.hydra.sweep.dir), run.monitor)
+    return OptunaPruning(open_trial(sweeper, run.hydra.sweep.dir), run.monitor.name)

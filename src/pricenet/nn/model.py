@@ -2,8 +2,8 @@
 the user's config.
 
 ``build_network(spec)`` is the loading path (structure only, torch's default init, nothing
-instantiated by name); ``build_model(cfg, spec, generators)`` is the training path: the same
-structure, then each member initialised from ``cfg.init`` / ``cfg.model.layer_inits`` with its
+instantiated by name); ``build_model(spec, generators, init, layer_inits)`` is the training
+path: the same structure, then each member initialised from ``init`` / ``layer_inits`` with its
 own generator, so member ``m`` of a packed model starts exactly where the same member trained
 alone does.
 """
@@ -163,11 +163,15 @@ def init_members(
     return model
 
 
-def build_model(cfg: Mapping, spec: NetworkSpec, generators: list[torch.Generator]) -> PackedMLP:
-    """Train time: :func:`build_network` of ``spec``, each member initialised from ``cfg.init``
-    (and ``cfg.model.layer_inits``) with ``generators[m]``."""
-    model = build_network(spec)
-    return init_members(model, cfg["init"], generators, cfg["model"].get("layer_inits"))
+def build_model(
+    spec: NetworkSpec,
+    generators: list[torch.Generator],
+    init: Any,
+    layer_inits: Mapping | None = None,
+) -> PackedMLP:
+    """Train time: :func:`build_network` of ``spec``, each member initialised from ``init``
+    (the ``init`` group's node; and ``model.layer_inits``) with ``generators[m]``."""
+    return init_members(build_network(spec), init, generators, layer_inits)
 
 
 def count_parameters(model: nn.Module) -> int:

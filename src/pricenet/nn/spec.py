@@ -331,8 +331,11 @@ def head_name(head: Head, where: str) -> str:
     return name
 
 
-def network_spec(cfg: Mapping, in_features: int, num_classes: int, members: int = 1) -> NetworkSpec:
-    """Describe the network the user's config asks for (train time; the config is trusted).
+def network_spec(
+    settings: Mapping, in_features: int, num_classes: int, members: int = 1
+) -> NetworkSpec:
+    """Describe the network the user's config asks for (train time; the config is trusted):
+    ``settings`` holds its ``model``, ``activation``, ``loss`` and ``trainer`` nodes.
 
     Refuses, before any training and before anything is built, an activation or head a
     checkpoint could not describe, sizes out of the checkpoint's bounds, and a network over
@@ -341,7 +344,7 @@ def network_spec(cfg: Mapping, in_features: int, num_classes: int, members: int 
     """
     from hydra.utils import instantiate
 
-    model = cfg["model"]
+    model = settings["model"]
     hidden = tuple(int(size) for size in model["hidden"])
     _check_sizes(hidden, in_features, num_classes, members)
     overrides = model.get("layer_activations") or {}
@@ -349,13 +352,13 @@ def network_spec(cfg: Mapping, in_features: int, num_classes: int, members: int 
     for i, size in enumerate(hidden):
         node = next((v for k, v in overrides.items() if str(k) == str(i)), None)
         where = f"model.layer_activations.{i}" if node is not None else "activation"
-        activation = describe_activation(instantiate(node or cfg["activation"]), where)
+        activation = describe_activation(instantiate(node or settings["activation"]), where)
         try:
             activation.check_width(size, where)
         except SpecError as err:
             raise ConfigError(str(err)) from None
         activations.append(activation)
-    head = instantiate(cfg["loss"]["head"])
+    head = instantiate(settings["loss"]["head"])
     spec = NetworkSpec(
         members=members,
         in_features=in_features,
@@ -366,7 +369,7 @@ def network_spec(cfg: Mapping, in_features: int, num_classes: int, members: int 
         head=head_name(head, "loss.head"),
         num_classes=num_classes,
     )
-    trainer = cfg["trainer"]
+    trainer = settings["trainer"]
     try:
         spec.check_budget(MAX_PARAMETERS, MAX_ACTIVATION_BYTES, PREDICT_ROWS, "model")
     except SpecError as err:

@@ -9,10 +9,9 @@ or nothing (``cv.keep``); and when every fit diverged, the best weights reached 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-from omegaconf import DictConfig
 
 from pricenet.checkpoints.checkpoint import BEST, flatten_settings, save_checkpoint
 from pricenet.errors import DivergenceError
@@ -22,6 +21,7 @@ from pricenet.run.calibration import calibratable, fit_temperature
 from pricenet.run.evaluation import member_outputs
 from pricenet.run.fits import Fitted, Prepared, build_trainer, prepare
 from pricenet.run.plan import refit_member, split_groups
+from pricenet.run.recipe import Recipe
 
 log = logging.getLogger("pricenet")
 
@@ -40,7 +40,7 @@ def checkpoint_meta(
 
 
 def keep_model(
-    cfg: DictConfig,
+    recipe: Recipe,
     prepared: Prepared,
     fitted: Fitted,
     evaluation: dict[str, Any],
@@ -48,11 +48,11 @@ def keep_model(
     run_dir: Path,
 ) -> Path | None:
     """``best.pt``: the members as one ensemble (diverged ones left out), a refit, or none."""
-    keep = cfg.cv.keep
+    keep = recipe.plan.keep
     if keep == "none":
         return None
     if keep == "refit":
-        return refit(cfg, prepared, meta, run_dir)
+        return refit(recipe, prepared, meta, run_dir)
     kept = [m for m, r in enumerate(evaluation["records"]) if r["error"] is None]
     states = []
     for m in kept:
@@ -71,30 +71,30 @@ def keep_model(
     return save_checkpoint(run_dir / BEST, payload)
 
 
-def refit(cfg: DictConfig, prepared: Prepared, meta: dict[str, Any], run_dir: Path) -> Path:
+def refit(recipe: Recipe, prepared: Prepared, meta: dict[str, Any], run_dir: Path) -> Path:
     """``cv.keep=refit``: one more fit on every labelled row, saved as the run's model."""
     table = prepared.table
     member = refit_member(
         table.labels,
         table.schema,
-        cfg.data.val_size,
-        cfg.trainer.seed,
+        recipe.data.val_size,
+        recipe.plan.seed,
         table.source,
-        groups=split_groups(table, cfg.data.get("group")),
+        groups=split_groups(table, recipe.data.group),
     )
     device = prepared.members[0].x_train.device
-    single = prepare(cfg, table, [member], device)
-    trainer = build_trainer(cfg, single)
+    spec = replace(prepared.spec, members=1)
+    single = prepare(recipe, table, [member], device, prepared.head, spec)
+    trainer = build_trainer(recipe, single)
     trainer.fit()
     trainer.use_best_weights()
     temperature = 1.0
     data = single.members[0]
-    if cfg.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
+    if recipe.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
         temperature = fit_temperature(
             member_outputs(trainer, 0, data.x_val), data.y_val, trainer.head
         )
     log.info("refit on all %d labelled rows: best epoch %d", len(table), trainer.state.best_epoch)
-    spec = NetworkSpec.from_dict({**meta["network"], "members": 1})
     payload = {
         **meta,
         "network": spec.to_dict(),

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from pricenet.atomic import json_value
 from pricenet.engine.loop import Trainer
@@ -26,6 +25,7 @@ from pricenet.nn.model import count_parameters
 from pricenet.run.fits import Fitted, Prepared
 from pricenet.run.metrics import classification_report
 from pricenet.run.plan import PlannedFit
+from pricenet.run.recipe import PlanSettings, Recipe
 from pricenet.run.summary import headline, summarize
 from pricenet.tables.duplicates import scan, seen_in_training
 
@@ -51,7 +51,7 @@ def _member_record(member: PlannedFit, trainer: Trainer, index: int) -> dict[str
     return record
 
 
-def evaluate(cfg: DictConfig, prepared: Prepared, fitted: Fitted) -> dict[str, Any]:
+def evaluate(recipe: Recipe, prepared: Prepared, fitted: Fitted) -> dict[str, Any]:
     """Each member's best weights on its held-out rows, the summary, and calibration."""
     from pricenet.run.calibration import calibratable, fit_temperature
 
@@ -65,7 +65,7 @@ def evaluate(cfg: DictConfig, prepared: Prepared, fitted: Fitted) -> dict[str, A
         temperature = 1.0
         if record["error"] is None:
             data = prepared.members[m]
-            if cfg.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
+            if recipe.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
                 val_outputs = member_outputs(trainer, index, data.x_val)
                 temperature = fit_temperature(val_outputs, data.y_val, trainer.head)
             if len(y_test):
@@ -139,7 +139,7 @@ SUMMARY_KEYS = {
 }
 
 
-def summarize_members(cfg: DictConfig, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+def summarize_members(plan: PlanSettings, records: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The ``cv`` (or ``seeds``) block: mean, std and 95% interval over the members."""
     if len(records) < 2:
         return None
@@ -155,22 +155,15 @@ def summarize_members(cfg: DictConfig, records: list[dict[str, Any]]) -> dict[st
         "diverged": sum(r["error"] is not None for r in records),
         "confusion_matrix": sum(matrices).tolist() if matrices else None,
     }
-    if cfg.cv.folds:
-        block.update(folds=cfg.cv.folds, repeats=cfg.cv.repeats, seeds=cfg.trainer.seeds)
+    if plan.folds:
+        block.update(folds=plan.folds, repeats=plan.repeats, seeds=plan.seeds)
     else:
-        block.update(seeds=cfg.trainer.seeds)
+        block.update(seeds=plan.seeds)
     return block
 
 
-def _label(cfg: DictConfig) -> str:
-    if cfg.cv.folds:
-        seeds = f"x{cfg.trainer.seeds}" if cfg.trainer.seeds > 1 else ""
-        return f"cv {cfg.cv.folds}x{cfg.cv.repeats}{seeds}"
-    return f"seeds {cfg.trainer.seeds}"
-
-
 def metrics_of(
-    cfg: DictConfig, prepared: Prepared, fitted: Fitted, evaluation: dict[str, Any]
+    recipe: Recipe, prepared: Prepared, fitted: Fitted, evaluation: dict[str, Any]
 ) -> dict[str, Any]:
     """metrics.json: one model's figures as always; with several, their summary on top."""
     records = evaluation["records"]
@@ -178,7 +171,7 @@ def metrics_of(
     state = fitted.trainers[0].state
     metrics: dict[str, Any] = {
         "status": "done",
-        "monitor": cfg.monitor,
+        "monitor": recipe.monitor.name,
         "selection_split": "val" if len(prepared.members[0].y_val) else "train",
         "val_acc": first.get("val_acc"),
         "val_loss": first.get("val_loss"),
@@ -193,18 +186,19 @@ def metrics_of(
         "history": state.history,
         "classes": json_value(list(prepared.table.schema.classes)),
     }
-    summary = summarize_members(cfg, records)
+    plan = recipe.plan
+    summary = summarize_members(plan, records)
     if summary is not None:
         # With several fits, the headline figures are their means (the held-out folds' in cv).
         for short, key in SUMMARY_KEYS.items():
             metrics[key] = summary[short]["mean"] if summary[short] else None
         metrics["test"] = None
         metrics["best_epoch"] = first["best_epoch"]
-        if not cfg.cv.folds:
+        if not plan.folds:
             summary["ensemble_acc"] = _ensemble_accuracy(fitted, evaluation["held"])
-        metrics["cv" if cfg.cv.folds else "seeds"] = summary
+        metrics["cv" if plan.folds else "seeds"] = summary
         metrics["members"] = records
-        metrics["headline"] = headline(_label(cfg), summary)
+        metrics["headline"] = headline(plan.label, summary)
     calibration = evaluation["calibration"]
     metrics["calibration"] = (
         {k: v for k, v in calibration.items() if k != "reliability"} if calibration else None

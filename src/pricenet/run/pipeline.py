@@ -1,6 +1,8 @@
-"""One run, as named steps: check → data → plan → prep → fit → evaluate → finalize.
+"""One run, as named steps: recipe → data → plan → prep → fit → evaluate → finalize.
 
-:func:`run` checks everything it can, reads the data, claims the run folder, then:
+:func:`run` reads the config once into a :class:`~pricenet.run.recipe.Recipe` (checking every
+value; one error lists every problem), reads the data, builds the head and sizes the network
+(each once), claims the run folder, then:
 
 - **plan** (:mod:`pricenet.run.plan`): which fits to make: one split (× ``trainer.seeds``), or
   ``cv.folds`` × ``cv.repeats`` folds (× seeds). Each fit is a *member*.
@@ -31,32 +33,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pricenet.atomic import atomic_write_json as _write_json
 from pricenet.atomic import atomic_write_text
 from pricenet.checkpoints.checkpoint import BEST, LAST
 from pricenet.checkpoints.restore import Resume, resume_state
-from pricenet.config.config import check_config, member_count, to_container
 from pricenet.config.seed import resolve_device, set_seed, set_threads
 from pricenet.engine.callbacks import RunContext
 from pricenet.engine.loop import FitInterrupted
 from pricenet.errors import CheckpointError, ConfigError, DivergenceError
+from pricenet.nn.heads import Head
 from pricenet.nn.model import count_parameters
-from pricenet.nn.spec import network_spec
+from pricenet.nn.spec import NetworkSpec
 from pricenet.run.artifacts import checkpoint_meta, keep_diverged, keep_model
 from pricenet.run.evaluation import evaluate, metrics_of
 from pricenet.run.fits import (
-    build_head,
     check_resume,
     fit,
+    fit_preprocessor,
     load_data,
     plan_for,
     prepare,
     warn_absent_classes,
 )
 from pricenet.run.folders import claim_run_dir
-from pricenet.tables import Preprocessor, Table
+from pricenet.run.recipe import Recipe
+from pricenet.tables import Table
 
 log = logging.getLogger("pricenet")
 
@@ -88,40 +91,35 @@ def model_summary(model: torch.nn.Module, width: int, device: torch.device) -> s
 # --------------------------------------------------------------------------- check
 
 
-def check_network(cfg: DictConfig, table: Table) -> None:
-    """The network's sizes and budget with the table's real input width and classes: a
-    70k-column table is refused here, before the run folder is claimed or any member's data
-    is prepared. The width is a preprocessor's, fitted on one row (what :func:`prepare` fits
-    on every member's rows)."""
-    frame = table.frame
-    gaps = [name for name in frame.columns if frame[name].isna().any()]
-    missing = to_container(cfg.data).get("missing", "error")
-    width = Preprocessor.fit(
-        frame.iloc[:1], table.schema, standardize=False, missing=missing, indicators=gaps
-    ).width
-    network_spec(cfg, width, table.schema.num_classes, members=member_count(cfg))
+def size_network(recipe: Recipe, table: Table) -> NetworkSpec:
+    """The run's network, sized for the table's real input width and classes, and refused
+    over the budgets: a 70k-column table is refused here, before the run folder is claimed
+    or any member's data is prepared. The width is a preprocessor's fitted on one row (what
+    :func:`prepare` fits on every member's rows)."""
+    width = fit_preprocessor(recipe.data, table, [0]).width
+    return recipe.network(width, table.schema.num_classes, members=recipe.fits)
 
 
-def _check_resume(resumed: Resume, cfg: DictConfig, table: Table) -> None:
+def _check_resume(resumed: Resume, recipe: Recipe, table: Table) -> None:
     """A resume that would train nothing, or cannot continue exactly, is refused up front,
     before the run folder is claimed: its data must be the same, and its trainer state must
-    fit the trainer(s) this config builds (:func:`~pricenet.run.fits.check_resume`)."""
-    where = cfg.trainer.resume
+    fit the trainer(s) this recipe builds (:func:`~pricenet.run.fits.check_resume`)."""
+    where = recipe.trainer.resume
     if resumed.data_sha256 not in (None, table_sha256(table)):
         raise CheckpointError(
             f"trainer.resume={where}: that run was trained on other data than "
             f"{table.source} (its content changed); resume on the same data, or start a new run"
         )
-    check_resume(cfg, resumed, [len(member.train) for member in plan_for(cfg, table)])
+    check_resume(recipe, resumed, [len(member.train) for member in plan_for(recipe, table)])
     fit = resumed.state["fit"]
     done = fit["epoch"]
     members = fit["members"]
     if members and all(m.get("stopped_early") or m.get("error") for m in members):
         raise ConfigError(f"trainer.resume={where}: that run stopped early at epoch {done}")
-    if done >= cfg.trainer.epochs:
+    if done >= recipe.trainer.epochs:
         raise ConfigError(
             f"trainer.resume={where}: that run already trained {done} epochs and "
-            f"trainer.epochs={cfg.trainer.epochs}; raise trainer.epochs to train longer"
+            f"trainer.epochs={recipe.trainer.epochs}; raise trainer.epochs to train longer"
         )
 
 
@@ -146,23 +144,21 @@ def run(
     Returns the metrics (also in ``metrics.json``) and the paths of the artifacts.
     """
     started = time.perf_counter()
-    check_config(cfg)
-    resolved = to_container(cfg)
-    resolved.pop("callbacks", None)  # code to run, not a setting: no checkpoint holds it
+    recipe = Recipe.of(cfg)
+    settings = recipe.trainer
     resumed = None
-    if cfg.trainer.resume:
-        resumed = resume_state(cfg.trainer.resume, resolved)
-    threads = set_threads(cfg.trainer.threads)
-    table = load_data(cfg)
-    build_head(cfg, table.schema)  # an ordinal loss on unordered classes fails here
-    check_network(cfg, table)
+    if settings.resume:
+        resumed = resume_state(settings.resume, recipe.config)
+    threads = set_threads(settings.threads)
+    table = load_data(recipe.data)
+    head = recipe.head(table.schema)  # an ordinal loss on unordered classes fails here
+    spec = size_network(recipe, table)
     if resumed is not None:
-        _check_resume(resumed, cfg, table)
+        _check_resume(resumed, recipe, table)
     run_dir = claim_run_dir(run_dir, hydra_wrote=multirun)
+    context = RunContext(None, {}, multirun, name, hydra, monitor=recipe.monitor)
     try:
-        metrics, artifacts = _run(
-            cfg, run_dir, table, resolved, resumed, RunContext(None, {}, multirun, name, hydra)
-        )
+        metrics, artifacts = _run(recipe, run_dir, table, head, spec, resumed, context)
     except FitInterrupted as stop:
         log.warning("%s; %s holds it: resume with trainer.resume=%s", stop, LAST, run_dir)
         raise SystemExit(128 + stop.signum) from None
@@ -174,7 +170,7 @@ def run(
         run_dir / "run.json",
         {
             "wall_time_s": round(time.perf_counter() - started, 3),
-            "device": str(resolve_device(cfg.trainer.device)),
+            "device": str(resolve_device(settings.device)),
             "threads": threads,
             "members": len(metrics.get("members", [])) or 1,
             "torch": torch.__version__,
@@ -184,24 +180,24 @@ def run(
 
 
 def _run(
-    cfg: DictConfig,
+    recipe: Recipe,
     run_dir: Path,
     table: Table,
-    resolved: dict[str, Any],
+    head: Head,
+    spec: NetworkSpec,
     resumed: Resume | None,
     context: RunContext,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     multirun, name = context.multirun, context.name
-    tcfg = cfg.trainer
-    device = resolve_device(tcfg.device)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    set_seed(tcfg.seed, tcfg.deterministic)
+    settings = recipe.trainer
+    device = resolve_device(settings.device)
+    atomic_write_text(run_dir / "config.yaml", recipe.yaml)
+    set_seed(settings.seed, settings.deterministic)
     sha = table_sha256(table)
-    plan = plan_for(cfg, table)
-    prepared = prepare(cfg, table, plan, device)
+    plan = plan_for(recipe, table)
+    prepared = prepare(recipe, table, plan, device, head, spec)
     warn_absent_classes(prepared)
-    spec = network_spec(cfg, prepared.width, table.schema.num_classes, members=len(plan))
-    meta = checkpoint_meta(prepared, spec, resolved, sha)
+    meta = checkpoint_meta(prepared, spec, recipe.config, sha)
 
     detail = logging.DEBUG if multirun else logging.INFO  # a multirun job logs one line
     first = prepared.plan[0]
@@ -219,9 +215,9 @@ def _run(
         len(first.test),
         device,
     )
-    context = replace(context, run_dir=run_dir, meta=meta, monitor=cfg.monitor)
+    context = replace(context, run_dir=run_dir, meta=meta)
     try:
-        fitted = fit(cfg, prepared, context, resumed)
+        fitted = fit(recipe, prepared, context, resumed)
     except DivergenceError as err:
         _write_json(run_dir / METRICS, keep_diverged(err, meta, run_dir))
         raise
@@ -231,12 +227,12 @@ def _run(
     per_fit = count_parameters(model) // model.members
     log.log(detail, "model (%d parameters per fit):\n%s", per_fit, summary.rstrip())
 
-    evaluation = evaluate(cfg, prepared, fitted)
-    metrics = metrics_of(cfg, prepared, fitted, evaluation)
+    evaluation = evaluate(recipe, prepared, fitted)
+    metrics = metrics_of(recipe, prepared, fitted, evaluation)
     for record in metrics.get("members", []):
         if record["error"] is not None:
             log.warning("fit %d excluded: %s", metrics["members"].index(record), record["error"])
-    best = keep_model(cfg, prepared, fitted, evaluation, meta, run_dir)
+    best = keep_model(recipe, prepared, fitted, evaluation, meta, run_dir)
     _write_json(run_dir / METRICS, metrics)
     _report(metrics, multirun, name)
 
@@ -244,10 +240,10 @@ def _run(
     artifacts = {file: run_dir / file for file in files}
     if best is not None:
         artifacts[BEST] = best
-    if cfg.report.plots is True or (cfg.report.plots == "auto" and not multirun):
+    if recipe.plots is True or (recipe.plots == "auto" and not multirun):
         from pricenet.run.plots import plot_run
 
-        artifacts.update(plot_run(run_dir, metrics, cfg.report.ema_beta, table.schema.label))
+        artifacts.update(plot_run(run_dir, metrics, recipe.ema_beta, table.schema.label))
         if evaluation["calibration"]:
             from pricenet.run.calibration import plot_reliability
 
@@ -307,14 +303,16 @@ def run_job(cfg: DictConfig) -> float:
         if not (run_dir / METRICS).exists():  # refused before its folder was claimed
             _write_json(run_dir / METRICS, {"status": "failed", "error": str(err)})
         return math.nan
-    return job_value(cfg, metrics)
+    return job_value(metrics)
 
 
-def job_value(cfg: DictConfig, metrics: dict[str, Any]) -> float:
-    """What a sweep ranks: the monitor, or with cross-validation the held-out folds' mean."""
-    if cfg.cv.folds:
-        key = "test_acc" if cfg.monitor.endswith("acc") else "test_loss"
+def job_value(metrics: dict[str, Any]) -> float:
+    """What a sweep ranks: the monitor, or with cross-validation the held-out folds' mean
+    (``metrics.json`` names both: ``monitor``, and a ``cv`` block)."""
+    monitor = metrics["monitor"]
+    if "cv" in metrics:
+        key = "test_acc" if monitor.endswith("acc") else "test_loss"
         value = metrics.get(key)
     else:
-        value = metrics.get(cfg.monitor)
+        value = metrics.get(monitor)
     return math.nan if value is None else float(value)
