@@ -7,6 +7,7 @@ changes (e.g. several models packed into batched weights), only these change.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 
@@ -138,3 +139,17 @@ def assert_png(path: Path, min_size: tuple[int, int] = (400, 300)) -> None:
         assert image.width >= min_size[0] and image.height >= min_size[1], image.size
         pixels = np.asarray(image.convert("L"))
     assert (pixels < 128).mean() > 0.005, f"{path}: almost nothing drawn"
+
+
+def full_disk_on_savefig(monkeypatch) -> None:
+    """Make every matplotlib figure's ``savefig`` write half a PNG, then fail as a full disk
+    does (ENOSPC): what a writer that is not atomic leaves behind shows."""
+    from matplotlib.figure import Figure
+
+    def half_then_fail(self, target, **kwargs):
+        handle = open(target, "wb") if isinstance(target, str | Path) else target  # noqa: SIM115
+        handle.write(b"\x89PNG\r\n\x1a\n half a picture")
+        handle.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_fail)

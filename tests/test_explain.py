@@ -6,11 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import FEATURES, assert_png
+from helpers import FEATURES, assert_png, full_disk_on_savefig
 
+from pricenet.atomic import WriteError
 from pricenet.errors import ConfigError
-from pricenet.explain import ExplainOptions, explain, lr_curve, main
-from pricenet.inference.attribution import HeldOut, class_attributions, permutation_importance
+from pricenet.explain import ExplainOptions, explain, lr_curve, main, plot_ema
+from pricenet.inference.attribution import (
+    Attributions,
+    HeldOut,
+    class_attributions,
+    permutation_importance,
+    plot_features,
+)
 from pricenet.inference.predictor import Predictor
 from pricenet.run.pipeline import run
 from pricenet.tables import make_synthetic
@@ -40,6 +47,41 @@ def test_every_figure_is_a_valid_png(tmp_path):
 def test_lr_curves_follow_the_scheduler_configs(compose_cfg, scheduler, expected):
     cfg = compose_cfg(f"scheduler={scheduler}", "trainer.epochs=70", "optim.lr=0.001")
     assert lr_curve(cfg, 70) == pytest.approx(expected)
+
+
+def permutation_only(features: list[str]) -> Attributions:
+    """Hand-made attributions of ``features`` (no model needed to draw them)."""
+    drops = np.linspace(0.3, 0.0, len(features))
+    return Attributions(
+        features=features,
+        classes=[0, 1, 2, 3],
+        method="permutation",
+        baseline_accuracy=0.9,
+        permutation_mean=drops,
+        permutation_std=drops / 10,
+        per_class=None,
+        rows=100,
+        repeats=5,
+        source="hand-made",
+    )
+
+
+@pytest.mark.parametrize("figure", ["ema", "features"])
+def test_a_figure_is_written_whole_or_not_at_all(tmp_path, monkeypatch, figure):
+    """explain's and the attributions' figures go through plots.save_png: a drawing that
+    fails half-way (a full disk) keeps the old picture and is one WriteError line."""
+    path = tmp_path / f"{figure}.png"
+    draw = {
+        "ema": lambda: plot_ema(path),
+        "features": lambda: plot_features(permutation_only(FEATURES), path),
+    }[figure]
+    assert_png(draw(), min_size=(600, 400))
+    old = path.read_bytes()
+    full_disk_on_savefig(monkeypatch)
+    with pytest.raises(WriteError, match="No space left on device"):
+        draw()
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
 
 
 def test_command_draws_only_the_named_figure(tmp_path, capsys):

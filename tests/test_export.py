@@ -18,6 +18,7 @@ from pricenet.export import (
     CATEGORIES,
     INPUT,
     ExportOptions,
+    GraphMetadata,
     export,
     main,
     onnx_inputs,
@@ -371,3 +372,10 @@ def test_members_with_different_preprocessing_layouts_are_refused(compose_cfg, t
     err = _exit_2(capsys, [f"checkpoint={tmp_path / 'crafted.pt'}", f"output={tmp_path / 'm'}"])
     assert "crafted.pt: preprocessors[1]: its inputs (features, categories" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_graph_metadata_class_labels_are_plain_json():
+    """numpy class labels (what a schema read from a table holds) are written as JSON values."""
+    labels = [np.int64(0), np.str_("mid"), np.float32(2.5), np.bool_(True)]
+    props = GraphMetadata(["ram"], labels, "price_range").metadata()
+    assert json.loads(props["pricenet.class_labels"]) == [0, "mid", 2.5, True]

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import SHRINK, run_cli
+from helpers import assert_png, full_disk_on_savefig
 from omegaconf import OmegaConf
 
 optuna = pytest.importorskip("optuna")
@@ -26,8 +27,14 @@ from optuna.distributions import (  # noqa: E402
 from optuna.trial import TrialState, create_trial  # noqa: E402
 
 from hydra_plugins.pricenet_optuna_sweeper import _study  # noqa: E402
+from hydra_plugins.pricenet_optuna_sweeper._plots import (  # noqa: E402
+    HISTORY,
+    IMPORTANCES,
+    write_plots,
+)
 from hydra_plugins.pricenet_optuna_sweeper._space import parse  # noqa: E402
 from hydra_plugins.pricenet_optuna_sweeper.config import PricenetOptunaSweeperConf  # noqa: E402
+from pricenet.atomic import WriteError  # noqa: E402
 from pricenet.engine.pruning import OptunaPruning  # noqa: E402
 
 SMALL = [*SHRINK, "report.plots=false", "report.tensorboard=false"]
@@ -177,6 +184,41 @@ def test_pruning_callback_reports_each_epoch_and_records_the_pruned_job():
     assert study.trials[0].intermediate_values == {1: 0.6, 2: 0.55, 3: 0.4}
     assert callback.pruned is not None
     assert (callback.pruned["status"], callback.pruned["epochs_run"]) == ("pruned", 3)
+
+
+def finished_study(trials: int = 4) -> optuna.Study:
+    """An in-memory study with ``trials`` complete trials over two parameters."""
+    study = optuna.create_study(direction="maximize")
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "depth": IntDistribution(1, 4)}
+    for n in range(trials):
+        lr, depth = 10 ** -(1 + n % 3), 1 + n % 4
+        study.add_trial(
+            create_trial(params={"lr": lr, "depth": depth}, distributions=space, value=depth - lr)
+        )
+    return study
+
+
+def test_study_pictures_go_through_the_one_png_writer_and_close_their_figures(
+    tmp_path, monkeypatch
+):
+    """Both pictures are whole PNGs written atomically (pricenet.run.plots.save_png); a full
+    disk keeps the old picture, leaves no temporary file and no open pyplot figure."""
+    import matplotlib.pyplot as plt
+
+    study = finished_study()
+    written = write_plots(study, tmp_path)
+    assert [p.name for p in written] == [HISTORY, IMPORTANCES]
+    for path in written:
+        assert_png(path, min_size=(800, 500))
+    assert plt.get_fignums() == []
+    old = (tmp_path / HISTORY).read_bytes()
+
+    full_disk_on_savefig(monkeypatch)
+    with pytest.raises(WriteError, match="No space left on device"):
+        write_plots(study, tmp_path)
+    assert (tmp_path / HISTORY).read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([HISTORY, IMPORTANCES])
+    assert plt.get_fignums() == []
 
 
 # --------------------------------------------------------------------------- real searches

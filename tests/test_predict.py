@@ -130,3 +130,13 @@ def test_last_checkpoint_predicts_too(trained):
     run_dir, _, frame = trained
     result = Predictor.from_checkpoint(run_dir / "last.pt").predict(frame)
     assert len(result) == len(frame)
+
+
+def test_a_dict_of_unequal_columns_is_one_data_error_quoting_pandas_first_line():
+    from pricenet.inference.predictor import as_frame
+
+    with pytest.raises(DataError) as refused:
+        as_frame({"ram": [1, 2], "battery_power": [3]})
+    assert str(refused.value) == (
+        "rows given as a dict cannot form a table (All arrays must be of the same length)"
+    )

@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from pricenet.errors import DataError
 from pricenet.inference.predictor import Predictor
 from pricenet.run.pipeline import run
-from pricenet.serve import Limits, RequestError, Service, json_rows, main
+from pricenet.serve import Limits, RequestError, Service, csv_frame, json_rows, main
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -322,6 +322,20 @@ def test_a_remote_host_needs_allow_remote(capsys):
 def test_a_missing_checkpoint_is_one_line(capsys, tmp_path):
     err = _exit_2(capsys, [f"checkpoint={tmp_path / 'none.pt'}", "port=0"])
     assert "checkpoint not found" in err
+
+
+@pytest.mark.parametrize(
+    ("message", "detail"),
+    [("\n  bad quoting\n  at line 7", "CSV body: bad quoting"), ("", "CSV body: ValueError")],
+)
+def test_an_unparsable_csv_body_is_one_line_naming_the_first(monkeypatch, message, detail):
+    def refuse(*args, **kwargs):
+        raise ValueError(message)
+
+    monkeypatch.setattr(pd, "read_csv", refuse)
+    with pytest.raises(RequestError) as refused:
+        csv_frame(b"ram\n1\n")
+    assert (refused.value.status, refused.value.detail) == (422, detail)
 
 
 def test_json_rows_never_unpickle():

@@ -228,6 +228,26 @@ def test_a_damaged_run_json_only_loses_the_wall_time(tmp_path):
     assert (row["status"], row["wall_time_s"]) == ("done", None)
 
 
+def test_leaderboard_csv_text_cells_are_formula_escaped_like_predict_output(tmp_path):
+    formula = '=HYPERLINK("http://evil.example","x")'
+    fake_job(tmp_path, "0", [formula, "optim.lr=-0.5"], done(0.80, 0.60, 0.9))
+    fake_job(tmp_path, "1", ["optim=adam"], {"status": "failed", "error": "@SUM(1+1)"})
+
+    rows = write_leaderboard(tmp_path, "val_acc")
+
+    done_row, failed_row = read_rows(tmp_path)
+    assert done_row["overrides"] == f"'{formula} optim.lr=-0.5"
+    assert failed_row["error"] == "'@SUM(1+1)"
+    assert (done_row["val_acc"], done_row["job"], failed_row["overrides"]) == (
+        "0.8",
+        "0",
+        "optim=adam",
+    )  # numbers and harmless text unchanged
+    # what the code and best.yaml keep is the override as it ran, for rerunning it
+    assert rows[0]["overrides"][0] == formula
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["overrides"][0] == formula
+
+
 def test_an_unwritable_sweep_folder_is_one_line(tmp_path, capsys):
     from pricenet.sweep import check_sweep_dir
 

@@ -33,7 +33,7 @@ import pricenet.config.config  # noqa: F401  (registers the config schemas)
 from pricenet.config.cli import check_output_dir, parse_options
 from pricenet.errors import ConfigError, exit_on_user_error
 from pricenet.inference.attribution import METHODS
-from pricenet.run.plots import DPI, ema
+from pricenet.run.plots import DPI, ema, save_png
 
 FIGURES = ("activations", "schedulers", "ema")
 MODEL_FIGURES = ("features",)
@@ -114,7 +114,7 @@ def plot_activations(configs: dict[str, DictConfig], path: Path) -> Path:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper right", ncols=2)
     fig.suptitle("activations and their derivatives", fontsize=13)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def lr_curve(cfg: DictConfig, epochs: int) -> list[float]:
@@ -156,7 +156,7 @@ def plot_schedulers(configs: dict[str, DictConfig], epochs: int, path: Path) -> 
         f"learning rate per epoch over {epochs} epochs, starting from {_describe(optim)}",
         fontsize=12,
     )
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_ema(path: Path, betas: tuple[float, ...] = (0.5, 0.9, 0.98), seed: int = 0) -> Path:
@@ -185,13 +185,7 @@ def plot_ema(path: Path, betas: tuple[float, ...] = (0.5, 0.9, 0.98), seed: int 
     ax.set_title("exponentially weighted average v_t = β·v_{t-1} + (1-β)·θ_t, shown bias-corrected")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
-    return _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_png(fig, path)
 
 
 def explain_features(options: ExplainOptions, out_dir: Path) -> list[Path]:

@@ -60,10 +60,10 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
-from pricenet.atomic import atomic_write_bytes
+from pricenet.atomic import atomic_write_bytes, json_value
 from pricenet.checkpoints.checkpoint import resolve_checkpoint
 from pricenet.config.cli import check_not_an_input, check_output_path, parse_options
-from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
+from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error, first_line
 from pricenet.inference.predictor import Predictor
 
 FORMATS = ("onnx", "torchscript")
@@ -132,7 +132,7 @@ class GraphMetadata:
         """The ONNX ``metadata_props`` (string to string)."""
         props = {
             "pricenet.feature_names": json.dumps(self.feature_names),
-            "pricenet.class_labels": json.dumps(_plain(self.class_labels)),
+            "pricenet.class_labels": json.dumps(json_value(self.class_labels)),
             "pricenet.label_name": self.label_name,
             "pricenet.input": INPUT,
             "pricenet.output": OUTPUT,
@@ -143,11 +143,6 @@ class GraphMetadata:
             props["pricenet.categories"] = json.dumps(self.categories)
             props["pricenet.categorical_input"] = CATEGORIES
         return props
-
-
-def _plain(values: list[Any]) -> list[Any]:
-    """numpy scalars as Python values, so the labels are JSON."""
-    return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
 def _require(module: str) -> Any:
@@ -193,9 +188,9 @@ def _exportable(predictor: Predictor) -> torch.nn.Module:
 
 
 def _cannot(checkpoint: str, fmt: str, err: BaseException) -> CheckpointError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return CheckpointError(
-        f"{checkpoint}: cannot be exported to {fmt} ({type(err).__name__}: {first[:200]})"
+        f"{checkpoint}: cannot be exported to {fmt} "
+        f"({type(err).__name__}: {first_line(err, '')[:200]})"
     )
 
 

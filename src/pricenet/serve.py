@@ -40,7 +40,6 @@ import io
 import ipaddress
 import json
 import logging
-import math
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -56,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import MISSING
 
+from pricenet.atomic import json_value
 from pricenet.checkpoints.checkpoint import resolve_checkpoint
 from pricenet.config.cli import parse_options
 from pricenet.errors import (
@@ -63,6 +63,7 @@ from pricenet.errors import (
     ConfigError,
     PricenetError,
     exit_on_user_error,
+    first_line,
     shown,
 )
 from pricenet.inference.predictor import Predictor
@@ -216,8 +217,7 @@ def csv_frame(body: bytes, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise RequestError(422, "CSV body is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RequestError(422, f"CSV body: {first}") from None
+        raise RequestError(422, f"CSV body: {first_line(err)}") from None
     if frame.empty:
         raise RequestError(422, "CSV body has a header but no data rows")
     frame.index = range(1, len(frame) + 1)
@@ -238,7 +238,7 @@ class Service:
         self.max_body_bytes = max_body_bytes
         self.limits = limits
         self.label = predictor.label_name
-        self.classes = [_plain(c) for c in predictor.class_labels]
+        self.classes = json_value(list(predictor.class_labels))
         self.class_keys = [str(c) for c in self.classes]
         self.probability_columns = [f"prob_{c}" for c in predictor.class_labels]
         # the id column a request may carry: the schema's, else one named "id"
@@ -290,7 +290,7 @@ class Service:
         id_name = self.id_column(frame.columns)
         ids = [row.get(id_name, n) if id_name else n for row, n in zip(rows, numbers, strict=True)]
         result = self._predict(frame, id_name)
-        labels = [_plain(v) for v in result[self.label].tolist()]
+        labels = json_value(result[self.label].tolist())
         probs = result[self.probability_columns].to_numpy(dtype=np.float64).tolist()
         keys = self.class_keys
         predictions = [
@@ -315,15 +315,6 @@ class Service:
     def answer(self, kind: str, body: bytes) -> bytes:
         """The answer to a ``kind`` body (a JSON or a CSV media type); runs in a worker thread."""
         return self.predict_csv(body) if kind in CSV_TYPES else self.predict_json(body)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars as Python values; non-finite floats as None (strict JSON)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 async def read_body(request: Request, limit: int) -> bytes:

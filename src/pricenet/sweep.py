@@ -284,14 +284,22 @@ def _markdown(rows: list[dict[str, Any]], monitor: str, sweep_dir: Path) -> str:
 
 
 def write_leaderboard(sweep_dir: str | Path, monitor: str = "val_acc") -> list[dict[str, Any]]:
-    """Write ``leaderboard.csv``, ``leaderboard.md`` and ``best.yaml`` into ``sweep_dir``."""
+    """Write ``leaderboard.csv``, ``leaderboard.md`` and ``best.yaml`` into ``sweep_dir``.
+
+    The CSV's text cells (job, status, overrides, error) that a spreadsheet would run as a
+    formula get a leading ``'``, as ``pricenet.predict``'s output does
+    (:func:`pricenet.tables.cells.escape_formula`); ``best.yaml`` keeps the overrides as run.
+    """
+    from pricenet.tables.cells import escape_formula  # numpy, torch: only when writing
+
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir, monitor)
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=COLUMNS)
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "overrides": " ".join(row["overrides"])})
+        cells = {**row, "overrides": " ".join(row["overrides"])}
+        writer.writerow({key: escape_formula(value) for key, value in cells.items()})
     # Atomic: several workers of one Optuna study may finish at the same moment.
     _write(sweep_dir / "leaderboard.csv", table.getvalue())
     _write(sweep_dir / "leaderboard.md", _markdown(rows, monitor, sweep_dir))

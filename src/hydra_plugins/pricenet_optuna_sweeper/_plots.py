@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -17,17 +16,19 @@ IMPORTANCES = "param_importances.png"
 
 
 def _save(axes: object, path: Path) -> Path:
-    """Write the figure of ``axes`` atomically (workers may finish at the same moment)."""
+    """Write the figure of ``axes`` with pricenet's one PNG writer (atomic: workers may finish
+    at the same moment), then close it (Optuna draws with pyplot, which keeps it open)."""
     import matplotlib.pyplot as plt
+
+    from pricenet.run.plots import save_png
 
     figure = axes.figure  # type: ignore[attr-defined]
     figure.set_size_inches(8, 5)
     figure.tight_layout()
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    figure.savefig(partial, format="png", dpi=100)
-    plt.close(figure)
-    os.replace(partial, path)
-    return path
+    try:
+        return save_png(figure, path, dpi=100)
+    finally:
+        plt.close(figure)
 
 
 def write_plots(study: optuna.Study, out_dir: str | Path) -> list[Path]:

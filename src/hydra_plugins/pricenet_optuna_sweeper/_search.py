@@ -18,6 +18,8 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from pricenet.errors import first_line
+
 from ._plots import write_plots
 from ._space import SearchSpace, parse
 from ._study import (
@@ -107,7 +109,7 @@ class Search:
             # batch the launcher no longer waits for, fail and are retried; the search goes on.
             # Ctrl-C or a launcher that broke stops it. Either way nothing is left RUNNING.
             lost = _lost_job(err)
-            first = str(err).strip().splitlines()[0][:ERROR_CHARS] if str(err).strip() else ""
+            first = first_line(err, "")[:ERROR_CHARS]
             reason = f"its job did not finish ({first})" if lost else "the sweep stopped"
             for number in numbers:
                 trial = study.get_trials(deepcopy=False)[number]

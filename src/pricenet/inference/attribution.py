@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from pricenet.errors import ConfigError, DataError, shown
-from pricenet.run.plots import DPI
+from pricenet.run.plots import DPI, save_png
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -434,7 +434,4 @@ def plot_features(result: Attributions, path: str | Path) -> Path:
         right.legend(fontsize=8, loc="lower right")
         right.grid(axis="x", alpha=0.3)
     fig.suptitle(f"feature importance: {result.source}", fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_png(fig, path)

@@ -28,7 +28,7 @@ import torch
 from pricenet.checkpoints.checkpoint import load_checkpoint, resolve_checkpoint
 from pricenet.checkpoints.restore import Restored, restore_model
 from pricenet.config.seed import resolve_device
-from pricenet.errors import CheckpointError, ConfigError, DataError, shown
+from pricenet.errors import CheckpointError, ConfigError, DataError, first_line, shown
 from pricenet.tables import Table, validate_frame
 from pricenet.tables.prep import MISSING_CODE as MISSING_CODE
 from pricenet.tables.prep import UNKNOWN_CODE as UNKNOWN_CODE
@@ -199,8 +199,9 @@ def as_frame(rows: Any) -> pd.DataFrame:
         try:
             return pd.DataFrame(rows)
         except (ValueError, TypeError) as err:
-            first = (str(err).splitlines() or [type(err).__name__])[0]
-            raise DataError(f"rows given as a dict cannot form a table ({first})") from None
+            raise DataError(
+                f"rows given as a dict cannot form a table ({first_line(err)})"
+            ) from None
     raise DataError(
         f"expected a pandas DataFrame (or one row as a Series or dict), got "
         f"{type(rows).__name__}: rows need their column names"
