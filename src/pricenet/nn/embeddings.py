@@ -13,9 +13,10 @@ under ``torch.manual_seed``).
 Bins are fitted per fit on that fit's training rows only (:func:`fit_bins`,
 :func:`fit_packed_bins`), with the package's ``compute_bins`` (quantiles, or a decision tree's
 thresholds). Documented fallbacks, never errors: a column with fewer distinct training values
-than ``n_bins`` gets fewer bins (duplicate quantiles merge; a binary column gets one bin); a
-column constant on a fit's training rows gets one bin ``[v - 1, v + 1]`` (its embedding is then
-linear in the input); ``n_bins`` is lowered to the training rows minus one. A table with no
+than ``n_bins`` gets fewer bins (repeated quantiles merge: a binary column gets one or two,
+as the package computes them); a column constant on a fit's training rows gets one bin
+``[v - 1, v + 1]`` (its embedding is then linear in the input); ``n_bins`` is lowered to the
+training rows minus one. A table with no
 numeric feature is a :class:`NoNumericFeatures` error (one ``error:`` line, exit 2).
 
 The bins live in the state dict (buffers ``edges`` ``[M, F, max_bins + 1]``, padded by
