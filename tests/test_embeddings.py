@@ -156,14 +156,20 @@ def test_piecewise_each_fit_is_the_package_with_the_same_bins(version, activatio
         torch.testing.assert_close(ref(x[m]).flatten(-2), out[m], rtol=0, atol=1e-6)
     with torch.no_grad():  # trained-looking weights (B's PLE weights start at zero)
         packed.weight.normal_(generator=torch.Generator().manual_seed(0))
+    x.requires_grad_(True)  # attributions differentiate with respect to the input
     out = packed(x)
+    (grad,) = torch.autograd.grad(out.pow(2).sum(), x)
     for m, seed in enumerate(SEEDS):
         ref = _package_ple(bins[m], 4, activation, version, seed)
         with torch.no_grad():
             ref.linear.weight.copy_(packed.as_package_weight(m))
             if version == "A":
                 ref.linear.bias.copy_(packed.bias[m])
-        torch.testing.assert_close(ref(x[m]).flatten(-2), out[m], rtol=0, atol=1e-6)
+        x_m = x[m].detach().requires_grad_(True)
+        expected = ref(x_m).flatten(-2)
+        torch.testing.assert_close(expected, out[m], rtol=0, atol=1e-6)
+        (grad_m,) = torch.autograd.grad(expected.pow(2).sum(), x_m)
+        torch.testing.assert_close(grad[m], grad_m, rtol=1e-5, atol=1e-5)
 
 
 def test_a_fit_is_initialised_the_same_whatever_the_number_of_fits():

@@ -409,20 +409,30 @@ class PackedPiecewiseLinearEmbeddings(nn.Module):
         return slope, offset, lower, upper
 
     def forward(self, x: Tensor) -> Tensor:
+        # computed as [M, F, B, .]: one batched matmul per (fit, feature), no copy of the
+        # (largest) encoded tensor; only the output is laid out as [M, B, F * d] at the end
         slope, offset, lower, upper = self._encoding()
-        encoded = torch.addcmul(offset.unsqueeze(1), slope.unsqueeze(1), x.unsqueeze(-1))
-        encoded = torch.minimum(torch.maximum(encoded, lower.unsqueeze(1)), upper.unsqueeze(1))
-        out = torch.einsum("mbfk,mfkd->mbfd", encoded, self.weight)
+        # contiguous: the [M, F, B, K] results then are too (else they follow x's strides)
+        x = x.transpose(1, 2).contiguous().unsqueeze(-1)  # [M, F, B, 1]
+        encoded = torch.addcmul(offset.unsqueeze(2), slope.unsqueeze(2), x)
+        encoded = encoded.clamp_(
+            lower.unsqueeze(2), upper.unsqueeze(2)
+        )  # (addcmul keeps no output)
+        members, features, rows, bins = encoded.shape
+        out = torch.bmm(
+            encoded.reshape(-1, rows, bins), self.weight.reshape(-1, bins, self.d_embedding)
+        )
+        out = out.view(members, features, rows, -1)  # [M, F, B, d]
         if self.version == "A":
-            out = out + self.bias.unsqueeze(1)
+            out = out + self.bias.unsqueeze(2)
         if self.activation:
             out = torch.relu(out)
         if self.version == "B":
             linear = torch.addcmul(
-                self.linear0_bias.unsqueeze(1), self.linear0_weight.unsqueeze(1), x.unsqueeze(-1)
+                self.linear0_bias.unsqueeze(2), self.linear0_weight.unsqueeze(2), x
             )
             out = linear + out
-        return out.flatten(-2)
+        return out.transpose(1, 2).flatten(-2)
 
     def extra_repr(self) -> str:
         return (
@@ -539,15 +549,20 @@ class PackedPeriodicEmbeddings(nn.Module):
         _check_like(self, state, prefix, key)
 
     def forward(self, x: Tensor) -> Tensor:
-        z = (2 * math.pi * self.frequencies).unsqueeze(1) * x.unsqueeze(-1)
-        z = torch.cat([torch.cos(z), torch.sin(z)], -1)
-        if self.lite:
-            out = torch.einsum("mbfk,mkd->mbfd", z, self.weight) + self.bias.unsqueeze(1)
+        # computed as [M, F, B, .] (see PackedPiecewiseLinearEmbeddings.forward)
+        # contiguous: the [M, F, B, K] results then are too (else they follow x's strides)
+        x = x.transpose(1, 2).contiguous().unsqueeze(-1)  # [M, F, B, 1]
+        z = (2 * math.pi * self.frequencies).unsqueeze(2) * x
+        z = torch.cat([torch.cos(z), torch.sin(z)], -1)  # [M, F, B, 2k]
+        if self.lite:  # one linear layer for every feature of a fit
+            members, features, rows, width = z.shape
+            out = torch.baddbmm(self.bias, z.reshape(members, -1, width), self.weight)
+            out = out.view(members, features, rows, -1)
         else:
-            out = torch.einsum("mbfk,mfkd->mbfd", z, self.weight) + self.bias.unsqueeze(1)
+            out = torch.matmul(z, self.weight) + self.bias.unsqueeze(2)
         if self.activation:
             out = torch.relu(out)
-        return out.flatten(-2)
+        return out.transpose(1, 2).flatten(-2)
 
     def extra_repr(self) -> str:
         return (
