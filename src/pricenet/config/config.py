@@ -325,6 +325,21 @@ def _check_optim(problems: Problems, cfg: DictConfig) -> None:
             _positive(problems, f"scheduler.{key}", scheduler[key])
 
 
+def _check_loss(problems: Problems, cfg: DictConfig) -> None:
+    loss = cfg.loss
+    smoothing = loss.get("label_smoothing", 0.0)
+    if not _is_finite_number(smoothing) or not 0 <= smoothing < 1:
+        problems.invalid("loss.label_smoothing", smoothing, "must be a number in [0, 1)")
+    weights = loss.get("class_weight")
+    if weights is None or weights == "balanced":
+        return
+    values = list(weights) if isinstance(weights, ListConfig) else None
+    if not values or not all(_is_finite_number(w) and w > 0 for w in values):
+        problems.invalid(
+            "loss.class_weight", weights, "must be null, balanced, or a list of numbers > 0"
+        )
+
+
 def _check_plan(problems: Problems, cv: Mapping, seeds: Any) -> None:
     """The plan's settings: how many folds, repeats and seeds, and which model is kept."""
     folds, repeats, keep = cv.get("folds"), cv.get("repeats", 1), cv.get("keep", "ensemble")
@@ -356,7 +371,8 @@ def _value_problems(cfg: DictConfig) -> Problems:
     """Every value check that needs neither torch nor data (the config's own values)."""
     problems = Problems()
     _check_known_keys(problems, cfg)
-    for check in (_check_trainer, _check_report, _check_model, _check_data, _check_optim):
+    checks = (_check_trainer, _check_report, _check_model, _check_data, _check_optim, _check_loss)
+    for check in checks:
         check(problems, cfg)
     _check_plan(problems, cfg.cv, cfg.trainer.seeds)
     return problems

@@ -71,6 +71,7 @@ class Prepared:
     tests: list[tuple[torch.Tensor, torch.Tensor]]
     head: Head
     spec: NetworkSpec
+    class_weights: torch.Tensor | None = None  # [fits, classes] (loss.class_weight)
 
     @property
     def width(self) -> int:
@@ -135,7 +136,10 @@ def prepare(
     if (spec.in_features, spec.num_classes, spec.members) != (width, classes, len(plan)):
         raise ValueError(f"the network {spec} does not fit the prepared data")
     head = recipe.head(table.schema) if head is None else head
-    return Prepared(table, plan, preprocessors, members, tests, head, spec)
+    weights = recipe.class_weights([m.y_train for m in members], classes)
+    if weights is not None:
+        weights = weights.to(device)
+    return Prepared(table, plan, preprocessors, members, tests, head, spec, weights)
 
 
 def warn_absent_classes(prepared: Prepared) -> None:
@@ -189,6 +193,7 @@ def build_trainer(
         l1=settings.l1,
         monitor=recipe.monitor,
         callbacks=callbacks,
+        class_weights=None if prepared.class_weights is None else prepared.class_weights[group],
     )
 
 

@@ -102,6 +102,7 @@ class Recipe:
     scheduler: Callable[..., Any] | None
     packed: bool  # whether the fits can train packed (the optimizer's and scheduler's classes)
     unpacked_reason: str | None
+    class_weight: Any  # loss.class_weight: None | "balanced" | one weight per class
     init: Any  # ``init`` and ``model.layer_inits``: how each fit's weights start
     layer_inits: Any
     _network: dict[str, Any] = field(repr=False)  # model, activation, loss.head, trainer
@@ -157,6 +158,7 @@ class Recipe:
             scheduler=scheduler,
             packed=packed,
             unpacked_reason=reason,
+            class_weight=resolved["loss"].get("class_weight"),
             init=resolved["init"],
             layer_inits=resolved["model"].get("layer_inits"),
             _network={key: resolved[key] for key in ("model", "activation", "loss", "trainer")},
@@ -181,7 +183,28 @@ class Recipe:
                 f"schema's label {schema.label!r} is not ordered (ordered: false); use "
                 "loss=cross_entropy"
             )
+        weights = self.class_weight
+        if isinstance(weights, list) and len(weights) != schema.num_classes:
+            raise ConfigError(
+                f"loss.class_weight: {len(weights)} weight(s) for the {schema.num_classes} "
+                f"classes of {schema.label!r} ({', '.join(map(str, schema.classes))})"
+            )
         return head
+
+    def class_weights(self, labels: list[torch.Tensor], classes: int) -> torch.Tensor | None:
+        """Each fit's class weights ``[fits, classes]`` from its training ``labels``, or None
+        (``loss.class_weight=null``). ``balanced``: ``n / (classes * count)``, as
+        scikit-learn's ``compute_class_weight``; a class a fit never sees weighs 0."""
+        if self.class_weight is None:
+            return None
+        if self.class_weight != "balanced":
+            return torch.tensor([self.class_weight] * len(labels), dtype=torch.float32)
+        rows = []
+        for y in labels:
+            count = torch.bincount(y.cpu(), minlength=classes).double()
+            weight = torch.where(count > 0, len(y) / (classes * count.clamp_min(1)), 0.0)
+            rows.append(weight.float())
+        return torch.stack(rows)
 
     def network(self, in_features: int, num_classes: int, members: int) -> NetworkSpec:
         """The network of ``members`` fits for the table's input width and classes, refused
