@@ -135,7 +135,7 @@ class PackedBatchEnsembleLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         scaled = x * self.r.unsqueeze(2)  # [M, k, B, in]
         members, k, rows, _ = scaled.shape
-        y = torch.bmm(scaled.view(members, k * rows, self.in_features), self.weight)
+        y = torch.bmm(scaled.reshape(members, k * rows, self.in_features), self.weight)
         return torch.addcmul(
             self.bias.unsqueeze(2), y.view(members, k, rows, -1), self.s.unsqueeze(2)
         )
