@@ -82,12 +82,13 @@ def _same_parameters(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
 # ---------------------------------------------------------------------------- layers
 
 
-def test_a_batch_ensemble_layer_is_k_linears_from_its_shared_weight_and_adapters():
+@pytest.mark.parametrize("rows", [3, 40])  # the adapters on the rows, then on the weight
+def test_a_batch_ensemble_layer_is_k_linears_from_its_shared_weight_and_adapters(rows):
     layer = PackedBatchEnsembleLinear(2, K, IN, WIDTH)
     _scramble(layer, 0)
-    x = torch.randn(2, 1, 9, IN)
+    x = torch.randn(2, 1, rows, IN)
     y = layer(x)
-    assert y.shape == (2, K, 9, WIDTH)
+    assert y.shape == (2, K, rows, WIDTH)
     for m in range(2):
         for i in range(K):
             linear = nn.Linear(IN, WIDTH)
@@ -96,6 +97,22 @@ def test_a_batch_ensemble_layer_is_k_linears_from_its_shared_weight_and_adapters
                 linear.weight.copy_(w.T)
                 linear.bias.copy_(layer.bias[m, i])
             torch.testing.assert_close(y[m, i], linear(x[m, 0]), atol=1e-5, rtol=1e-5)
+
+
+def test_both_ways_of_applying_the_adapters_agree_in_values_and_gradients():
+    layer = PackedBatchEnsembleLinear(2, K, IN, WIDTH)
+    _scramble(layer, 2)
+    x = torch.randn(2, K, 9, IN)
+    results = []
+    for path in (layer._through_rows, layer._through_weights):
+        layer.zero_grad()
+        y = path(x)
+        y.square().sum().backward()
+        results.append((y.detach(), [p.grad.clone() for p in layer.parameters()]))
+    (y1, g1), (y2, g2) = results
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_a_batch_ensemble_layer_equals_the_packages_for_every_fit():
