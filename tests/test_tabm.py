@@ -366,3 +366,25 @@ def test_refuses_what_it_cannot_build():
     with pytest.raises(ValueError, match="generators"):
         _model("tabm", members=2, seeds=[1])
     assert isinstance(_model("packed").head, PackedLinearEnsemble)
+
+
+def test_the_cost_probe_times_every_contender():
+    import importlib
+
+    probe = importlib.import_module("scripts.bench.tabm_cost")
+    result = probe.measure(rows=40, batch=16, ks=(2,), fits=2, archs=("tabm", "packed"), epochs=1)
+    names = [r["name"] for r in result]
+    assert names == [
+        "mlp x1",
+        "mlp x2",
+        "tabm k=2 x1",
+        "tabm k=2 x2",
+        "packed k=2 x1",
+        "packed k=2 x2",
+    ]
+    assert all(r["step_ms"] > 0 and r["wall_ms"] > 0 for r in result)
+    by_name = {r["name"]: r for r in result}
+    assert by_name["mlp x1"]["vs_mlp"] == by_name["tabm k=2 x1"]["vs_one_fit"] == 1.0
+    ratio = by_name["tabm k=2 x2"]["step_ms"] / by_name["tabm k=2 x1"]["step_ms"]
+    assert by_name["tabm k=2 x2"]["vs_one_fit"] == pytest.approx(ratio)
+    assert "tabm k=2 x2" in probe.render(result)

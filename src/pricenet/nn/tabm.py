@@ -243,8 +243,10 @@ class PackedLinearEnsemble(nn.Module):
     @torch.no_grad()
     def init_member(self, m: int, generator: torch.Generator | None) -> None:
         """Uniform in ``±1/sqrt(in)``, weight then bias, as the package draws them."""
-        _rsqrt_uniform(self.weight[m], self.in_features, generator)
-        _rsqrt_uniform(self.bias[m], self.in_features, generator)
+        weight = torch.empty(self.k, self.in_features, self.out_features)
+        bias = torch.empty(self.k, self.out_features)
+        self.weight[m].copy_(_rsqrt_uniform(weight, self.in_features, generator))
+        self.bias[m].copy_(_rsqrt_uniform(bias, self.in_features, generator))
 
     def forward(self, x: Tensor) -> Tensor:
         members, _, rows, _ = x.shape
