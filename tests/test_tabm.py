@@ -388,3 +388,17 @@ def test_the_cost_probe_times_every_contender():
     ratio = by_name["tabm k=2 x2"]["step_ms"] / by_name["tabm k=2 x1"]["step_ms"]
     assert by_name["tabm k=2 x2"]["vs_one_fit"] == pytest.approx(ratio)
     assert "tabm k=2 x2" in probe.render(result)
+
+
+def test_the_mean_of_the_submodels_losses_is_a_mean_over_repeated_rows():
+    out, y = torch.randn(2, 6, K, 4), torch.randint(0, 4, (2, 6))
+    per_submodel = torch.stack(
+        [
+            torch.stack([nn.functional.cross_entropy(out[m, :, i], y[m]) for i in range(K)])
+            for m in range(2)
+        ]
+    )
+    rows = nn.functional.cross_entropy(
+        out.flatten(1, 2).flatten(0, 1), y.repeat_interleave(K, 1).flatten(), reduction="none"
+    )
+    torch.testing.assert_close(rows.view(2, -1).mean(1), per_submodel.mean(1))

@@ -30,6 +30,8 @@ The engine's contract:
   output layer, e.g. CORAL's rank biases, per submodel).
 - training loss: each submodel's loss on the row, averaged over the k submodels (TabM trains
   the k submodels on the same batch, the mean of their losses); every fit's loss is its own.
+  With the engine's per-fit mean over real rows this is ``out.flatten(1, 2)`` (``[M, B * k,
+  o]``) against targets and mask repeated k times per row (``repeat_interleave(k, 1)``).
 - predictions, validation score, early stopping: the ensemble's, the k submodels combined in
   the head's space, :func:`combine_submodels` (``head.combine`` over k: mean of the
   probabilities for the categorical head) -> ``[M, B, outputs]``.
@@ -39,6 +41,9 @@ The engine's contract:
   unit, as TabM's ``nn.Dropout`` on ``[B, k, width]``).
 - no batch norm (``mask`` is accepted and ignored); activations are stateless, noiseless
   elementwise modules (ReLU, GELU, ...).
+- cost: a step does k plain MLPs' work on the batch; on one CPU thread, width 64, 2 blocks,
+  batch 256 (``python -m scripts.bench.tabm_cost``): k=4 about 2x a plain MLP, k=8 about 3x,
+  k=32 about 9x; a k of 8 is the CPU-sensible default (TabM's 32 on a GPU).
 
 Layout: activations flow as ``[M, k, B, d]``, so a shared weight is one ``bmm`` per fit over
 ``k * B`` rows, and the k heads (and ``packed``'s linears) one ``baddbmm`` over ``M * k``. A
