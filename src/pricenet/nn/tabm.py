@@ -452,7 +452,7 @@ class PackedTabM(nn.Sequential):
         return [m for m in self if isinstance(m, kinds)]
 
     def parameter_count(self) -> int:
-        """Trainable values of all fits (as :func:`tabm_parameter_count` says)."""
+        """Trainable values of all fits (M x :func:`tabm_parameter_count`)."""
         return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ noise
