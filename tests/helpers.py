@@ -20,6 +20,7 @@ from torch import nn
 from pricenet.config.seed import set_seed
 from pricenet.engine.loop import Trainer
 from pricenet.nn import packed
+from pricenet.nn.tabm import TabMDropout
 from pricenet.run.fits import build_trainer, load_data, plan_for, prepare
 from pricenet.run.pipeline import run
 from pricenet.run.recipe import Recipe
@@ -35,6 +36,7 @@ PACKED_AS = {
     packed.PackedBatchNorm1d: nn.BatchNorm1d,
     packed.PackedPReLU: nn.PReLU,
     packed.PackedRReLU: nn.RReLU,
+    TabMDropout: nn.Dropout,
 }
 # Modules that are layers of an MLP but not its activation.
 _NOT_ACTIVATIONS = (

@@ -254,12 +254,13 @@ def test_a_bad_target_argument_touches_no_run_folder_and_no_data(
 def test_every_shipped_choice_passes_the_target_checks(compose_cfg):
     from importlib.resources import files
 
-    for group in ("activation", "init", "loss", "model", "data"):
+    for group in ("activation", "init", "loss", "model", "data", "embedding"):
         for path in (files("pricenet.conf") / group).iterdir():
             if not path.name.endswith(".yaml"):
                 continue  # data/schema/ is a nested group
             choice = path.name.removesuffix(".yaml")
-            cfg = compose_cfg(f"{group}={choice}", "model.hidden=[4]")
+            small = "model.width=4" if choice == "tabm" else "model.hidden=[4]"
+            cfg = compose_cfg(f"{group}={choice}", small)
             check_factories(cfg)
 
 
@@ -271,11 +272,13 @@ def test_help_lists_no_schema_as_a_choice_of_a_group(compose_cfg):
     compose_cfg()  # clears Hydra
     with initialize_config_module("pricenet.conf", version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
-        options = {g: loader.get_group_options(g) for g in ("data", "model", "trainer")}
+        groups = ("data", "model", "trainer", "embedding")
+        options = {g: loader.get_group_options(g) for g in groups}
     assert options == {
         "data": ["csv", "synthetic"],
-        "model": ["linear", "mlp", "tutorial"],
+        "model": ["linear", "mlp", "tabm", "tutorial"],
         "trainer": ["default"],
+        "embedding": ["none", "periodic", "piecewise_linear"],
     }
 
 

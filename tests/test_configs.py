@@ -33,10 +33,24 @@ from torch import nn
 from pricenet.config.config import validate
 from pricenet.engine.loop import Trainer
 from pricenet.nn import heads
+from pricenet.nn.embeddings import PackedPeriodicEmbeddings, PackedPiecewiseLinearEmbeddings
+from pricenet.nn.network import Network
+from pricenet.nn.tabm import PackedBatchEnsembleLinear, PackedTabM
 from pricenet.run.pipeline import run
 from pricenet.tables import make_synthetic
 
-GROUPS = ("data", "model", "activation", "init", "loss", "optim", "scheduler", "cv", "experiment")
+GROUPS = (
+    "data",
+    "model",
+    "embedding",
+    "activation",
+    "init",
+    "loss",
+    "optim",
+    "scheduler",
+    "cv",
+    "experiment",
+)
 N_FEATURES = len(FEATURES)
 WIDE = 256  # a hidden width that gives the init statistics enough samples
 
@@ -121,6 +135,7 @@ MODELS = {
     "linear": ([(4, N_FEATURES)], 0.0),
     "mlp": ([(64, N_FEATURES), (4, 64)], 0.1),
     "tutorial": ([(64, N_FEATURES), (128, 64), (4, 128)], 0.9),
+    "tabm": None,  # checked by its own branch of check_model
 }
 
 
@@ -136,11 +151,50 @@ def check_data(trainer: Trainer, choice: str) -> None:
 
 
 def check_model(trainer: Trainer, choice: str) -> None:
+    if choice == "tabm":  # 3 BatchEnsemble blocks of 256, k=8 submodels per fit, dropout 0.1
+        model = trainer.model
+        assert isinstance(model, Network) and isinstance(model.backbone, PackedTabM)
+        assert (model.backbone.k, model.backbone.arch, model.submodels) == (8, "tabm", 8)
+        blocks = modules_of(model, PackedBatchEnsembleLinear)
+        assert [tuple(b.weight.shape[1:]) for b in blocks] == [
+            (N_FEATURES, 256),
+            (256, 256),
+            (256, 256),
+        ]
+        assert [m.p for m in modules_of(model, nn.Dropout)] == [0.1] * 3
+        x = trainer.members[0].x_train[:5]
+        assert model(x, submodels=True).shape == (1, 5, 8, 4)  # 8 submodels ...
+        assert model(x).shape == (1, 5, 4)  # ... combined into one prediction
+        return
     shapes, dropout = MODELS[choice]
     assert layer_shapes(trainer.model) == shapes
     found = modules_of(trainer.model, nn.Dropout)
     assert [m.p for m in found] == [dropout] * (len(shapes) - 1 if dropout else 0)
     assert not modules_of(trainer.model, nn.BatchNorm1d)
+
+
+def check_embedding(trainer: Trainer, choice: str) -> None:
+    model = trainer.model
+    if choice == "none":
+        assert not isinstance(model, Network)
+        return
+    embedding = model.embedding
+    assert embedding.numeric == tuple(range(N_FEATURES))  # every phone feature is numeric
+    inner = embedding.inner
+    first = model.backbone.linears()[0]
+    if choice == "piecewise_linear":  # bins fitted on the fit's own training rows
+        assert isinstance(inner, PackedPiecewiseLinearEmbeddings)
+        assert (inner.max_bins, inner.d_embedding, inner.version) == (48, 16, "B")
+        x = trainer.members[0].x_train[:, 0]
+        counts = inner.n_bins[0]
+        assert int(counts[0]) == 48 and int(counts.min()) >= 1  # a 0/1 column: fewer bins
+        assert float(inner.edges[0, 0, 0]) == pytest.approx(float(x.min()))
+        assert float(inner.edges[0, 0, 48]) == pytest.approx(float(x.max()))
+        assert first.weight.shape[1] == N_FEATURES * 16
+    else:
+        assert isinstance(inner, PackedPeriodicEmbeddings)
+        assert (inner.n_frequencies, inner.d_embedding, inner.lite) == (48, 24, False)
+        assert first.weight.shape[1] == N_FEATURES * 24
 
 
 def check_activation(trainer: Trainer, choice: str) -> None:
@@ -265,6 +319,7 @@ def check_cv(trainer: Trainer, choice: str) -> None:
 CHECKS: dict[str, Callable[[Trainer, str], None]] = {
     "data": check_data,
     "model": check_model,
+    "embedding": check_embedding,
     "activation": check_activation,
     "init": check_init,
     "loss": check_loss,
@@ -289,6 +344,7 @@ def test_every_group_has_the_documented_choices():
     assert choices("scheduler") == sorted(SCHEDULERS)
     assert choices("model") == sorted(MODELS)
     assert choices("data") == ["csv", "synthetic"]
+    assert choices("embedding") == ["none", "periodic", "piecewise_linear"]
     assert choices("experiment") == ["recommended", "tutorial"]
 
 

@@ -28,6 +28,7 @@ from pricenet.checkpoints.checkpoint import (
 from pricenet.errors import CheckpointError, PricenetError, shown
 from pricenet.nn.heads import Head
 from pricenet.nn.model import build_network
+from pricenet.nn.network import Network
 from pricenet.nn.packed import PackedMLP
 from pricenet.nn.spec import HEADS, NetworkSpec, SpecError, build_head
 from pricenet.tables import Preprocessor, Schema
@@ -38,7 +39,7 @@ class Restored:
     """A trained (packed) network with what it needs to predict, from a checked checkpoint."""
 
     spec: NetworkSpec
-    network: PackedMLP
+    network: PackedMLP | Network
     head: Head
     schema: Schema
     preprocessors: list[Preprocessor]
@@ -124,6 +125,9 @@ def restore_model(payload: dict[str, Any], where: str | Path) -> Restored:
     shapes = build_network(spec, "meta").state_dict()
     state = check_tensors(_model_state(payload, where), shapes, f"{where}: model")
     network = build_network(spec)
+    embedding = getattr(network, "embedding", None)
+    if embedding is not None:  # bins: increasing edges, counts in range, padding as written
+        _checked(where, embedding.check_state, state, "model.embedding", "embedding.")
     network.load_state_dict(state)
     head = build_head(spec.head, spec.num_classes)
     restored = Restored(
@@ -164,7 +168,7 @@ class Resume:
     state: dict[str, Any]
     data_sha256: str | None
     file: Path
-    network: PackedMLP
+    network: PackedMLP | Network
 
 
 def resume_state(path: str | Path, config: dict[str, Any]) -> Resume:

@@ -64,6 +64,40 @@ class MLPConfig:
 
 
 @dataclass
+class TabMConfig:
+    arch: str = "tabm"  # tabm | mini | packed
+    k: int = 8  # submodels per fit
+    width: int = 256
+    blocks: int = 3
+    dropout: float = 0.1
+
+
+@dataclass
+class NoEmbeddingConfig:
+    kind: str = "none"
+
+
+@dataclass
+class PiecewiseLinearConfig:
+    kind: str = "piecewise_linear"
+    n_bins: int = 48  # bins per numeric feature, fitted on each fit's training rows
+    bins: str = "quantile"  # quantile | tree (a decision tree on the labels)
+    d_embedding: int = 16
+    activation: bool = False
+    version: str = "B"  # A | B (B adds a linear term, as the package's default)
+
+
+@dataclass
+class PeriodicConfig:
+    kind: str = "periodic"
+    n_frequencies: int = 48
+    frequency_init_scale: float = 0.01
+    d_embedding: int = 24
+    lite: bool = False  # one linear layer shared by the features
+    activation: bool = True
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 40
     batch_size: int = 128
@@ -114,6 +148,7 @@ class PricenetConfig:
     trainer: Any = MISSING
     cv: Any = MISSING
     paths: Any = MISSING
+    embedding: Any = None  # numeric feature embeddings (conf/embedding); null: none
     callbacks: Any = None  # name -> callback factory (conf/callbacks); null nodes dropped
 
 
@@ -125,6 +160,10 @@ SCHEMAS: dict[str, type] = {
     "synthetic_schema": SyntheticDataConfig,
     "csv_schema": CsvDataConfig,
     "mlp_schema": MLPConfig,
+    "tabm_schema": TabMConfig,
+    "no_embedding_schema": NoEmbeddingConfig,
+    "piecewise_linear_schema": PiecewiseLinearConfig,
+    "periodic_schema": PeriodicConfig,
     "trainer_schema": TrainerConfig,
     "cv_schema": CvConfig,
 }
@@ -260,10 +299,20 @@ def _check_report(problems: Problems, cfg: DictConfig) -> None:
         problems.invalid("report.ema_beta", report.ema_beta, "must be in [0, 1)")
 
 
+TABM_ARCHS = ("tabm", "mini", "packed")
+
+
 def _check_model(problems: Problems, cfg: DictConfig) -> None:
     model = cfg.model
     if not 0 <= model.dropout < 1:
         problems.invalid("model.dropout", model.dropout, "must be in [0, 1)")
+    if "arch" in model:  # TabM
+        if model.arch not in TABM_ARCHS:
+            problems.invalid("model.arch", model.arch, f"must be one of {', '.join(TABM_ARCHS)}")
+        for key in ("k", "width", "blocks"):
+            if not _is_count(model[key]):
+                problems.invalid(f"model.{key}", model[key], "must be an integer >= 1")
+        return
     for i, size in enumerate(model.hidden):
         if not _is_count(size):
             problems.invalid(f"model.hidden[{i}]", size, "hidden sizes must be positive integers")
@@ -325,6 +374,25 @@ def _check_optim(problems: Problems, cfg: DictConfig) -> None:
             _positive(problems, f"scheduler.{key}", scheduler[key])
 
 
+def _check_embedding(problems: Problems, cfg: DictConfig) -> None:
+    node = cfg.get("embedding")
+    if node is None or node.get("kind") == "none":
+        return
+    for key in ("n_bins", "d_embedding", "n_frequencies"):
+        if key in node and not (_is_count(node[key]) and node[key] <= 1024):
+            problems.invalid(f"embedding.{key}", node[key], "must be an integer in 1..1024")
+    if "n_bins" in node and node.n_bins == 1:
+        problems.invalid("embedding.n_bins", node.n_bins, "must be an integer in 2..1024")
+    if node.get("bins", "quantile") not in ("quantile", "tree"):
+        problems.invalid("embedding.bins", node.bins, "must be quantile or tree")
+    if node.get("version", "A") not in ("A", "B"):
+        problems.invalid("embedding.version", node.version, "must be A or B")
+    if "frequency_init_scale" in node:
+        _positive(problems, "embedding.frequency_init_scale", node.frequency_init_scale)
+    if node.get("lite") and not node.get("activation"):
+        problems.add("embedding.lite=true needs embedding.activation=true", "embedding.lite")
+
+
 def _check_loss(problems: Problems, cfg: DictConfig) -> None:
     loss = cfg.loss
     smoothing = loss.get("label_smoothing", 0.0)
@@ -371,8 +439,8 @@ def _value_problems(cfg: DictConfig) -> Problems:
     """Every value check that needs neither torch nor data (the config's own values)."""
     problems = Problems()
     _check_known_keys(problems, cfg)
-    checks = (_check_trainer, _check_report, _check_model, _check_data, _check_optim, _check_loss)
-    for check in checks:
+    checks = (_check_trainer, _check_report, _check_model, _check_data, _check_optim)
+    for check in (*checks, _check_loss, _check_embedding):
         check(problems, cfg)
     _check_plan(problems, cfg.cv, cfg.trainer.seeds)
     return problems
@@ -402,7 +470,9 @@ def check_config(cfg: DictConfig) -> None:
     # A group whose values are wrong is not built too: torch would name the same value again.
     check_factories(cfg, problems, skip=problems.groups())
     if not problems:
-        problems.run(network_spec, cfg, in_features=1, num_classes=2, members=member_count(cfg))
+        problems.run(
+            network_spec, cfg, in_features=1, num_classes=2, members=member_count(cfg), numeric=1
+        )
     problems.raise_if_any()
 
 

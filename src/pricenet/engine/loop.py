@@ -84,6 +84,7 @@ from pricenet.engine.fit_state import (
 from pricenet.engine.memberwise import MemberwiseOptimizer
 from pricenet.errors import DivergenceError
 from pricenet.nn.heads import Head
+from pricenet.nn.network import repeat_rows
 from pricenet.nn.packed import PackedBatchNorm1d, PackedMLP, stack_members
 
 log = logging.getLogger("pricenet")
@@ -251,6 +252,7 @@ class Trainer(_Loop):
         l1: float = 0.0,
         monitor: Monitor | str = "val_acc",
         callbacks: Sequence[Any] = (),
+        class_weights: Tensor | None = None,
     ) -> None:
         count = len(members)
         if model.members != count or len(generators) != count:
@@ -279,6 +281,8 @@ class Trainer(_Loop):
         self._l1_params = [p for n, p in model.named_parameters() if n.endswith("weight")]
         self._batch_norm = any(isinstance(m, PackedBatchNorm1d) for m in model.modules())
         self._noise_widths = model.noise_widths()
+        self._submodels = int(getattr(model, "submodels", 1))  # TabM's k
+        self.class_weights = class_weights  # [M, classes]: each row's loss weighs its class's
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             bind = getattr(cb, "bind", None)
@@ -341,6 +345,10 @@ class Trainer(_Loop):
             per_row = per_row.view(mask.shape)
         else:  # one per output: their mean per row
             per_row = per_row.reshape(*mask.shape, -1).mean(-1)
+        if self.class_weights is not None:  # torch's weighted mean: sum(w * loss) / sum(w)
+            classes = self.head.classes_of(target).view(mask.shape)
+            weight = torch.where(mask, self.class_weights.gather(1, classes), 0.0)
+            return (per_row * weight).sum(1) / weight.sum(1).clamp_min(1e-12)
         if not full:
             per_row = torch.where(mask, per_row, 0.0)
         return per_row.sum(1) / count
@@ -426,6 +434,8 @@ class Trainer(_Loop):
         """The model, optimizer and rows of the ``live`` members only, for one epoch."""
         index = self._index(live)
         tensors = [*self._params, *self.model.buffers()]
+        if self.class_weights is not None:
+            tensors.append(self.class_weights)
         swapped = [(t, t.data) for t in tensors if t.dim() and t.shape[0] == self.count]
         for t, full in swapped:
             t.data = full.index_select(0, index)
@@ -520,8 +530,14 @@ class Trainer(_Loop):
         return loss.detach()
 
     def _loss(self, xb: Tensor, tb: Tensor, mb: Tensor, nb: Tensor, full: bool) -> Tensor:
-        """Members' losses ``[M]`` on one step's batches (``full``: no padded row in them)."""
-        loss = self._member_loss(self.model(xb, mb, direct=True), tb, mb, nb, full)
+        """Members' losses ``[M]`` on one step's batches (``full``: no padded row in them).
+        A TabM's k submodels each see the batch: its loss is the mean of theirs."""
+        k = self._submodels
+        if k == 1:
+            loss = self._member_loss(self.model(xb, mb, direct=True), tb, mb, nb, full)
+        else:
+            out = self.model(xb, mb, direct=True, submodels=True).flatten(1, 2)
+            loss = self._member_loss(out, repeat_rows(tb, k), repeat_rows(mb, k), nb * k, full)
         if self.l1:
             loss = loss + self.l1 * sum(p.abs().flatten(1).sum(1) for p in self._l1_params)
         return loss

@@ -58,6 +58,10 @@ class Head:
         """Class indices (long) -> the tensor the loss compares the outputs with."""
         raise NotImplementedError
 
+    def classes_of(self, target: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`encode`: encoded targets -> class indices (long)."""
+        raise NotImplementedError
+
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """Raw outputs ``[..., outputs]`` -> ``[..., num_classes]`` class probabilities."""
         raise NotImplementedError
@@ -82,6 +86,9 @@ class CategoricalHead(Head):
     def encode(self, y: torch.Tensor) -> torch.Tensor:
         return y
 
+    def classes_of(self, target: torch.Tensor) -> torch.Tensor:
+        return target
+
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         return torch.softmax(outputs, dim=-1)
 
@@ -105,6 +112,9 @@ class OrdinalHead(Head):
     def encode(self, y: torch.Tensor) -> torch.Tensor:
         thresholds = torch.arange(self.num_classes - 1, device=y.device)
         return (y.unsqueeze(-1) > thresholds).to(torch.float32)
+
+    def classes_of(self, target: torch.Tensor) -> torch.Tensor:
+        return target.sum(-1).round().long()
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         above = torch.sigmoid(outputs)  # P(y > k), k = 0..K-2
@@ -164,6 +174,9 @@ class RegressionHead(Head):
 
     def encode(self, y: torch.Tensor) -> torch.Tensor:
         return y.to(torch.float32).unsqueeze(-1)
+
+    def classes_of(self, target: torch.Tensor) -> torch.Tensor:
+        return target.squeeze(-1).round().long()
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """One-hot on the decoded class: a regression head has no calibrated probabilities."""

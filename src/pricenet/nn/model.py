@@ -13,13 +13,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from pricenet.errors import ConfigError
+from pricenet.nn.embeddings import (
+    PackedNumericEmbedding,
+    PackedPeriodicEmbeddings,
+    PackedPiecewiseLinearEmbeddings,
+)
+from pricenet.nn.network import Network
 from pricenet.nn.packed import (
     PackedBatchNorm1d,
     PackedDropout,
@@ -28,7 +34,8 @@ from pricenet.nn.packed import (
     PackedPReLU,
     PackedRReLU,
 )
-from pricenet.nn.spec import NetworkSpec, build_activation, build_head
+from pricenet.nn.spec import EmbeddingSpec, NetworkSpec, build_activation, build_head
+from pricenet.nn.tabm import PackedTabM
 
 # Which gain torch.nn.init.calculate_gain should use for each activation, and where its
 # negative slope lives. Activations without an entry (ELU, GELU, SiLU) are ReLU-like.
@@ -99,27 +106,84 @@ def _layer_override(overrides: Mapping | None, index: int, group: str) -> Any:
     return None
 
 
-def build_network(spec: NetworkSpec, device: str | torch.device | None = None) -> PackedMLP:
-    """The packed network a checked spec describes, with torch's default init.
+def build_network(
+    spec: NetworkSpec,
+    device: str | torch.device | None = None,
+    bins: Sequence[Sequence[torch.Tensor]] | None = None,
+) -> PackedMLP | Network:
+    """The packed network a checked spec describes, with torch's default init (TabM's own,
+    and placeholder bins for a piecewise-linear embedding, unless ``bins[m][f]`` are given).
 
     This is the loading path: weights come from a checkpoint next, and nothing here imports
     or instantiates anything by name. ``device="meta"`` builds the structure without
     allocating any storage: the shapes a checkpoint's tensors are checked against first.
+    An MLP without embeddings is a plain :class:`PackedMLP`; anything else a
+    :class:`~pricenet.nn.network.Network`.
     """
     head = build_head(spec.head, spec.num_classes)
     activations = [build_activation(a) for a in spec.activations]  # small; PReLU's is read
     output_layer = head.output_layer()
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        return PackedMLP(
-            spec.members,
-            spec.in_features,
-            head.backbone_outputs,
-            hidden=spec.hidden,
-            activations=activations,
-            dropout=spec.dropout,
-            batch_norm=spec.batch_norm,
-            output_layer=output_layer,
+        if spec.arch == "mlp":
+            backbone: nn.Module = PackedMLP(
+                spec.members,
+                spec.backbone_inputs,
+                head.backbone_outputs,
+                hidden=spec.hidden,
+                activations=activations,
+                dropout=spec.dropout,
+                batch_norm=spec.batch_norm,
+                output_layer=output_layer,
+            )
+            if spec.embedding is None:
+                return backbone
+        else:
+            backbone = PackedTabM(
+                spec.members,
+                spec.k,
+                spec.backbone_inputs,
+                spec.hidden[0],
+                len(spec.hidden),
+                spec.dropout,
+                head.backbone_outputs,
+                arch=spec.arch,
+                activation=activations[0],
+                output_layer=output_layer,
+            )
+        embedding = None
+        if spec.embedding is not None:
+            embedding = build_embedding(spec.members, spec.in_features, spec.embedding, bins)
+        return Network(backbone, embedding, head)
+
+
+def build_embedding(
+    members: int,
+    width: int,
+    spec: EmbeddingSpec,
+    bins: Sequence[Sequence[torch.Tensor]] | None = None,
+) -> PackedNumericEmbedding:
+    """The numeric embedding a spec describes over the first ``spec.numeric`` of ``width``
+    inputs; a piecewise-linear one holds ``bins`` (each fit's, fitted on its training
+    rows), or placeholders a checkpoint's bins replace."""
+    if spec.kind == "piecewise_linear":
+        shape = (spec.d_embedding, spec.activation, spec.version)
+        if bins is None:
+            inner: nn.Module = PackedPiecewiseLinearEmbeddings.structure(
+                members, spec.numeric, spec.max_bins, *shape
+            )
+        else:
+            inner = PackedPiecewiseLinearEmbeddings(members, bins, *shape, max_bins=spec.max_bins)
+    else:
+        inner = PackedPeriodicEmbeddings(
+            members,
+            spec.numeric,
+            spec.n_frequencies,
+            spec.frequency_init_scale,
+            spec.d_embedding,
+            spec.lite,
+            spec.activation,
         )
+    return PackedNumericEmbedding(members, range(spec.numeric), width, inner)
 
 
 def _activation_after(model: PackedMLP, linear: PackedLinear) -> nn.Module | None:
@@ -168,10 +232,21 @@ def build_model(
     generators: list[torch.Generator],
     init: Any,
     layer_inits: Mapping | None = None,
-) -> PackedMLP:
-    """Train time: :func:`build_network` of ``spec``, each member initialised from ``init``
-    (the ``init`` group's node; and ``model.layer_inits``) with ``generators[m]``."""
-    return init_members(build_network(spec), init, generators, layer_inits)
+    bins: Sequence[Sequence[torch.Tensor]] | None = None,
+) -> PackedMLP | Network:
+    """Train time: :func:`build_network` of ``spec``, each member initialised with
+    ``generators[m]``: its embedding first (the package's init), then an MLP from ``init``
+    (the ``init`` group's node; and ``model.layer_inits``), a TabM as the paper does."""
+    network = build_network(spec, bins=bins)
+    if not isinstance(network, Network):
+        return init_members(network, init, generators, layer_inits)
+    if network.embedding is not None:
+        network.embedding.init_members(generators)
+    if isinstance(network.backbone, PackedTabM):
+        network.backbone.reset_parameters(generators)
+    else:
+        init_members(network.backbone, init, generators, layer_inits)
+    return network
 
 
 def count_parameters(model: nn.Module) -> int:

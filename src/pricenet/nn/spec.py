@@ -151,9 +151,105 @@ class ActivationSpec:
             )
 
 
+ARCHS = ("mlp", "tabm", "mini", "packed")  # mlp: pricenet's MLP; the others TabM's (nn.tabm)
+MAX_SUBMODELS = 256
+EMBEDDINGS = ("piecewise_linear", "periodic")
+MAX_EMBEDDING = 1024  # bins, frequencies, embedding width
+_EMBEDDING_KEYS = {
+    "piecewise_linear": {"kind", "numeric", "d_embedding", "max_bins", "activation", "version"},
+    "periodic": {
+        "kind",
+        "numeric",
+        "d_embedding",
+        "n_frequencies",
+        "frequency_init_scale",
+        "lite",
+        "activation",
+    },
+}
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Numeric feature embeddings (:mod:`pricenet.nn.embeddings`) in plain values: the first
+    ``numeric`` inputs (the preprocessed numeric columns) are embedded, ``d_embedding``
+    values each; the others pass through."""
+
+    kind: str
+    numeric: int
+    d_embedding: int
+    max_bins: int = 0  # piecewise_linear: bins per feature (fewer where a column has fewer)
+    version: str = "B"
+    n_frequencies: int = 0  # periodic
+    frequency_init_scale: float = 0.01
+    lite: bool = False
+    activation: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        every = {
+            "kind": self.kind,
+            "numeric": self.numeric,
+            "d_embedding": self.d_embedding,
+            "max_bins": self.max_bins,
+            "version": self.version,
+            "n_frequencies": self.n_frequencies,
+            "frequency_init_scale": self.frequency_init_scale,
+            "lite": self.lite,
+            "activation": self.activation,
+        }
+        return {k: v for k, v in every.items() if k in _EMBEDDING_KEYS[self.kind]}
+
+    @classmethod
+    def from_dict(cls, node: Any, key: str) -> EmbeddingSpec:
+        if not isinstance(node, dict) or node.get("kind") not in EMBEDDINGS:
+            kind = node.get("kind") if isinstance(node, dict) else node
+            raise SpecError(f"{key}.kind: {shown(kind)} is not one of {', '.join(EMBEDDINGS)}")
+        _keys(node, key, _EMBEDDING_KEYS[node["kind"]])
+        for name in ("numeric", "d_embedding", "max_bins", "n_frequencies"):
+            if name in node and not (_count(node[name]) and node[name] <= MAX_EMBEDDING):
+                raise SpecError(f"{key}.{name}: {shown(node[name])} is not in 1..{MAX_EMBEDDING}")
+        for name in ("activation", "lite"):
+            if name in node and not isinstance(node[name], bool):
+                raise SpecError(f"{key}.{name}: {shown(node[name])} is not true/false")
+        if "version" in node and node["version"] not in ("A", "B"):
+            raise SpecError(f"{key}.version: {shown(node['version'])} is not A or B")
+        scale = node.get("frequency_init_scale", 0.01)
+        if not (_finite(scale) and 0 < scale <= 100):
+            raise SpecError(f"{key}.frequency_init_scale: {shown(scale)} is not in (0, 100]")
+        if node.get("lite") and not node.get("activation"):
+            raise SpecError(f"{key}.lite: needs activation: true")
+        return cls(**node)
+
+    @property
+    def out_features(self) -> int:
+        """Outputs for the embedded inputs (the others pass through)."""
+        return self.numeric * self.d_embedding
+
+    def parameter_count(self) -> int:
+        """Stored values per fit (weights and the bins' buffers)."""
+        f, d = self.numeric, self.d_embedding
+        if self.kind == "piecewise_linear":
+            extra = f * d if self.version == "A" else 2 * f * d
+            return f * self.max_bins * d + extra + f * (self.max_bins + 2)
+        k = self.n_frequencies
+        linear = 2 * k * d + d if self.lite else f * (2 * k * d + d)
+        return f * k + linear
+
+    def activation_values(self) -> int:
+        """The largest tensors one row holds on its way through (per fit)."""
+        if self.kind == "piecewise_linear":
+            return self.numeric * (self.max_bins + self.d_embedding)
+        return self.numeric * (4 * self.n_frequencies + self.d_embedding)
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
-    """A (packed) MLP in plain values: enough to rebuild it and load its weights."""
+    """A (packed) network in plain values: enough to rebuild it and load its weights.
+
+    ``arch`` ``mlp`` is pricenet's MLP (``hidden`` its sizes); ``tabm``, ``mini`` and
+    ``packed`` are TabM's, ``k`` submodels per fit, ``len(hidden)`` blocks of ``hidden[0]``
+    units. ``embedding``: numeric embeddings before the first layer, or None.
+    """
 
     members: int
     in_features: int
@@ -163,6 +259,16 @@ class NetworkSpec:
     batch_norm: bool
     head: str
     num_classes: int
+    arch: str = "mlp"
+    k: int = 1
+    embedding: EmbeddingSpec | None = None
+
+    @property
+    def backbone_inputs(self) -> int:
+        """The first layer's inputs: the embedded numeric inputs, then the others."""
+        if self.embedding is None:
+            return self.in_features
+        return self.embedding.out_features + self.in_features - self.embedding.numeric
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,12 +280,16 @@ class NetworkSpec:
             "batch_norm": self.batch_norm,
             "head": self.head,
             "num_classes": self.num_classes,
+            "arch": self.arch,
+            "k": self.k,
+            "embedding": None if self.embedding is None else self.embedding.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, node: Any, key: str = "network") -> NetworkSpec:
-        """Check every key, type and range of an (untrusted) stored description."""
-        _keys(node, key, set(cls.__dataclass_fields__))
+        """Check every key, type and range of an (untrusted) stored description (a
+        checkpoint written before ``arch``, ``k`` and ``embedding`` existed holds an MLP)."""
+        _keys(node, key, set(cls.__dataclass_fields__), optional=OPTIONAL_KEYS)
         members = node["members"]
         if not isinstance(members, int) or isinstance(members, bool):
             raise SpecError(f"{key}.members: {shown(members)} is not an integer")
@@ -209,7 +319,22 @@ class NetworkSpec:
             raise SpecError(f"{key}.num_classes: {shown(classes)} is not an integer")
         if not 2 <= classes <= MAX_CLASSES:
             raise SpecError(f"{key}.num_classes: {classes} is not in 2..{MAX_CLASSES}")
+        arch, k = node.get("arch", "mlp"), node.get("k", 1)
+        if arch not in ARCHS:
+            raise SpecError(f"{key}.arch: {shown(arch)} is not one of {', '.join(ARCHS)}")
+        if not (_count(k) and k <= MAX_SUBMODELS) or (arch == "mlp" and k != 1):
+            raise SpecError(f"{key}.k: {shown(k)} is not in 1..{MAX_SUBMODELS} (1 for mlp)")
+        if arch != "mlp" and (not hidden or len(set(hidden)) != 1 or node["batch_norm"]):
+            raise SpecError(f"{key}.hidden: a TabM has blocks of one width and no batch norm")
+        embedding = node.get("embedding")
+        if embedding is not None:
+            embedding = EmbeddingSpec.from_dict(embedding, f"{key}.embedding")
+            if embedding.numeric > node["in_features"]:
+                raise SpecError(f"{key}.embedding.numeric: more than the network's inputs")
         spec = cls(
+            arch=arch,
+            k=k,
+            embedding=embedding,
             members=members,
             in_features=node["in_features"],
             hidden=tuple(hidden),
@@ -236,8 +361,23 @@ class NetworkSpec:
 
     def parameter_count(self) -> int:
         """The values the built network stores (weights and buffers), from the spec alone."""
-        widths = (self.in_features, *self.hidden, self.outputs)
-        per_member = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+        per_member = 0 if self.embedding is None else self.embedding.parameter_count()
+        if self.arch != "mlp":
+            from pricenet.nn.tabm import tabm_parameter_count
+
+            rank = self.num_classes - 1 if self.head == "coral" else 0
+            per_member += tabm_parameter_count(
+                self.k,
+                self.backbone_inputs,
+                self.hidden[0],
+                len(self.hidden),
+                self.outputs,
+                self.arch,
+                rank,  # fmt: skip
+            )
+            return self.members * per_member
+        widths = (self.backbone_inputs, *self.hidden, self.outputs)
+        per_member += sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
         if self.batch_norm:  # weight, bias, running mean and variance; a batch counter
             per_member += sum(4 * size + 1 for size in self.hidden)
         for activation, size in zip(self.activations, self.hidden, strict=True):
@@ -252,7 +392,10 @@ class NetworkSpec:
         input, each hidden layer's linear, batch-norm, activation and dropout outputs, and
         the outputs, for every member (float32)."""
         per_layer = 2 + int(self.batch_norm) + int(self.dropout > 0)
-        values = self.in_features + per_layer * sum(self.hidden) + 2 * self.num_classes
+        inputs = self.in_features + self.backbone_inputs if self.embedding else self.in_features
+        if self.embedding is not None:
+            inputs += self.embedding.activation_values()
+        values = inputs + self.k * (per_layer * sum(self.hidden) + 2 * self.num_classes)
         return BYTES_PER_VALUE * rows * self.members * values
 
     def check_budget(
@@ -281,11 +424,14 @@ class NetworkSpec:
             )
 
 
-def _keys(node: Any, key: str, expected: set[str]) -> None:
+OPTIONAL_KEYS = frozenset({"arch", "k", "embedding"})
+
+
+def _keys(node: Any, key: str, expected: set[str], optional: frozenset[str] = frozenset()) -> None:
     if not isinstance(node, dict):
         raise SpecError(f"{key}: expected a mapping, got {type(node).__name__}")
     unknown = sorted(map(str, set(node) - expected))
-    missing = sorted(expected - set(node))
+    missing = sorted(expected - set(node) - optional)
     if unknown:
         raise SpecError(f"{key}: unknown key(s) {', '.join(map(repr, unknown))}")
     if missing:
@@ -332,10 +478,11 @@ def head_name(head: Head, where: str) -> str:
 
 
 def network_spec(
-    settings: Mapping, in_features: int, num_classes: int, members: int = 1
+    settings: Mapping, in_features: int, num_classes: int, members: int = 1, numeric: int = 0
 ) -> NetworkSpec:
     """Describe the network the user's config asks for (train time; the config is trusted):
-    ``settings`` holds its ``model``, ``activation``, ``loss`` and ``trainer`` nodes.
+    ``settings`` holds its ``model``, ``activation``, ``loss``, ``trainer`` and (optionally)
+    ``embedding`` nodes; ``numeric``: how many of the inputs (the first) are numeric columns.
 
     Refuses, before any training and before anything is built, an activation or head a
     checkpoint could not describe, sizes out of the checkpoint's bounds, and a network over
@@ -345,8 +492,16 @@ def network_spec(
     from hydra.utils import instantiate
 
     model = settings["model"]
-    hidden = tuple(int(size) for size in model["hidden"])
+    arch = model.get("arch", "mlp")
+    k = int(model.get("k", 1))
+    if arch == "mlp":
+        hidden = tuple(int(size) for size in model["hidden"])
+    else:
+        hidden = (int(model["width"]),) * int(model["blocks"])
+        if not 1 <= k <= MAX_SUBMODELS:
+            raise ConfigError(f"model.k={k} is invalid: submodels per fit, in 1..{MAX_SUBMODELS}")
     _check_sizes(hidden, in_features, num_classes, members)
+    embedding = _embedding_spec(settings.get("embedding"), numeric)
     overrides = model.get("layer_activations") or {}
     activations = []
     for i, size in enumerate(hidden):
@@ -365,10 +520,20 @@ def network_spec(
         hidden=hidden,
         activations=tuple(activations),
         dropout=float(model["dropout"]),
-        batch_norm=bool(model["batch_norm"]),
+        batch_norm=bool(model.get("batch_norm", False)),
         head=head_name(head, "loss.head"),
         num_classes=num_classes,
+        arch=arch,
+        k=k,
+        embedding=embedding,
     )
+    if arch != "mlp":
+        from pricenet.nn.tabm import _check_activation
+
+        try:
+            _check_activation(build_activation(activations[0]))
+        except TypeError as err:
+            raise ConfigError(f"activation: {err} (model=tabm)") from None
     trainer = settings["trainer"]
     try:
         spec.check_budget(MAX_PARAMETERS, MAX_ACTIVATION_BYTES, PREDICT_ROWS, "model")
@@ -391,6 +556,37 @@ def network_spec(
             "or raise that limit"
         ) from None
     return spec
+
+
+def _embedding_spec(node: Mapping | None, numeric: int) -> EmbeddingSpec | None:
+    """The ``embedding`` group's node as a spec (None for ``embedding=none``); an embedding
+    on a table without a numeric feature is refused."""
+    if node is None or node.get("kind", "none") == "none":
+        return None
+    kind = node["kind"]
+    if numeric < 1:
+        raise ConfigError(
+            f"embedding={kind}: the table has no numeric feature to embed; use embedding=none"
+        )
+    if kind == "piecewise_linear":
+        values = {"max_bins": node["n_bins"], "version": node["version"]}
+    else:
+        values = {
+            "n_frequencies": node["n_frequencies"],
+            "frequency_init_scale": float(node["frequency_init_scale"]),
+            "lite": node["lite"],
+        }
+    stored = {
+        "kind": kind,
+        "numeric": numeric,
+        "d_embedding": node["d_embedding"],
+        "activation": node["activation"],
+        **values,
+    }
+    try:
+        return EmbeddingSpec.from_dict(stored, "embedding")
+    except SpecError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_sizes(hidden: tuple[int, ...], in_features: int, num_classes: int, members: int) -> None:

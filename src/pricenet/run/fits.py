@@ -132,7 +132,7 @@ def prepare(
         tests.append(tensors(member.test))
     width, classes = preprocessors[0].width, table.schema.num_classes
     if spec is None:
-        spec = recipe.network(width, classes, members=len(plan))
+        spec = recipe.network(width, classes, len(plan), len(preprocessors[0].numeric_names))
     if (spec.in_features, spec.num_classes, spec.members) != (width, classes, len(plan)):
         raise ValueError(f"the network {spec} does not fit the prepared data")
     head = recipe.head(table.schema) if head is None else head
@@ -175,7 +175,8 @@ def build_trainer(
     device = prepared.members[0].x_train.device
     spec = replace(prepared.spec, members=len(group))
     generators = [torch.Generator().manual_seed(prepared.plan[m].seed) for m in group]
-    model = build_model(spec, generators, recipe.init, recipe.layer_inits).to(device)
+    bins = fit_bins(recipe, prepared, group)
+    model = build_model(spec, generators, recipe.init, recipe.layer_inits, bins).to(device)
     run = run if run is not None else RunContext(monitor=recipe.monitor)
     run = replace(run, scheduler=recipe.scheduler)
     callbacks = [*recipe.callbacks(run, per_fit=True), *(callbacks or [])]
@@ -195,6 +196,23 @@ def build_trainer(
         callbacks=callbacks,
         class_weights=None if prepared.class_weights is None else prepared.class_weights[group],
     )
+
+
+def fit_bins(recipe: Recipe, prepared: Prepared, group: list[int]) -> list[list[Any]] | None:
+    """Each fit's piecewise-linear bins, on its own training rows only (None: no such
+    embedding): its numeric inputs, and for tree bins its labels."""
+    embedding = prepared.spec.embedding
+    if recipe.bins is None or embedding is None:
+        return None
+    from pricenet.nn.embeddings import fit_bins as fit_one
+
+    bins = []
+    for m in group:
+        data = prepared.members[m]
+        x = data.x_train[:, : embedding.numeric]
+        y = data.y_train if recipe.bins == "tree" else None
+        bins.append(fit_one(x, embedding.max_bins, recipe.bins, y))
+    return bins
 
 
 @dataclass

@@ -96,8 +96,9 @@ def size_network(recipe: Recipe, table: Table) -> NetworkSpec:
     over the budgets: a 70k-column table is refused here, before the run folder is claimed
     or any member's data is prepared. The width is a preprocessor's fitted on one row (what
     :func:`prepare` fits on every member's rows)."""
-    width = fit_preprocessor(recipe.data, table, [0]).width
-    return recipe.network(width, table.schema.num_classes, members=recipe.fits)
+    prep = fit_preprocessor(recipe.data, table, [0])
+    classes, numeric = table.schema.num_classes, len(prep.numeric_names)
+    return recipe.network(prep.width, classes, recipe.fits, numeric)
 
 
 def _check_resume(resumed: Resume, recipe: Recipe, table: Table) -> None:

@@ -161,7 +161,10 @@ class Recipe:
             class_weight=resolved["loss"].get("class_weight"),
             init=resolved["init"],
             layer_inits=resolved["model"].get("layer_inits"),
-            _network={key: resolved[key] for key in ("model", "activation", "loss", "trainer")},
+            _network={
+                "embedding": resolved.get("embedding"),
+                **{key: resolved[key] for key in ("model", "activation", "loss", "trainer")},
+            },
             _head=resolved["loss"]["head"],
             _criterion=resolved["loss"]["criterion"],
             _callbacks=callbacks,
@@ -206,10 +209,19 @@ class Recipe:
             rows.append(weight.float())
         return torch.stack(rows)
 
-    def network(self, in_features: int, num_classes: int, members: int) -> NetworkSpec:
-        """The network of ``members`` fits for the table's input width and classes, refused
-        over the budgets (:func:`~pricenet.nn.spec.network_spec`)."""
-        return network_spec(self._network, in_features, num_classes, members=members)
+    def network(
+        self, in_features: int, num_classes: int, members: int, numeric: int = 0
+    ) -> NetworkSpec:
+        """The network of ``members`` fits for the table's input width (``numeric``: how
+        many of the inputs, the first, are numeric columns) and classes, refused over the
+        budgets (:func:`~pricenet.nn.spec.network_spec`)."""
+        return network_spec(self._network, in_features, num_classes, members, numeric)
+
+    @property
+    def bins(self) -> str | None:
+        """How a piecewise-linear embedding's bins are fitted (quantile | tree), or None."""
+        node = self._network["embedding"] or {}
+        return node.get("bins") if node.get("kind") == "piecewise_linear" else None
 
     def criterion(self) -> torch.nn.Module:
         """A fresh loss module (``loss.criterion``)."""
