@@ -21,8 +21,8 @@ The output layout is ``[numeric | one-hot | was-missing]``:
     only the input limits and the export's probe rows read them. A feature constant on the
     training rows maps to 0;
 
-  the robust and quantile statistics are taken over the present values (the fill is imputed
-  afterwards, as the model sees it);
+  the robust and quantile statistics are taken over the present values only (a missing
+  value is then imputed with the fill and scaled like any other);
 - per categorical feature, one 0/1 column per category in ``categories`` order, plus a last
   ``<unknown>`` column when the schema maps unknown values; a missing value counts as the
   training mode (``fill``);
