@@ -20,6 +20,7 @@ from pricenet.errors import ConfigError, exit_on_user_error
 from pricenet.inference.predictor import Predictor
 from pricenet.run.fits import load_data, plan_for, prepare
 from pricenet.run.pipeline import run
+from pricenet.run.recipe import Recipe
 from pricenet.tables import MOBILE_PRICE, Feature, Preprocessor, Schema, make_synthetic, read_csv
 from pricenet.tables.prep import (
     PreprocessModule,
@@ -206,14 +207,15 @@ def test_far_values_saturate_instead_of_overflowing():
 
 @pytest.mark.parametrize("scaler", ["quantile", "robust"])
 def test_poisoning_the_rows_a_fit_does_not_train_on_changes_nothing(compose_cfg, scaler):
-    cfg = compose_cfg(f"data.scaler={scaler}", "cv=kfold", "cv.folds=2")
-    table = load_data(cfg)
-    plan = plan_for(cfg, table)
-    clean = prepare(cfg, table, plan, torch.device("cpu"))
+    recipe = Recipe.of(compose_cfg(f"data.scaler={scaler}", "cv=kfold", "cv.folds=2"))
+    assert recipe.data.scaler == scaler
+    table = load_data(recipe.data)
+    plan = plan_for(recipe, table)
+    clean = prepare(recipe, table, plan, torch.device("cpu"))
     frame = table.frame.copy()
     held = np.setdiff1d(np.arange(len(frame)), plan[0].train)
     frame.iloc[held, :] = frame.iloc[held, :] * 1000 + 7
-    poisoned = prepare(cfg, replace(table, frame=frame), plan, torch.device("cpu"))
+    poisoned = prepare(recipe, replace(table, frame=frame), plan, torch.device("cpu"))
     before, after = clean.preprocessors[0], poisoned.preprocessors[0]
     assert before.scaler == scaler
     for key, value in before.state_dict().items():
