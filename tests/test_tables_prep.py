@@ -148,7 +148,9 @@ BAD_STATES = [
         "ckpt.prep.mean: expected a float tensor, got torch.int64",
     ),
     ("bad-missing", lambda s: s.update(missing="drop"), "ckpt.prep.missing: 'drop' is not"),
-    ("version", lambda s: s.update(version=2), "ckpt.prep.version: 2 is not 1"),
+    ("version", lambda s: s.update(version=3), "ckpt.prep.version: 3 is not 1 or 2"),
+    ("bad-scaler", lambda s: s.update(scaler="minmax"), "ckpt.prep.scaler: 'minmax' is not one"),
+    ("stray-knots", lambda s: s.update(knots=[torch.ones(2)]), "ckpt.prep.knots: 1 entries"),
     ("string-categorical", lambda s: s.update(categorical="x"), "ckpt.prep.categorical: expected"),
     (
         "fill-not-category",

@@ -35,6 +35,7 @@ class SyntheticDataConfig:
     val_size: float = 0.15
     test_size: float = 0.15
     standardize: bool = True
+    scaler: str = "standard"  # standard | quantile | robust | none (standardize=false: none)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class CsvDataConfig:
     val_size: float = 0.15
     test_size: float = 0.15
     standardize: bool = True
+    scaler: str = "standard"  # standard | quantile | robust | none (standardize=false: none)
 
 
 @dataclass
@@ -323,6 +325,7 @@ def _check_data(problems: Problems, cfg: DictConfig) -> None:
     # The policies are defined once, where the tables apply them (imported here, not at the
     # top, so that importing the schemas stays light).
     from pricenet.tables.duplicates import POLICIES as DUPLICATE_POLICIES
+    from pricenet.tables.prep import resolve_scaler
     from pricenet.tables.validate import check_policies
 
     data = cfg.data
@@ -343,6 +346,7 @@ def _check_data(problems: Problems, cfg: DictConfig) -> None:
     if "noise" in data and not (_is_finite_number(data.noise) and data.noise >= 0):
         problems.invalid("data.noise", data.noise, "must be a finite number >= 0")
     problems.run(check_policies, data.get("missing", "error"), data.get("ranges", "error"))
+    problems.run(resolve_scaler, data.get("scaler", "standard"), data.get("standardize", True))
     if data.get("duplicates", "group") not in DUPLICATE_POLICIES:
         problems.invalid(
             "data.duplicates", data.duplicates, f"must be one of {', '.join(DUPLICATE_POLICIES)}"

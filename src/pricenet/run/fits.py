@@ -102,6 +102,7 @@ def fit_preprocessor(data: DataSettings, table: Table, rows: Any) -> Preprocesso
     return Preprocessor.fit(
         frame.iloc[rows],
         table.schema,
+        scaler=data.scaler,
         standardize=data.standardize,
         missing=data.missing,
         indicators=gaps,

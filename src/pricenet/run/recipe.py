@@ -42,6 +42,7 @@ class DataSettings:
     duplicates: str = "keep"  # a config written before the key existed kept them
     missing: str = "error"
     standardize: bool = True
+    scaler: str | None = None  # a config written before the key existed: by standardize
     val_size: float = 0.15
     test_size: float = 0.15
 
@@ -129,6 +130,7 @@ class Recipe:
                 duplicates=data.get("duplicates", "keep"),
                 missing=data.get("missing", "error"),
                 standardize=data["standardize"],
+                scaler=data.get("scaler"),
                 val_size=data["val_size"],
                 test_size=data["test_size"],
             ),
