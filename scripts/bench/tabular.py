@@ -423,6 +423,7 @@ def figures(
             "columns": acc_columns,
             "rows": acc_cells,
             "numbers": acc_rows,
+            "scores": scores,  # per table and contender: each fold's accuracy, seconds
         },
         "tabular_time": {
             "facts": facts,
