@@ -66,7 +66,7 @@ def test_a_contender_gets_exactly_the_folds_of_the_pricenet_run(tmp_path: Path, 
     # The pricenet run's own plan, and what its metrics.json reports per fit.
     cfg, crossed = tabular.recipe_config([], loaded, quick=True)
     assert not crossed
-    plan = tabular.plan_for(cfg, loaded.table)
+    plan = tabular.plan_for(tabular.Recipe.of(cfg), loaded.table)
     assert len(plan) == len(Recorder.fitted) == 6
     for member, fitted, predicted in zip(plan, Recorder.fitted, Recorder.predicted, strict=True):
         assert np.array_equal(predicted, member.test)

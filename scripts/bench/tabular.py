@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 from pricenet.errors import ConfigError
-from pricenet.run.fits import build_head, load_data, plan_for
+from pricenet.run.fits import load_data, plan_for
+from pricenet.run.recipe import Recipe
 from pricenet.tables import Table
 
 from .common import Context, compose_cfg, whole_run
@@ -238,15 +239,15 @@ def load(entry: SuiteTable, work: Path, folds: int, repeats: int) -> Loaded:
     path = entry.write_csv(work)
     data = ["data=csv", f"data.path={path}", f"data.label={entry.label}", "data.missing=impute"]
     cv = ["cv=kfold", f"cv.folds={folds}", f"cv.repeats={repeats}", "cv.keep=none"]
-    cfg = compose_cfg(*data, *cv)
-    table = load_data(cfg)
-    plan = [(np.sort(np.concatenate([m.train, m.val])), m.test) for m in plan_for(cfg, table)]
+    recipe = Recipe.of(compose_cfg(*data, *cv))
+    table = load_data(recipe.data)
+    plan = [(np.sort(np.concatenate([m.train, m.val])), m.test) for m in plan_for(recipe, table)]
     return Loaded(entry, data, cv, table, plan)
 
 
 def check_plan(cfg: Any, loaded: Loaded) -> None:
     """A pricenet config's plan trains and holds out exactly ``loaded.folds``' rows."""
-    plan = plan_for(cfg, loaded.table)
+    plan = plan_for(Recipe.of(cfg), loaded.table)
     assert len(plan) == len(loaded.folds), (len(plan), len(loaded.folds))
     for member, (train, test) in zip(plan, loaded.folds, strict=True):
         assert np.array_equal(member.test, test), f"{loaded.entry.name}: different held-out rows"
@@ -285,7 +286,7 @@ def recipe_config(overrides: list[str], loaded: Loaded, quick: bool) -> tuple[An
     extra = ["trainer.epochs=5"] if quick else []
     cfg = compose_cfg(*loaded.data, *loaded.cv, *overrides, *extra)
     try:
-        build_head(cfg, loaded.table.schema)
+        Recipe.of(cfg).head(loaded.table.schema)
     except ConfigError:
         return compose_cfg(*loaded.data, *loaded.cv, *overrides, *extra, "loss=cross_entropy"), True
     return cfg, False
