@@ -23,6 +23,7 @@ SECTIONS = {
     "lbfgs": "the recommended recipe: L-BFGS vs Adam vs scikit-learn",
     "tables": "CSV and Parquet read + validation throughput and peak RSS",
     "external": "scikit-learn's wine and breast_cancer as CSVs",
+    "tabular": "the tabular suite: pricenet recipes vs LightGBM, XGBoost, scikit-learn",
     "production": "ONNX parity, the HTTP service, the exported graph, calibration",
     "sweep": "a multirun vs separate runs, basic vs joblib launcher",
     "search": "Optuna search, pruning, one vs two workers",

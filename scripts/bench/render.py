@@ -20,6 +20,8 @@ class Table:
     title: str
     intro: str
     columns: tuple[tuple[str, str], ...]  # (header, template over a row)
+    # A result may carry its own ``columns`` (same form) when they depend on what was measured
+    # (one per contender); they take the place of these.
 
 
 def fill(template: str, values: dict[str, Any]) -> str:
@@ -33,12 +35,13 @@ def fill(template: str, values: dict[str, Any]) -> str:
 def table(spec: Table, result: dict[str, Any]) -> str:
     """One section table as Markdown: ``result`` holds ``facts`` and ``rows``."""
     facts, rows = result.get("facts", {}), result["rows"]
+    columns = [tuple(column) for column in result.get("columns") or spec.columns]
     lines = [f"## {spec.title.format(**facts)}", ""]
     if spec.intro:
         lines += [fill(spec.intro, facts), ""]
-    lines.append("| " + " | ".join(header for header, _ in spec.columns) + " |")
-    lines.append("|" + "---|" * len(spec.columns))
-    lines += ["| " + " | ".join(fill(fmt, row) for _, fmt in spec.columns) + " |" for row in rows]
+    lines.append("| " + " | ".join(header for header, _ in columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    lines += ["| " + " | ".join(fill(fmt, row) for _, fmt in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
