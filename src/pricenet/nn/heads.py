@@ -93,7 +93,10 @@ class CategoricalHead(Head):
         return torch.softmax(outputs, dim=-1)
 
     def _combine(self, outputs: torch.Tensor) -> torch.Tensor:
-        return torch.log(torch.softmax(outputs, dim=-1).mean(dim=0))
+        # the log of the mean probability, finite even where every member's underflows to 0
+        # (an infinite logit has no gradient: temperature fitting would break on it)
+        mean = torch.softmax(outputs, dim=-1).mean(dim=0)
+        return torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.argmax(dim=-1)
