@@ -282,7 +282,32 @@ def check_scheduler(trainer: Trainer, choice: str) -> None:
     assert trainer.scheduler.optimizer is trainer.optimizer
 
 
+def check_tabular(trainer: Trainer) -> None:
+    """experiment=tabular: what its YAML names is what the trainer holds."""
+    from omegaconf import OmegaConf
+
+    recipe = OmegaConf.load(files("pricenet.conf") / "experiment" / "tabular.yaml")
+    model, backbone = trainer.model, trainer.model.backbone
+    assert isinstance(backbone, PackedTabM)
+    assert (backbone.arch, backbone.k) == (recipe.model.arch, recipe.model.k)
+    assert len(modules_of(model, nn.Dropout)) == recipe.model.blocks
+    assert model.embedding is not None
+    kind = recipe.defaults[1]["override /embedding"]
+    assert {"piecewise_linear": PackedPiecewiseLinearEmbeddings}.get(
+        kind, PackedPeriodicEmbeddings
+    ) is type(model.embedding.inner)
+    group = trainer.optimizer.param_groups[0]
+    assert type(trainer.optimizer) is torch.optim.AdamW
+    assert (group["lr"], group["weight_decay"]) == (recipe.optim.lr, recipe.optim.weight_decay)
+    assert trainer.batch_size == recipe.trainer.batch_size
+    assert trainer.early_stopping.patience == recipe.trainer.patience
+    assert len(trainer.members[0].y_val) > 0  # early stopping on the ensemble's val score
+
+
 def check_experiment(trainer: Trainer, choice: str) -> None:
+    if choice == "tabular":
+        check_tabular(trainer)
+        return
     data, (_, y_test) = trainer.members[0], trainer.prepared.tests[0]
     assert len(data.y_val) == 0  # both recipes train on every non-test row
     if choice == "tutorial":
@@ -345,7 +370,7 @@ def test_every_group_has_the_documented_choices():
     assert choices("model") == sorted(MODELS)
     assert choices("data") == ["csv", "synthetic"]
     assert choices("embedding") == ["none", "periodic", "piecewise_linear"]
-    assert choices("experiment") == ["recommended", "tutorial"]
+    assert choices("experiment") == ["recommended", "tabular", "tutorial"]
 
 
 def overrides_for(group: str, choice: str, small_csv) -> list[str]:
