@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from helpers import build, train
 
 from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
+from pricenet.checkpoints.restore import resume_state
 from pricenet.engine.loop import MemberData
 from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
 from pricenet.inference.predictor import Predictor
@@ -310,7 +311,7 @@ def test_every_layer_kind_round_trips_through_best_pt_and_onnx(compose_cfg, tmp_
 @pytest.fixture(scope="module")
 def tabm_run(tmp_path_factory):
     """One small TabM run with a piecewise-linear embedding (module-wide: crafted copies of
-    its best.pt and its attributions)."""
+    its checkpoints and its attributions): its folder and its resolved config."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -330,7 +331,7 @@ def tabm_run(tmp_path_factory):
     GlobalHydra.instance().clear()
     run_dir = tmp_path_factory.mktemp("tabm") / "run"
     run(cfg, run_dir)
-    return run_dir
+    return run_dir, Recipe.of(cfg).config
 
 
 def _network(key: str, value):
@@ -377,13 +378,28 @@ CRAFTED = {
 @pytest.mark.parametrize("case", CRAFTED)
 def test_crafted_tabm_checkpoints_are_refused_with_one_line(tabm_run, tmp_path, case):
     edit, message = CRAFTED[case]
-    payload = load_checkpoint(tabm_run / "best.pt")
+    payload = load_checkpoint(tabm_run[0] / "best.pt")
     payload.pop("format_version")
     Predictor.from_checkpoint(save_checkpoint(tmp_path / "clean.pt", payload))  # loads as is
     edit(payload)
     path = save_checkpoint(tmp_path / "best.pt", payload)
     with pytest.raises(CheckpointError, match=message) as caught:
         Predictor.from_checkpoint(path)
+    assert "\n" not in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("case", ["edges decrease", "tabm weight shape"])
+def test_a_crafted_tabm_last_pt_is_refused_by_resume(tabm_run, tmp_path, case):
+    run_dir, config = tabm_run
+    edit, message = CRAFTED[case]
+    payload = load_checkpoint(run_dir / "last.pt")
+    payload.pop("format_version")
+    resume_state(save_checkpoint(tmp_path / "clean" / "last.pt", payload), config)  # as is: fine
+    weights = payload["trainer"]["model"]
+    edit({"model": weights})
+    path = save_checkpoint(tmp_path / "last.pt", payload)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        resume_state(path, config)
     assert "\n" not in str(caught.value), str(caught.value)
 
 
@@ -494,7 +510,7 @@ def test_explain_features_runs_on_a_tabm_checkpoint(tabm_run, tmp_path, method, 
     main(
         [
             "features",
-            f"checkpoint={tabm_run}",
+            f"checkpoint={tabm_run[0]}",
             f"method={method}",
             f"out_dir={tmp_path}",
             "repeats=2",
