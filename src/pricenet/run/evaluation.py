@@ -69,7 +69,7 @@ def evaluate(recipe: Recipe, prepared: Prepared, fitted: Fitted) -> dict[str, An
                 val_outputs = member_outputs(trainer, index, data.x_val)
                 temperature = fit_temperature(val_outputs, data.y_val, trainer.head)
             if len(y_test):
-                loss = float(trainer.criterion(outputs, trainer.head.encode(y_test)).mean())
+                loss = _test_loss(trainer, index, outputs, y_test)
                 pred = trainer.head.decode(outputs).cpu().numpy()
                 report = classification_report(
                     y_test.cpu().numpy(), pred, schema.num_classes, labels=schema.classes
@@ -89,6 +89,17 @@ def evaluate(recipe: Recipe, prepared: Prepared, fitted: Fitted) -> dict[str, An
         "calibration": _calibration(prepared, fitted, held),
         "held": held,
     }
+
+
+def _test_loss(trainer: Trainer, index: int, outputs: torch.Tensor, y: torch.Tensor) -> float:
+    """The held-out loss as the trainer's validation loss is: the criterion's mean over the
+    rows, weighted by class with ``loss.class_weight``."""
+    per_row = trainer.criterion(outputs, trainer.head.encode(y))
+    per_row = per_row.reshape(len(y), -1).mean(1)
+    if trainer.class_weights is None:
+        return float(per_row.mean())
+    weight = trainer.class_weights[index][y]
+    return float((per_row * weight).sum() / weight.sum().clamp_min(1e-12))
 
 
 @torch.no_grad()

@@ -183,7 +183,8 @@ class Preprocessor:
         levels: tuple[np.ndarray, ...] = ()
         if scaler in ("standard", "quantile"):
             mean = x.mean(dim=0)
-            std = x.std(dim=0, unbiased=False)
+            # (no numeric column: no std to take, and torch would warn about it)
+            std = x.std(dim=0, unbiased=False) if x.shape[1] else torch.ones(0, dtype=x.dtype)
             std = torch.where(std > 0, std, torch.ones_like(std))
         elif scaler == "robust":
             center, spread = robust_statistics(present)
