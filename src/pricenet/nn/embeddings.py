@@ -612,6 +612,11 @@ class PackedNumericEmbedding(nn.Module):
     def out_features(self) -> int:
         return self.inner.out_features + len(self.others)
 
+    def with_members(self, members: int) -> PackedNumericEmbedding:
+        """The same structure for ``members`` fits (the inner embedding's placeholders)."""
+        inner = self.inner.with_members(members)
+        return PackedNumericEmbedding(members, self.numeric, self.width, inner)
+
     def member(self, m: int) -> PackedNumericEmbedding:
         """Fit ``m`` alone, as an M=1 module (``select_members`` of the state)."""
         return PackedNumericEmbedding(1, self.numeric, self.width, self.inner.member(m))

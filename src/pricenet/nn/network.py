@@ -7,7 +7,8 @@ space, so that every caller (evaluation, calibration, the Predictor, export, att
 sees ``[M, B, outputs]`` as from an MLP. Only the trainer's step asks for the submodels
 (``submodels=True``: ``[M, B, k, outputs]``), to train on the mean of their losses.
 
-Its interface is PackedMLP's: ``members``, ``member``, ``with_members``, ``from_members``,
+Its interface is PackedMLP's: ``members``, ``with_members`` (and :class:`PackedFits`'s
+``member``, ``from_members``),
 the noise methods, ``forward(x, mask, *, direct)``. State keys: ``embedding.*`` and
 ``backbone.*``.
 """
@@ -19,11 +20,11 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from pricenet.nn.heads import Head
-from pricenet.nn.packed import stack_members
+from pricenet.nn.packed import PackedFits
 from pricenet.nn.tabm import combine_submodels
 
 
-class Network(nn.Module):
+class Network(PackedFits, nn.Module):
     """``embedding`` (or None) then ``backbone``; a TabM's submodels combined by ``head``."""
 
     def __init__(self, backbone: nn.Module, embedding: nn.Module | None, head: Head) -> None:
@@ -40,18 +41,6 @@ class Network(nn.Module):
         """The same structure for ``members`` fits (default init, placeholder bins)."""
         embedding = None if self.embedding is None else self.embedding.with_members(members)
         return Network(self.backbone.with_members(members), embedding, self.head)
-
-    def member(self, m: int) -> Network:
-        """Fit ``m`` alone, as an M=1 module (a copy)."""
-        embedding = None if self.embedding is None else self.embedding.member(m)
-        return Network(self.backbone.member(m), embedding, self.head)
-
-    def from_members(self, states: Sequence[dict[str, Tensor]]) -> Network:
-        """This structure holding the given per-fit state dicts."""
-        stacked = stack_members(states)
-        network = self.with_members(len(next(iter(stacked.values()))))
-        network.load_state_dict(stacked)
-        return network
 
     def linears(self) -> list[nn.Module]:
         return self.backbone.linears()

@@ -210,7 +210,25 @@ def pack_module(module: nn.Module, members: int) -> nn.Module:
     return module  # elementwise: acts on [M, B, F] as on [B, F]
 
 
-class PackedMLP(nn.Sequential):
+class PackedFits:
+    """Fit slicing for a module whose every tensor has the fit as dim 0 and which can make
+    its own structure for any number of fits (``with_members``)."""
+
+    def member(self, m: int) -> nn.Module:
+        """Fit ``m`` alone, as an M=1 module (a copy)."""
+        single = self.with_members(1).to(next(self.parameters()).device)
+        single.load_state_dict(select_members(self.state_dict(), [m]))
+        return single
+
+    def from_members(self, states: Sequence[dict[str, Tensor]]) -> nn.Module:
+        """This structure holding the given per-fit state dicts (ensembles, best weights)."""
+        stacked = stack_members(states)
+        packed = self.with_members(len(next(iter(stacked.values()))))
+        packed.load_state_dict(stacked)
+        return packed
+
+
+class PackedMLP(PackedFits, nn.Sequential):
     """``PackedLinear -> [PackedBatchNorm1d] -> activation -> [PackedDropout]`` per hidden
     size, then the output layer and the head's extra output layer, if any, for ``members``
     models at once: ``[M, B, in] -> [M, B, out]`` (a ``[B, in]`` input goes to every member).
@@ -256,18 +274,6 @@ class PackedMLP(nn.Sequential):
     def with_members(self, members: int) -> PackedMLP:
         """The same structure for ``members`` models, with torch's default init."""
         return PackedMLP(members, **self._config)
-
-    def member(self, m: int) -> PackedMLP:
-        """Member ``m`` alone, as an M=1 module (a copy)."""
-        single = self.with_members(1).to(next(self.parameters()).device)
-        single.load_state_dict(select_members(self.state_dict(), [m]))
-        return single
-
-    def from_members(self, states: Sequence[dict[str, Tensor]]) -> PackedMLP:
-        """This structure holding the given per-member state dicts (ensembles, best weights)."""
-        packed = self.with_members(sum(len(s["0.weight"]) for s in states))
-        packed.load_state_dict(stack_members(states))
-        return packed
 
     def linears(self) -> list[PackedLinear]:
         return [m for m in self if isinstance(m, PackedLinear)]

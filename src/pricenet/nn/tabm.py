@@ -63,7 +63,7 @@ import torch
 from torch import Tensor, nn
 
 from pricenet.nn.heads import Head, RankBiases
-from pricenet.nn.packed import PackedDropout, select_members, stack_members
+from pricenet.nn.packed import PackedDropout, PackedFits
 
 Arch = Literal["tabm", "mini", "packed"]
 ARCHS: tuple[str, ...] = ("tabm", "mini", "packed")
@@ -308,7 +308,7 @@ def _check_activation(activation: nn.Module) -> nn.Module:
     return activation
 
 
-class PackedTabM(nn.Sequential):
+class PackedTabM(PackedFits, nn.Sequential):
     """M independent TabMs of k submodels each; see the module docstring.
 
     ``[M, B, in]`` (or ``[B, in]``) -> ``[M, B, k, outputs]``. ``output_layer``: the head's
@@ -432,19 +432,6 @@ class PackedTabM(nn.Sequential):
     def with_members(self, members: int) -> PackedTabM:
         """The same structure for ``members`` fits (init from torch's global RNG)."""
         return PackedTabM(members, **self._config)
-
-    def member(self, m: int) -> PackedTabM:
-        """Fit ``m`` alone, as an M=1 module (a copy)."""
-        single = self.with_members(1).to(next(self.parameters()).device)
-        single.load_state_dict(select_members(self.state_dict(), [m]))
-        return single
-
-    def from_members(self, states: Sequence[dict[str, Tensor]]) -> PackedTabM:
-        """This structure holding the given per-fit state dicts (ensembles, best weights)."""
-        count = sum(len(next(iter(s.values()))) for s in states)
-        packed = self.with_members(count)
-        packed.load_state_dict(stack_members(states))
-        return packed
 
     def linears(self) -> list[nn.Module]:
         """The linear layers (the blocks', then the heads), in forward order."""
