@@ -211,8 +211,34 @@ def pack_module(module: nn.Module, members: int) -> nn.Module:
 
 
 class PackedFits:
-    """Fit slicing for a module whose every tensor has the fit as dim 0 and which can make
-    its own structure for any number of fits (``with_members``)."""
+    """Fit slicing and per-fit noise for a module whose every tensor has the fit as dim 0,
+    which can make its own structure for any number of fits (``with_members``) and lists
+    its noisy layers in forward order (``noisy_layers``)."""
+
+    def _noisy(self) -> list[_Noisy]:
+        """:meth:`noisy_layers`, cached (the trainer hands noise over at every step)."""
+        cached = self.__dict__.get("_noisy_cache")
+        if cached is None:
+            cached = self.__dict__["_noisy_cache"] = self.noisy_layers()
+        return cached
+
+    def prepare_noise(self, uniforms: Sequence[Tensor]) -> list[Tensor]:
+        """Each noisy layer's factors (mask, slopes) from its uniforms (which it may
+        overwrite), contiguous, any shape."""
+        layers = self._noisy()
+        return [layer.prepare(u).contiguous() for layer, u in zip(layers, uniforms, strict=True)]
+
+    def set_noise(self, noise: Sequence[Tensor] | None) -> None:
+        """Hand each noisy layer its prepared factors for the next forward (None: clear;
+        the layers then draw from torch's global RNG)."""
+        layers = self._noisy()
+        # a plain attribute: object.__setattr__ skips nn.Module's (costly) bookkeeping per step
+        if noise is None:
+            for layer in layers:
+                object.__setattr__(layer, "noise", None)
+        else:
+            for layer, factors in zip(layers, noise, strict=True):
+                object.__setattr__(layer, "noise", factors)
 
     def member(self, m: int) -> nn.Module:
         """Fit ``m`` alone, as an M=1 module (a copy)."""
@@ -282,13 +308,6 @@ class PackedMLP(PackedFits, nn.Sequential):
         """Layers that draw noise in training, in forward order."""
         return [m for m in self if isinstance(m, _Noisy) and not _noise_free(m)]
 
-    def _noisy(self) -> list[_Noisy]:
-        """:meth:`noisy_layers`, cached (the trainer hands noise over at every step)."""
-        cached = self.__dict__.get("_noisy_cache")
-        if cached is None:
-            cached = self.__dict__["_noisy_cache"] = self.noisy_layers()
-        return cached
-
     def noise_widths(self) -> list[int]:
         """Features of each noisy layer's input (the width of the noise it needs)."""
         widths, width = [], None
@@ -298,24 +317,6 @@ class PackedMLP(PackedFits, nn.Sequential):
             elif isinstance(module, _Noisy) and not _noise_free(module):
                 widths.append(width)
         return widths
-
-    def prepare_noise(self, uniforms: Sequence[Tensor]) -> list[Tensor]:
-        """Each noisy layer's factors (mask, slopes) from its uniforms (which it may
-        overwrite), contiguous, any shape."""
-        layers = self._noisy()
-        return [layer.prepare(u).contiguous() for layer, u in zip(layers, uniforms, strict=True)]
-
-    def set_noise(self, noise: Sequence[Tensor] | None) -> None:
-        """Hand each noisy layer its prepared ``[M, B, F]`` factors for the next forward
-        (None: clear; the layers then draw from torch's global RNG)."""
-        layers = self._noisy()
-        # a plain attribute: object.__setattr__ skips nn.Module's (costly) bookkeeping per step
-        if noise is None:
-            for layer in layers:
-                object.__setattr__(layer, "noise", None)
-        else:
-            for layer, factors in zip(layers, noise, strict=True):
-                object.__setattr__(layer, "noise", factors)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, direct: bool = False) -> Tensor:
         """``mask`` ``[M, B]`` marks real rows; BatchNorm statistics skip the others.

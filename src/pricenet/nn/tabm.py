@@ -451,22 +451,6 @@ class PackedTabM(PackedFits, nn.Sequential):
         """Each dropout's noise width per row: ``k * width``."""
         return [self.k * self._config["width"] for _ in self.noisy_layers()]
 
-    def prepare_noise(self, uniforms: Sequence[Tensor]) -> list[Tensor]:
-        """Each dropout's factors from its uniforms ``[M, ..., k * width]`` (overwritten)."""
-        layers = self.noisy_layers()
-        return [layer.prepare(u).contiguous() for layer, u in zip(layers, uniforms, strict=True)]
-
-    def set_noise(self, noise: Sequence[Tensor] | None) -> None:
-        """Hand each dropout its ``[M, B, k * width]`` factors for the next forward (None:
-        clear; they then draw from torch's global RNG)."""
-        layers = self.noisy_layers()
-        if noise is None:
-            for layer in layers:
-                object.__setattr__(layer, "noise", None)
-        else:
-            for layer, factors in zip(layers, noise, strict=True):
-                object.__setattr__(layer, "noise", factors)
-
     # ------------------------------------------------------------------ forward
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, direct: bool = False) -> Tensor:
