@@ -19,9 +19,9 @@ from pricenet.tables.read import read_table
 HEAVY = ("torch", "sklearn", "matplotlib", "tensorboard")
 
 
-def loaded_after(statement: str) -> dict[str, bool]:
-    """Which of :data:`HEAVY` a fresh interpreter has imported after ``statement``."""
-    report = f"print(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))"
+def loaded_after(statement: str, modules: tuple[str, ...] = HEAVY) -> dict[str, bool]:
+    """Which of ``modules`` a fresh interpreter has imported after ``statement``."""
+    report = f"print(json.dumps({{m: m in sys.modules for m in {modules!r}}}))"
     code = f"import json, sys\n{statement}\n{report}"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
@@ -40,6 +40,14 @@ def loaded_after(statement: str) -> dict[str, bool]:
 )
 def test_the_readers_import_without_torch_or_sklearn(statement):
     assert loaded_after(statement) == dict.fromkeys(HEAVY, False)
+
+
+def test_what_the_config_check_imports_brings_no_pandas():
+    """The config check imports ``data.source``'s target and the tables' policies: a config
+    error is reported without pandas."""
+    statement = "import pricenet.tables.sources, pricenet.tables.duplicates, pricenet.config.config"
+    assert loaded_after(statement, ("pandas", *HEAVY)) == dict.fromkeys(("pandas", *HEAVY), False)
+    assert loaded_after("import pricenet.tables.read, pandas", ("pandas",)) == {"pandas": True}
 
 
 def test_the_preprocessor_still_brings_torch():

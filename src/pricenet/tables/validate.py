@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
-import pandas as pd
 
 from pricenet.errors import ConfigError, DataError
 from pricenet.errors import shown as quoted
@@ -29,6 +28,9 @@ from pricenet.tables.cells import (
 )
 from pricenet.tables.schema import Feature, Schema, first_repeat
 from pricenet.tables.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("pricenet.tables")
 
@@ -285,6 +287,8 @@ def validate_frame(
     computed only when an error is reported); without them rows are named by the frame's index.
     The first problem in reading order raises :class:`DataError`, prefixed by ``source``.
     """
+    import pandas as pd  # here, not at the top: the config check imports this module
+
     check_policies(missing, ranges)
     prefix = f"{source}: " if source else ""
     columns = [str(c) for c in frame.columns]
