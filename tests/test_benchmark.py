@@ -116,7 +116,7 @@ EXPECTED_ROWS = {
     "Training speed": 2,
     "Time to accuracy": 2,
     "Accuracy": 10,
-    "End to end": 2,
+    "End to end": 6,
     "Why the tutorial scored so low": 7,
     "Checkpoints by time": 3,
     "The recommended recipe: L-BFGS vs Adam": 3,

@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 
 from pricenet.errors import DataError
 from pricenet.tables.table import Table
@@ -54,6 +53,8 @@ class Duplicates:
 
 def scan(table: Table, policy: str = "group") -> Duplicates:
     """Hash every row's feature values and count the rows, sets and label conflicts."""
+    import pandas as pd  # here: the config check imports POLICIES from this module
+
     hashes = pd.util.hash_pandas_object(table.frame, index=False).to_numpy()
     codes, uniques = pd.factorize(hashes)
     codes = codes.astype(np.int64)
@@ -87,6 +88,8 @@ def apply_policy(table: Table, policy: str) -> tuple[Table, Duplicates]:
     Rows are named by their 1-based position among the data rows (the line after the header
     for a CSV without blank lines).
     """
+    import pandas as pd
+
     if policy not in POLICIES:  # config.validate names the key
         raise ValueError(f"unknown duplicates policy {policy!r}")
     found = scan(table, policy)
@@ -132,6 +135,8 @@ def apply_policy(table: Table, policy: str) -> tuple[Table, Duplicates]:
 
 
 def _first_conflict(codes: np.ndarray, labels: np.ndarray) -> int:
+    import pandas as pd
+
     frame = pd.DataFrame({"code": codes, "label": labels})
     counts = frame.groupby("code", sort=False)["label"].nunique()
     return int(counts.index[(counts > 1).to_numpy()][0])

@@ -17,13 +17,16 @@ The rules, so that a user can predict (and then edit) the result:
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from pricenet.errors import DataError
 from pricenet.tables.cells import is_missing, number_text, to_float
 from pricenet.tables.schema import Feature, Schema
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("pricenet.tables")
 
@@ -43,6 +46,8 @@ def _looks_like_id(name: str) -> bool:
 
 def _present(series: pd.Series) -> pd.Series:
     """The cells that are not missing (empty, NA, None, NaN)."""
+    import pandas as pd
+
     mask = (
         series.map(is_missing).to_numpy(dtype=bool)
         if series.dtype == object or (pd.api.types.is_string_dtype(series.dtype))

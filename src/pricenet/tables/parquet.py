@@ -123,18 +123,33 @@ def _columns(path: Path, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
     return columns
 
 
+def _as_float(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An integer column as float64 when every value converts exactly (|v| <= 2**53), else
+    as it is: the validator then takes the float64 values without a copy of its own, and a
+    value's wording in a message (``number_text``) is the same either way."""
+    if not pa.types.is_integer(column.type):
+        return column
+    try:
+        return column.cast(pa.float64())  # a safe cast refuses an inexact value
+    except pa.ArrowInvalid:
+        return column
+
+
 def _read_frame(
     path: Path,
     parquet: pq.ParquetFile,
     roles: dict[str, Role],
     max_bytes: int = DEFAULT_MAX_BYTES,
+    floats: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
     """The columns in ``roles`` (name -> role) as a frame indexed by row, counted from 1.
 
     A compressed file may hold far more than its size suggests, so the table's size in memory
     (8 bytes a cell) must fit in ``max_bytes`` too, checked from the footer before reading.
-    One pandas block per column (``split_blocks``) and Arrow's buffers released as they are
-    converted (``self_destruct``): no copy of the whole table is made on the way.
+    Integer columns named in ``floats`` (numeric features) become float64 one at a time in
+    Arrow (:func:`_as_float`); one pandas block per column (``split_blocks``) and Arrow's
+    buffers handed over or released as they are converted (``self_destruct``): no copy of
+    the whole table is made on the way, here or in the validator.
     """
     rows = parquet.metadata.num_rows
     if rows * len(roles) * 8 > max_bytes:
@@ -153,8 +168,11 @@ def _read_frame(
     for i, name in enumerate(arrow.column_names):
         column = arrow.column(i)
         converted = _as_validated(column, roles[name])
+        if name in floats:
+            converted = _as_float(converted)
         if converted is not column:
             arrow = arrow.set_column(i, name, converted)
+        del column, converted  # the replaced column is freed now, not at the next one
     frame = arrow.to_pandas(split_blocks=True, self_destruct=True, ignore_metadata=True)
     del arrow
     frame.index = pd.RangeIndex(1, len(frame) + 1)
@@ -292,7 +310,8 @@ def read_parquet(
     else:
         roles = {k: v for k, v in _roles(schema, id_name).items() if k in columns}
         _check_types(path, columns, roles)
-        frame = _read_frame(path, parquet, roles, max_bytes)
+        floats = frozenset(f.name for f in schema.features if f.numeric) - {id_name}
+        frame = _read_frame(path, parquet, roles, max_bytes, floats)
     extra = [name for name in columns if name not in frame.columns]
     if extra:
         log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(map(repr, extra)))

@@ -17,9 +17,9 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from pricenet.errors import ConfigError, DataError
 from pricenet.tables.files import DEFAULT_MAX_BYTES, check_file
@@ -32,6 +32,9 @@ from pricenet.tables.validate import (
     id_column,
     validate_frame,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("pricenet.tables")
 
@@ -174,6 +177,8 @@ def _parse(
     path: Path, sep: str, names: list[str], dtypes: dict[str, type], raw: RawRecords
 ) -> pd.DataFrame:
     """The body parsed by pandas' C engine, every cell as written (no NA guessing)."""
+    import pandas as pd  # here: the config check imports this module (data.source)
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", pd.errors.ParserWarning)
         warnings.simplefilter("ignore", pd.errors.DtypeWarning)
@@ -265,6 +270,8 @@ def read_csv(
     raises :class:`DataError` as ``<file>: column '<name>', line <n>: <what is wrong>``.
     ``group`` names a column carried out as the table's ``groups`` (see :func:`take_group`).
     """
+    from pandas.api.types import is_numeric_dtype
+
     path = Path(path).expanduser()
     check_policies(missing, ranges)
     check_file(path, max_bytes)
@@ -310,7 +317,7 @@ def read_csv(
     if len(frame) == 0:
         raise DataError(f"{path}: has a header but no data rows")
     last = frame.iloc[:, -1]
-    if not pd.api.types.is_numeric_dtype(last.dtype):
+    if not is_numeric_dtype(last.dtype):
         short = np.flatnonzero((last.astype(object) == "").to_numpy(dtype=bool))
         if short.size:  # a short row leaves its last cells empty: count its fields
             raw.check_rows(short if missing == "impute" else short[:1])
@@ -372,6 +379,8 @@ def infer_schema(
 ) -> Schema:
     """A :class:`Schema` for a DataFrame or a CSV / Parquet file (the file read as parsed;
     rules in :mod:`pricenet.tables.infer`)."""
+    import pandas as pd
+
     if not isinstance(frame_or_path, pd.DataFrame):
         path = Path(frame_or_path).expanduser()
         frame = read_raw_frame(path, label=label, id=id)

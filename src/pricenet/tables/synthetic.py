@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from pricenet.errors import DataError
 from pricenet.tables.schema import MOBILE_PRICE
@@ -17,6 +16,8 @@ def make_synthetic(n_rows: int = 2000, noise: float = 0.05, seed: int = 0) -> Ta
     ``px_height`` and ``px_width``, plus Gaussian ``noise``; the classes are its quartiles.
     The numbers are those of the generator this package replaced, draw for draw.
     """
+    import pandas as pd
+
     if n_rows < 8:
         raise DataError(f"data.n_rows={n_rows}: the synthetic generator needs at least 8 rows")
     rng = np.random.default_rng(seed)

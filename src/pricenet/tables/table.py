@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from pricenet.tables.schema import Schema
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pricenet.tables.duplicates import Duplicates
 
 
@@ -49,6 +50,8 @@ class Table:
         Integer and binary columns come back as int64 (nullable Int64 when some are missing),
         so the frame can be written as a CSV that reads back to the same table.
         """
+        import pandas as pd
+
         out = pd.DataFrame(index=range(len(self.frame)))
         if self.ids is not None:
             out[self.schema.id or "id"] = self.ids

@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
-import pandas as pd
 
 from pricenet.errors import ConfigError, DataError
 from pricenet.errors import shown as quoted
@@ -29,6 +28,9 @@ from pricenet.tables.cells import (
 )
 from pricenet.tables.schema import Feature, Schema, first_repeat
 from pricenet.tables.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("pricenet.tables")
 
@@ -75,14 +77,24 @@ def range_text(feature: Feature) -> str:
 
 @dataclass
 class _Column:
-    """One checked column: its clean values and its first bad row (-1 when none)."""
+    """One checked column: its clean values and its first bad row (-1 when none).
+
+    ``same`` is the input column itself when its values are already the clean ones (float64
+    without infinities): the table then shares it (copy-on-write) instead of a copy.
+    """
 
     values: np.ndarray
     first_bad: int
+    same: pd.Series | None = None
+
+
+def _is_float64(series: pd.Series) -> bool:
+    return isinstance(series.dtype, np.dtype) and series.dtype == np.float64
 
 
 def _numeric(series: pd.Series, feature: Feature, missing: str, ranges: str) -> _Column:
-    values = to_float(series)
+    shared = _is_float64(series)
+    values = series.to_numpy(copy=False) if shared else to_float(series)
     finite = np.isfinite(values)
     bad = ~finite
     if missing == "impute" and bad.any():
@@ -103,11 +115,16 @@ def _numeric(series: pd.Series, feature: Feature, missing: str, ranges: str) -> 
             outside |= finite & (values > feature.high)
     if ranges == "error":
         bad |= outside
-    values[~finite] = np.nan
+    if not finite.all():
+        infinite = np.isinf(values)  # the other non-finite values are NaN already
+        if infinite.any():
+            values = values.copy() if shared else values
+            values[infinite] = np.nan
+            shared = False
     first = int(np.argmax(bad)) if bad.any() else -1
     if ranges == "warn" and outside.any():
         _warn_range(series, feature, outside, first)
-    return _Column(values, first)
+    return _Column(values, first, series if shared else None)
 
 
 OVERFLOW_SIGMAS = 1e6
@@ -270,6 +287,8 @@ def validate_frame(
     computed only when an error is reported); without them rows are named by the frame's index.
     The first problem in reading order raises :class:`DataError`, prefixed by ``source``.
     """
+    import pandas as pd  # here, not at the top: the config check imports this module
+
     check_policies(missing, ranges)
     prefix = f"{source}: " if source else ""
     columns = [str(c) for c in frame.columns]
@@ -326,7 +345,11 @@ def validate_frame(
 
     features = pd.DataFrame(
         {
-            name: pd.Series(column.values, dtype=column.values.dtype, copy=False)
+            name: (
+                pd.Series(column.values, dtype=column.values.dtype, copy=False)
+                if column.same is None
+                else column.same.reset_index(drop=True)  # no copy: pandas copies on write
+            )
             for name, column in checked.items()
         },
         copy=False,  # one block per column: stacking them would copy the whole table
