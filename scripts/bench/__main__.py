@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,6 +53,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="the report (default: BENCHMARKS.md for a full run, else outputs/benchmarks/)",
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="re-measure the --only sections into BENCHMARKS.md, keeping the others' figures",
+    )
     args = parser.parse_args(argv)
     chosen = {name for item in args.only for name in item.split(",") if name}
     if chosen - set(SECTIONS):
@@ -59,7 +65,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.only = [name for name in SECTIONS if name in chosen]
     if not args.quick and not args.csv.is_file():
         parser.error(f"{args.csv}: not found (pass --csv PATH, or --quick)")
-    args.out = report_path(args.out, args.quick, args.only)
+    if args.merge and (args.quick or args.out is not None):
+        parser.error("--merge writes BENCHMARKS.md from real data: no --quick, no --out")
+    args.out = COMMITTED if args.merge else report_path(args.out, args.quick, args.only)
     if args.quick and args.out.resolve() == COMMITTED.resolve():
         parser.error(f"{args.out}: refusing to write quick-mode figures over the committed report")
     return args
@@ -82,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         else f"{args.csv.name} ({len(ctx.table)} rows)"
     )
     facts = machine()
+    if args.merge:
+        results, specs, facts = merged(results, specs, facts)
     text = report(specs, results, facts, data, args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
@@ -89,6 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def merged(
+    results: dict[str, Any], specs: dict[str, Any], facts: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The committed report's sections, with the re-measured ones in their place (in the
+    sections' order); its date names which sections were measured when."""
+    import json
+
+    old = json.loads(COMMITTED.with_suffix(".json").read_text())
+    every = {name: results.get(name, old["sections"].get(name)) for name in SECTIONS}
+    every = {name: value for name, value in every.items() if value is not None}
+    specs = {name: specs.get(name) or section(name).TABLES for name in every}
+    first = old["machine"]["date"].split(";")[0]
+    facts = {**facts, "date": f"{first}; {', '.join(results)} re-measured {facts['date']}"}
+    return every, specs, facts
 
 
 if __name__ == "__main__":
