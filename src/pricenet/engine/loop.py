@@ -328,6 +328,23 @@ class Trainer(_Loop):
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
+    def outputs(self, xs: Sequence[Tensor]) -> list[Tensor]:
+        """Each member's outputs ``(len(xs[m]), outputs)`` on its own rows ``xs[m]``, with the
+        weights the model holds now, in eval mode: one batched pass for every member (the
+        rows padded to the longest), not one pass per member."""
+        if len(xs) != self.count:
+            raise ValueError(f"{len(xs)} row sets for {self.count} members")
+        model = self.model
+        was_training = model.training
+        model.eval()
+        padded = xs[0].new_zeros((self.count, max(len(x) for x in xs), *xs[0].shape[1:]))
+        for m, x in enumerate(xs):
+            padded[m, : len(x)] = x
+        out = model(padded)
+        model.train(was_training)
+        return [out[m, : len(x)] for m, x in enumerate(xs)]
+
+    @torch.no_grad()
     def _evaluate(self, data: _Padded, loss: bool = True) -> tuple[Tensor | None, Tensor]:
         """Per-member loss (None unless ``loss``) and accuracy ``[M]`` (model in eval mode)."""
         out = self.model(data.x)
