@@ -1,5 +1,5 @@
-"""What a packed fit spends on members: done members are not evaluated, and every member's
-outputs come from one batched pass."""
+"""What a packed fit spends on members: done members are not evaluated, every member's
+outputs come from one batched pass, and every member's temperature from one joint fit."""
 
 from __future__ import annotations
 
@@ -61,3 +61,22 @@ def test_outputs_are_each_members_own_in_one_pass(compose_cfg):
         assert torch.equal(outputs[m], alone(row.x_val.unsqueeze(0))[0])
     with pytest.raises(ValueError, match="2 row sets for 3 members"):
         packed.outputs([r.x_val for r in rows[:2]])
+
+
+def test_temperatures_of_many_models_are_each_models_own():
+    """One joint fit over several models' rows gives each its own temperature (the one it
+    gets fitted alone, to the optimizer's tolerance); a model without rows keeps T = 1."""
+    from test_calibration import categorical_sample
+
+    from pricenet.nn.heads import CategoricalHead
+    from pricenet.run.calibration import fit_temperature, fit_temperatures
+
+    head = CategoricalHead(4)
+    samples = [categorical_sample(4_000, t, seed) for seed, t in enumerate((0.5, 3.0, 1.5))]
+    samples.insert(1, (torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)))
+    fitted = fit_temperatures([o for o, _ in samples], [y for _, y in samples], head)
+    assert fitted[1] == 1.0
+    for t, true_t in zip([fitted[0], *fitted[2:]], (0.5, 3.0, 1.5), strict=True):
+        assert t == pytest.approx(true_t, rel=0.1)
+    for t, (outputs, y) in zip(fitted, samples, strict=True):
+        assert t == pytest.approx(fit_temperature(outputs, y, head), rel=1e-3)
