@@ -38,11 +38,6 @@ def calibratable(head: Head) -> bool:
     return isinstance(head, CategoricalHead | OrdinalHead)
 
 
-def _nll(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    picked = probs.gather(1, y.long().view(-1, 1)).squeeze(1)
-    return -picked.clamp_min(EPS).log().mean()
-
-
 def fit_temperature(
     outputs: torch.Tensor, y: torch.Tensor, head: Head, max_iter: int = 100
 ) -> float:
