@@ -134,6 +134,7 @@ EXPECTED_ROWS = {
     "Search": 4,
     "Packed models: the bare training loop": 5,
     "Packed models: whole runs": 4,
+    "Packed models: where a run's time goes": 12,
 }
 
 

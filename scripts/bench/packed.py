@@ -3,13 +3,21 @@ one fit and against the members fitted one by one, as bare loops and as whole ru
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pricenet.engine.loop as loop
+import pricenet.run.pipeline as pipeline
 from pricenet.run.fits import build_trainer, plan_for, prepare
 from pricenet.run.recipe import Recipe
 
@@ -58,7 +66,101 @@ TABLES = {
             ("warmed: CV / one", "**{ratio:.2f}x**"),
         ),
     ),
+    "parts": Table(
+        "Packed models: where a run's time goes",
+        "The warmed whole runs above taken apart: seconds per part of the run, one run / "
+        "CV run ({members} members packed), the median of each part over the {repeats} "
+        "runs. Epoch plans: each member's batch order and its noise (dropout masks) for the "
+        "epoch, drawn from its own generator; steps: forward, backward and optimizer step "
+        "of the packed model; per-epoch evaluation: every live member on its training and "
+        "validation rows; after the fit: each member on its held-out rows and its "
+        "temperature. The scikit-learn row is a fresh process's `import "
+        "sklearn.model_selection` (after torch and pandas), which only a CV run pays.",
+        (
+            ("part", "{part}"),
+            ("batch 64, early stopping", "{one_64_yes:.3f} / {cv_64_yes:.3f}"),
+            ("batch 8, early stopping", "{one_8_yes:.3f} / {cv_8_yes:.3f}"),
+            ("batch 64, no early stopping", "{one_64_no:.3f} / {cv_64_no:.3f}"),
+            ("batch 8, no early stopping", "{one_8_no:.3f} / {cv_8_no:.3f}"),
+        ),
+    ),
 }
+
+# The parts of a whole run, each the functions whose inclusive time it is (then the
+# enclosing parts less the parts inside them: see ``_exclusive``).
+PARTS = {
+    "data, checks and plan": ("load_data", "check_network", "plan_for"),
+    "preprocessing (one per member)": ("prepare",),
+    "epoch plans (order, noise draws)": ("plan_epoch",),
+    "training steps": ("train_step",),
+    "batches and noise set-up": ("_train_rows",),
+    "per-epoch evaluation": ("_epoch_metrics",),
+    "callbacks (best weights, stopping, csv, last.pt)": ("emit",),
+    "evaluation after the fit (held-out rows, calibration)": ("evaluate",),
+    "metrics.json, summary, best.pt": ("metrics_of", "keep_model", "model_summary"),
+}
+TIMED = {
+    pipeline: (
+        "load_data",
+        "check_network",
+        "plan_for",
+        "prepare",
+        "evaluate",
+        "metrics_of",
+        "keep_model",
+        "model_summary",
+    ),
+    loop: ("plan_epoch",),
+    loop.Trainer: ("train_step", "_train_rows", "_epoch_metrics", "emit"),
+}
+
+
+@contextlib.contextmanager
+def _timers() -> Iterator[dict[str, float]]:
+    """Seconds spent in each function of ``TIMED`` (inclusive), while the block runs."""
+    spent: dict[str, float] = {}
+    saved = []
+    for owner, names in TIMED.items():
+        for name in names:
+            original = getattr(owner, name)
+            saved.append((owner, name, original))
+
+            @functools.wraps(original)
+            def timed_call(*args: Any, _f: Any = original, _n: str = name, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return _f(*args, **kwargs)
+                finally:
+                    spent[_n] = spent.get(_n, 0.0) + time.perf_counter() - started
+
+            setattr(owner, name, timed_call)
+    try:
+        yield spent
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+def _exclusive(spent: dict[str, float], wall: float) -> dict[str, float]:
+    """Each part's own seconds (batches and set-up: the epoch's training less its plan and
+    steps), the rest of the run and the whole run."""
+    parts = {part: sum(spent.get(f, 0.0) for f in names) for part, names in PARTS.items()}
+    inside = parts["epoch plans (order, noise draws)"] + parts["training steps"]
+    parts["batches and noise set-up"] -= inside
+    parts["the rest (building, configs, files)"] = wall - sum(parts.values())
+    parts["whole run (run.json)"] = wall
+    return parts
+
+
+def _sklearn_import() -> float:
+    """Seconds a fresh process takes to import sklearn.model_selection after torch and pandas."""
+    code = (
+        "import time, torch, pandas; t = time.perf_counter(); import sklearn.model_selection; "
+        "print(time.perf_counter() - t)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip())
+
 
 PATIENCE = {"yes": [], "no": ["trainer.patience=null"]}
 
@@ -123,8 +225,17 @@ def _fresh(ctx: Context, overrides: list[str]) -> float:
     return seconds
 
 
-def _runs(ctx: Context, repeats: int) -> list[dict[str, Any]]:
+def _timed_run(cfg: Any) -> tuple[float, dict[str, float]]:
+    """A warmed whole run: run.json's wall time and its parts."""
+    with _timers() as spent:
+        wall = whole_run(cfg)["wall_time_s"]
+    return wall, _exclusive(spent, wall)
+
+
+def _runs(ctx: Context, repeats: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The whole runs' rows, and the parts' rows (one per part, a column pair per case)."""
     rows: list[dict[str, Any]] = []
+    parts: dict[str, dict[str, Any]] = {}
     fresh = not ctx.quick
     for stop in PATIENCE:
         for batch in (64, 8):
@@ -134,9 +245,12 @@ def _runs(ctx: Context, repeats: int) -> list[dict[str, Any]]:
             samples: dict[str, list[float]] = {
                 k: [] for k in ("one", "cv", "fresh_one", "fresh_cv")
             }
+            split: dict[str, list[dict[str, float]]] = {"one": [], "cv": []}
             for _ in range(repeats):  # alternated
-                samples["one"].append(whole_run(one)["wall_time_s"])
-                samples["cv"].append(whole_run(cv)["wall_time_s"])
+                for key, cfg in (("one", one), ("cv", cv)):
+                    wall, spent = _timed_run(cfg)
+                    samples[key].append(wall)
+                    split[key].append(spent)
                 if fresh or not rows:  # quick mode: fresh processes for the first case only
                     samples["fresh_one"].append(_fresh(ctx, common))
                     samples["fresh_cv"].append(_fresh(ctx, [*common, *ctx.cv_overrides]))
@@ -146,7 +260,16 @@ def _runs(ctx: Context, repeats: int) -> list[dict[str, Any]]:
             if row["fresh_one_s"] is not None:
                 row["fresh_ratio"] = row["fresh_cv_s"] / row["fresh_one_s"]
             rows.append(row)
-    return rows
+            for key, runs in split.items():
+                for part in runs[0]:
+                    value = statistics.median(r[part] for r in runs)
+                    parts.setdefault(part, {"part": part})[f"{key}_{batch}_{stop}"] = value
+    imports = statistics.median(_sklearn_import() for _ in range(repeats))
+    sklearn = {"part": "import sklearn.model_selection (fresh process)"}
+    for stop in PATIENCE:
+        for batch in (64, 8):
+            sklearn.update({f"one_{batch}_{stop}": 0.0, f"cv_{batch}_{stop}": imports})
+    return rows, [*parts.values(), sklearn]
 
 
 def measure(ctx: Context) -> dict[str, Any]:
@@ -161,7 +284,9 @@ def measure(ctx: Context) -> dict[str, Any]:
         "cv_repeats": cv_repeats,
         "members": folds * cv_repeats,
     }
+    runs, parts = _runs(ctx, repeats)
     return {
         "loops": {"facts": facts, "rows": _loops(ctx, repeats)},
-        "runs": {"facts": run_facts, "rows": _runs(ctx, repeats)},
+        "runs": {"facts": run_facts, "rows": runs},
+        "parts": {"facts": run_facts, "rows": parts},
     }

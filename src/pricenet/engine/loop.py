@@ -37,9 +37,9 @@ How members stay independent:
   through the step, and each member keeps its own step count
   (:class:`~pricenet.engine.memberwise.MemberwiseOptimizer`). A plain step is one
   ``optimizer.step()``. Once members are done (stopped early, diverged), the live ones train
-  alone for the epoch: their slices of the weights, buffers and optimizer state are taken out
-  and written back after it (the packed layers' results do not depend on how many members
-  they hold), so a done member costs nothing per step.
+  and are measured alone for the epoch: their slices of the weights, buffers and optimizer
+  state are taken out and written back after it (the packed layers' results do not depend on
+  how many members they hold), so a done member costs nothing per step nor per epoch.
 - Per-step work is what a plain loop does: the epoch's batches, masks and noise are made and
   split into per-step views once per epoch; a step where every member has a full batch skips
   the mask in its loss (the same sum and division, so the same bits); the layers are called
@@ -123,6 +123,14 @@ class _Padded:
     mask: Tensor
     count: Tensor
     sizes: list[int]
+
+    def select(self, index: Tensor, members: list[int]) -> _Padded:
+        """The rows of ``members`` only (``index``: the same members, as a tensor)."""
+        return _Padded(
+            *(t.index_select(0, index) for t in (self.x, self.y, self.target, self.mask)),
+            self.count.index_select(0, index),
+            [self.sizes[m] for m in members],
+        )
 
 
 def _pad(xs: Sequence[Tensor], ys: Sequence[Tensor], head: Head) -> _Padded:
@@ -324,6 +332,23 @@ class Trainer(_Loop):
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
+    def outputs(self, xs: Sequence[Tensor]) -> list[Tensor]:
+        """Each member's outputs ``(len(xs[m]), outputs)`` on its own rows ``xs[m]``, with the
+        weights the model holds now, in eval mode: one batched pass for every member (the
+        rows padded to the longest), not one pass per member."""
+        if len(xs) != self.count:
+            raise ValueError(f"{len(xs)} row sets for {self.count} members")
+        model = self.model
+        was_training = model.training
+        model.eval()
+        padded = xs[0].new_zeros((self.count, max(len(x) for x in xs), *xs[0].shape[1:]))
+        for m, x in enumerate(xs):
+            padded[m, : len(x)] = x
+        out = model(padded)
+        model.train(was_training)
+        return [out[m, : len(x)] for m, x in enumerate(xs)]
+
+    @torch.no_grad()
     def _evaluate(self, data: _Padded, loss: bool = True) -> tuple[Tensor | None, Tensor]:
         """Per-member loss (None unless ``loss``) and accuracy ``[M]`` (model in eval mode)."""
         out = self.model(data.x)
@@ -353,13 +378,16 @@ class Trainer(_Loop):
             per_row = torch.where(mask, per_row, 0.0)
         return per_row.sum(1) / count
 
-    def _epoch_metrics(self, train_loss: Tensor) -> list[list[float]]:
-        """``[M][train_loss, train_acc, val_loss, val_acc]`` after an epoch (one host sync)."""
+    def _epoch_metrics(
+        self, train_loss: Tensor, train: _Padded, val: _Padded, no_val: Tensor
+    ) -> list[list[float]]:
+        """``[M][train_loss, train_acc, val_loss, val_acc]`` after an epoch (one host sync), for
+        the members the model holds now (``train``, ``val``: their rows; ``no_val``: which of
+        them have no validation rows)."""
         self.model.eval()  # once for both passes: a mode switch walks every layer
-        _, train_acc = self._evaluate(self.train, loss=False)
-        if any(self.has_val):
-            val_loss, val_acc = self._evaluate(self.val)
-            no_val = self._no_val
+        _, train_acc = self._evaluate(train, loss=False)
+        if any(val.sizes):
+            val_loss, val_acc = self._evaluate(val)
             val_loss = torch.where(no_val, train_loss, val_loss)
             val_acc = torch.where(no_val, train_acc, val_acc)
         else:  # no validation rows anywhere: the training figures stand in
@@ -381,7 +409,7 @@ class Trainer(_Loop):
             return False
         epoch = self.state.epoch + 1
         lr = self.optim.lr
-        metrics = self._epoch_metrics(self._train_epoch(live))
+        metrics = self._train_epoch(live)
         for m in live:
             member = self.state.members[m]
             error = self._diverged(m, epoch, metrics[m], lr)
@@ -404,19 +432,24 @@ class Trainer(_Loop):
             self._record_mean(self.trained, epoch)
         return bool(self.trained)
 
-    def _train_epoch(self, live: list[int]) -> Tensor:
-        """One pass over each live member's shuffled rows; their mean training losses ``[M]``.
+    def _train_epoch(self, live: list[int]) -> dict[int, list[float]]:
+        """One pass over each live member's shuffled rows, then their figures:
+        ``{m: [train_loss, train_acc, val_loss, val_acc]}`` for ``m`` in ``live``.
 
         Once some members are done (stopped early, diverged, out of epochs), the live ones
-        train alone: their slices of the weights, buffers and optimizer state are taken out
-        for the epoch and written back after it, so the done ones cost nothing per step."""
+        train and are measured alone: their slices of the weights, buffers and optimizer state
+        are taken out for the epoch and written back after it, so the done ones cost nothing
+        per step, nor in the epoch's evaluation."""
         if not self.model.training:
             self.model.train()
         if len(live) == self.count or not self._compactable():
-            return self._train_rows(self.train, live, self.generators)
-        with self._only(live) as data:
-            losses = self._train_rows(data, list(range(len(live))), self._select(live))
-        return losses.new_zeros(self.count).index_copy_(0, self._index(live), losses)
+            losses = self._train_rows(self.train, live, self.generators)
+            rows = self._epoch_metrics(losses, self.train, self.val, self._no_val)
+            return {m: rows[m] for m in live}
+        with self._only(live) as (train, val, no_val):
+            losses = self._train_rows(train, list(range(len(live))), self._select(live))
+            rows = self._epoch_metrics(losses, train, val, no_val)
+        return dict(zip(live, rows, strict=True))
 
     def _select(self, live: list[int]) -> list[torch.Generator]:
         return [self.generators[m] for m in live]
@@ -430,8 +463,9 @@ class Trainer(_Loop):
         return not self.optim.closure and all(p in self.optimizer.state for p in self._params)
 
     @contextlib.contextmanager
-    def _only(self, live: list[int]) -> Iterator[_Padded]:
-        """The model, optimizer and rows of the ``live`` members only, for one epoch."""
+    def _only(self, live: list[int]) -> Iterator[tuple[_Padded, _Padded, Tensor]]:
+        """The model, optimizer, training and validation rows (and which have none) of the
+        ``live`` members only, for one epoch."""
         index = self._index(live)
         tensors = [*self._params, *self.model.buffers()]
         if self.class_weights is not None:
@@ -448,14 +482,12 @@ class Trainer(_Loop):
                     states.append((state, key, value))
         optim, steps = self.optim, self.optim.steps
         optim.members, optim.steps = len(live), [steps[m] for m in live]
-        train = self.train
-        data = _Padded(
-            *(t.index_select(0, index) for t in (train.x, train.y, train.target, train.mask)),
-            train.count.index_select(0, index),
-            [train.sizes[m] for m in live],
-        )
         try:
-            yield data
+            yield (
+                self.train.select(index, live),
+                self.val.select(index, live),
+                self._no_val.index_select(0, index),
+            )
         finally:
             for t, full in swapped:
                 t.data = full.index_copy_(0, index, t.data)

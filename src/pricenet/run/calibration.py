@@ -18,6 +18,7 @@ Pure functions on tensors/arrays; the pipeline decides where to call them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,6 @@ def calibratable(head: Head) -> bool:
     return isinstance(head, CategoricalHead | OrdinalHead)
 
 
-def _nll(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    picked = probs.gather(1, y.long().view(-1, 1)).squeeze(1)
-    return -picked.clamp_min(EPS).log().mean()
-
-
 def fit_temperature(
     outputs: torch.Tensor, y: torch.Tensor, head: Head, max_iter: int = 100
 ) -> float:
@@ -50,26 +46,56 @@ def fit_temperature(
     LBFGS on log T (so T stays positive), from T = 1. Returns 1.0 for heads a temperature
     does not change, for no rows, or when no T beats T = 1.
     """
-    if not calibratable(head) or len(y) == 0:
-        return 1.0
-    outputs = outputs.detach().float().cpu()
-    y = y.detach().long().cpu()
-    log_t = torch.zeros((), requires_grad=True)
+    return fit_temperatures([outputs], [y], head, max_iter)[0]
+
+
+def fit_temperatures(
+    outputs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], head: Head, max_iter: int = 100
+) -> list[float]:
+    """:func:`fit_temperature` for many models at once, model ``m`` on its own ``outputs[m]``
+    and labels ``ys[m]``: one LBFGS over the vector of their log T minimising the sum of their
+    NLLs (each term depends on its own T only, so the minimum is each model's own), in one
+    batched pass over every model's rows per evaluation instead of one LBFGS run per model.
+    """
+    fitted = [1.0] * len(outputs)
+    used = [m for m, y in enumerate(ys) if len(y)]
+    if not calibratable(head) or not used:
+        return fitted
+    rows = max(len(ys[m]) for m in used)
+    z = torch.zeros(len(used), rows, outputs[used[0]].shape[-1])
+    labels = torch.zeros(len(used), rows, 1, dtype=torch.long)
+    mask = torch.zeros(len(used), rows)
+    for j, m in enumerate(used):
+        n = len(ys[m])
+        z[j, :n] = outputs[m].detach().float().cpu()
+        labels[j, :n, 0] = ys[m].detach().long().cpu()
+        mask[j, :n] = 1.0
+    counts = mask.sum(1)
+
+    def nll(log_t: torch.Tensor) -> torch.Tensor:
+        """Each model's mean ``-log p(label)`` at ``T = exp(log_t)``: ``[models]``."""
+        probs = head.probabilities(z / log_t.exp().view(-1, 1, 1))
+        picked = probs.gather(-1, labels).squeeze(-1).clamp_min(EPS).log()
+        return -(picked * mask).sum(1) / counts
+
+    log_t = torch.zeros(len(used), requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = _nll(head.probabilities(outputs / log_t.exp()), y)
+        loss = nll(log_t).sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         optimizer.step(closure)
-    fitted = float(log_t.detach().clamp(*LOG_T_RANGE).exp())
+    temperatures = log_t.detach().clamp(*LOG_T_RANGE).exp()
     with torch.no_grad():
-        before = float(_nll(head.probabilities(outputs), y))
-        after = float(_nll(head.probabilities(outputs / fitted), y))
-    return fitted if math.isfinite(fitted) and after < before else 1.0
+        before, after = nll(torch.zeros(len(used))), nll(temperatures.log())
+    for j, m in enumerate(used):
+        t = float(temperatures[j])
+        fitted[m] = t if math.isfinite(t) and after[j] < before[j] else 1.0
+    return fitted
 
 
 def _arrays(probs: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
