@@ -53,36 +53,47 @@ def _member_record(member: PlannedFit, trainer: Trainer, index: int) -> dict[str
 
 def evaluate(recipe: Recipe, prepared: Prepared, fitted: Fitted) -> dict[str, Any]:
     """Each member's best weights on its held-out rows, the summary, and calibration."""
-    from pricenet.run.calibration import calibratable, fit_temperature
+    from pricenet.run.calibration import calibratable, fit_temperatures
 
     schema = prepared.table.schema
-    records, temperatures, held = [], [], []
+    records, held = [], []
+    # every member's test and validation outputs: one batched pass per trainer and split
+    outputs_of = {}
+    for group, trainer in zip(fitted.groups, fitted.trainers, strict=True):
+        tests = trainer.outputs([prepared.tests[m][0] for m in group])
+        vals = trainer.outputs([prepared.members[m].x_val for m in group])
+        outputs_of.update(zip(group, zip(tests, vals, strict=True), strict=True))
     for m, member in enumerate(prepared.plan):
+        records.append(_member_record(member, *fitted.member(m)))
+    # every calibrated member's temperature in one joint fit (1.0 for the others)
+    head = fitted.trainers[0].head
+    calibrate = recipe.trainer.calibrate and calibratable(head)
+    calibrated = [m for m, r in enumerate(records) if calibrate and r["error"] is None]
+    temperatures = [1.0] * len(records)
+    found = fit_temperatures(
+        [outputs_of[m][1] for m in calibrated],
+        [prepared.members[m].y_val for m in calibrated],
+        head,
+    )
+    for m, t in zip(calibrated, found, strict=True):
+        temperatures[m] = t
+    for m, record in enumerate(records):
         trainer, index = fitted.member(m)
-        record = _member_record(member, trainer, index)
-        x_test, y_test = prepared.tests[m]
-        outputs = member_outputs(trainer, index, x_test)
-        temperature = 1.0
-        if record["error"] is None:
-            data = prepared.members[m]
-            if recipe.trainer.calibrate and calibratable(trainer.head) and len(data.y_val):
-                val_outputs = member_outputs(trainer, index, data.x_val)
-                temperature = fit_temperature(val_outputs, data.y_val, trainer.head)
-            if len(y_test):
-                loss = _test_loss(trainer, index, outputs, y_test)
-                pred = trainer.head.decode(outputs).cpu().numpy()
-                report = classification_report(
-                    y_test.cpu().numpy(), pred, schema.num_classes, labels=schema.classes
-                )
-                record.update(
-                    test_acc=report["accuracy"],
-                    test_macro_f1=report["macro_f1"],
-                    test_loss=loss,
-                    test=report,
-                )
-                held.append((outputs, y_test, temperature))
-        temperatures.append(temperature)
-        records.append(record)
+        y_test = prepared.tests[m][1]
+        outputs, temperature = outputs_of[m][0], temperatures[m]
+        if record["error"] is None and len(y_test):
+            loss = _test_loss(trainer, index, outputs, y_test)
+            pred = trainer.head.decode(outputs).cpu().numpy()
+            report = classification_report(
+                y_test.cpu().numpy(), pred, schema.num_classes, labels=schema.classes
+            )
+            record.update(
+                test_acc=report["accuracy"],
+                test_macro_f1=report["macro_f1"],
+                test_loss=loss,
+                test=report,
+            )
+            held.append((outputs, y_test, temperature))
     return {
         "records": records,
         "temperatures": temperatures,
