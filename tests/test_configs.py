@@ -302,6 +302,8 @@ def check_tabular(trainer: Trainer) -> None:
     assert trainer.batch_size == recipe.trainer.batch_size
     assert trainer.early_stopping.patience == recipe.trainer.patience
     assert len(trainer.members[0].y_val) > 0  # early stopping on the ensemble's val score
+    smoothing = recipe.get("loss", {}).get("label_smoothing", 0.0)
+    assert trainer.criterion.label_smoothing == smoothing
 
 
 def check_experiment(trainer: Trainer, choice: str) -> None:

@@ -526,3 +526,23 @@ def test_explain_features_runs_on_a_tabm_checkpoint(tabm_run, tmp_path, method, 
     attributions = [c for c in table.columns if c.endswith("_abs_mean")]
     assert attributions and (table[attributions[0]] > 0).any(), table.columns
     assert (tmp_path / "features.png").is_file()
+
+
+def test_fits_that_stop_early_leave_an_embeddings_column_positions_whole(compose_cfg, tmp_path):
+    """Once some fits stop, the live ones train on their slice of every stored tensor; an
+    embedding's column positions are not per fit, even when there are as many columns as
+    fits (20 numeric phone features, 20 seeds here) and must not be sliced."""
+    cfg = compose_cfg(
+        *SMALL_PLE,
+        "trainer.seeds=20",
+        "trainer.patience=1",
+        "trainer.epochs=12",
+        "monitor=val_loss",
+        "data.n_rows=200",
+        "model.hidden=[8]",
+        *LEAN,
+    )
+    metrics, _ = run(cfg, tmp_path / "run")
+    stopped = {record["epochs_run"] for record in metrics["members"]}
+    assert len(stopped) > 1  # fits stopped at different epochs: the packed step shrank
+    assert metrics["seeds"]["members"] == 20 and metrics["seeds"]["diverged"] == 0

@@ -89,7 +89,7 @@ TABLES = {
 # The parts of a whole run, each the functions whose inclusive time it is (then the
 # enclosing parts less the parts inside them: see ``_exclusive``).
 PARTS = {
-    "data, checks and plan": ("load_data", "check_network", "plan_for"),
+    "data, checks and plan": ("load_data", "size_network", "plan_for"),
     "preprocessing (one per member)": ("prepare",),
     "epoch plans (order, noise draws)": ("plan_epoch",),
     "training steps": ("train_step",),
@@ -102,7 +102,7 @@ PARTS = {
 TIMED = {
     pipeline: (
         "load_data",
-        "check_network",
+        "size_network",
         "plan_for",
         "prepare",
         "evaluate",

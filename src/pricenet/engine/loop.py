@@ -467,7 +467,11 @@ class Trainer(_Loop):
         """The model, optimizer, training and validation rows (and which have none) of the
         ``live`` members only, for one epoch."""
         index = self._index(live)
-        tensors = [*self._params, *self.model.buffers()]
+        # the state's buffers (fit first); not a non-persistent one such as an embedding's
+        # column positions, whose length may equal the fits' count by chance
+        stored = self.model.state_dict(keep_vars=True)
+        buffers = [b for name, b in self.model.named_buffers() if name in stored]
+        tensors = [*self._params, *buffers]
         if self.class_weights is not None:
             tensors.append(self.class_weights)
         swapped = [(t, t.data) for t in tensors if t.dim() and t.shape[0] == self.count]
