@@ -203,6 +203,7 @@ MODELS = {
 RECIPES = {
     "pricenet MLP": [],
     "pricenet recommended": ["experiment=recommended"],
+    "pricenet tabular": ["experiment=tabular"],
 }
 
 # Short names for --contenders.
