@@ -106,7 +106,7 @@ class Recipe:
     class_weight: Any  # loss.class_weight: None | "balanced" | one weight per class
     init: Any  # ``init`` and ``model.layer_inits``: how each fit's weights start
     layer_inits: Any
-    _network: dict[str, Any] = field(repr=False)  # model, activation, loss.head, trainer
+    _network: dict[str, Any] = field(repr=False)  # model, embedding, activation, loss, trainer
     _head: Any = field(repr=False)
     _criterion: Any = field(repr=False)
     _callbacks: dict[str, Any] = field(repr=False)
