@@ -546,3 +546,33 @@ def test_fits_that_stop_early_leave_an_embeddings_column_positions_whole(compose
     stopped = {record["epochs_run"] for record in metrics["members"]}
     assert len(stopped) > 1  # fits stopped at different epochs: the packed step shrank
     assert metrics["seeds"]["members"] == 20 and metrics["seeds"]["diverged"] == 0
+
+
+@pytest.mark.parametrize(
+    "activations",
+    [
+        [{"name": "prelu", "args": {}}] * 2,
+        [{"name": "relu", "args": {}}, {"name": "tanh", "args": {}}],
+    ],
+    ids=["learned", "mixed"],
+)
+def test_a_stored_tabm_with_an_activation_it_cannot_hold_is_refused(activations):
+    """A TabM applies one stateless, noiseless activation: a crafted spec naming PReLU (or
+    two different ones) is refused as data, before anything is built."""
+    from pricenet.nn.spec import NetworkSpec, SpecError
+
+    stored = {
+        "members": 1,
+        "in_features": 4,
+        "hidden": [8, 8],
+        "activations": [{"name": "relu", "args": {}}] * 2,
+        "dropout": 0.0,
+        "batch_norm": False,
+        "head": "categorical",
+        "num_classes": 3,
+        "arch": "tabm",
+        "k": 2,
+    }
+    assert NetworkSpec.from_dict(stored).k == 2
+    with pytest.raises(SpecError, match="one stateless, noiseless activation"):
+        NetworkSpec.from_dict({**stored, "activations": activations})

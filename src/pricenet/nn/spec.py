@@ -151,7 +151,10 @@ class ActivationSpec:
             )
 
 
-ARCHS = ("mlp", "tabm", "mini", "packed")  # mlp: pricenet's MLP; the others TabM's (nn.tabm)
+ARCHS = ("mlp", "tabm", "mini", "packed")
+TABM_REFUSED = frozenset(
+    {"prelu", "rrelu"}
+)  # learned or noisy: no TabM form (nn.tabm)  # mlp: pricenet's MLP; the others TabM's (nn.tabm)
 MAX_SUBMODELS = 256
 EMBEDDINGS = ("piecewise_linear", "periodic")
 MAX_EMBEDDING = 1024  # bins, frequencies, embedding width
@@ -349,6 +352,11 @@ class NetworkSpec:
         )
         for i, (activation, width) in enumerate(zip(spec.activations, hidden, strict=True)):
             activation.check_width(width, f"{key}.activations[{i}]")
+        first = spec.activations[0] if spec.activations else None
+        if arch != "mlp" and (
+            first.name in TABM_REFUSED or any(a != first for a in spec.activations)
+        ):
+            raise SpecError(f"{key}.activations: a TabM has one stateless, noiseless activation")
         spec.check_budget(MAX_PARAMETERS, MAX_ACTIVATION_BYTES, PREDICT_ROWS, key)
         return spec
 
