@@ -78,15 +78,6 @@ class Network(PackedFits, nn.Module):
         return out
 
 
-def submodel_outputs(model: nn.Module, x: Tensor, mask: Tensor | None, direct: bool) -> Tensor:
-    """The model's outputs for the training loss: ``[M, B, k * outputs]``-shaped as
-    ``[M, B * k, outputs]`` with k submodels (each row once per submodel), else
-    ``[M, B, outputs]``."""
-    if getattr(model, "submodels", 1) > 1:
-        return model(x, mask, direct=direct, submodels=True).flatten(1, 2)
-    return model(x, mask, direct=direct)
-
-
 def repeat_rows(tensor: Tensor, k: int) -> Tensor:
     """Each row of ``[M, B, ...]`` ``k`` times in a row (targets and masks of submodels)."""
     return tensor if k == 1 else tensor.repeat_interleave(k, dim=1)
