@@ -16,13 +16,26 @@ from pricenet.nn.embeddings import (
     PackedPiecewiseLinearEmbeddings,
     check_numeric,
     fit_bins,
-    fit_packed_bins,
-    load_checked,
 )
 from pricenet.nn.packed import select_members
 from pricenet.nn.spec import SpecError
 
 rtdl = pytest.importorskip("rtdl_num_embeddings")
+
+
+def fit_packed_bins(x, train_rows, n_bins, method="quantile", y=None, **kwargs):
+    """Per fit, ``fit_bins`` of its own training rows only (as the run's ``fit_bins``)."""
+    return [
+        fit_bins(x[rows], n_bins, method, None if y is None else y[rows], **kwargs)
+        for rows in train_rows
+    ]
+
+
+def load_checked(module, state, key="embedding", prefix=""):
+    """``module`` holding ``state``, checked first (as the restore does)."""
+    module.check_state(state, key, prefix)
+    module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    return module
 
 
 def _table(rows: int = 400, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

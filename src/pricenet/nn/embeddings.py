@@ -10,13 +10,13 @@ forms are written here: every parameter and buffer has the fit index as dim 0, a
 weights (tests hold them to 1e-6 against the package, and to the package's own initialisation
 under ``torch.manual_seed``).
 
-Bins are fitted per fit on that fit's training rows only (:func:`fit_bins`,
-:func:`fit_packed_bins`), with the package's ``compute_bins`` (quantiles, or a decision tree's
-thresholds). Documented fallbacks, never errors: a column with fewer distinct training values
-than ``n_bins`` gets fewer bins (repeated quantiles merge: a binary column gets one or two,
-as the package computes them); a column constant on a fit's training rows gets one bin
-``[v - 1, v + 1]`` (its embedding is then linear in the input); ``n_bins`` is lowered to the
-training rows minus one. A table with no
+Bins are fitted per fit on that fit's training rows only (:func:`fit_bins`, called per fit
+by :func:`pricenet.run.fits.fit_bins`), with the package's ``compute_bins`` (quantiles, or a
+decision tree's thresholds). Documented fallbacks, never errors: a column with fewer
+distinct training values than ``n_bins`` gets fewer bins (repeated quantiles merge: a binary
+column gets one or two, as the package computes them); a column constant on a fit's
+training rows gets one bin ``[v - 1, v + 1]`` (its embedding is then linear in the input);
+``n_bins`` is lowered to the training rows minus one. A table with no
 numeric feature is a :class:`NoNumericFeatures` error (one ``error:`` line, exit 2).
 
 The bins live in the state dict (buffers ``edges`` ``[M, F, max_bins + 1]``, padded by
@@ -136,22 +136,6 @@ def _clean(edges: Tensor) -> Tensor:
     return edges if len(edges) >= 2 else _single_bin(edges[0])
 
 
-def fit_packed_bins(
-    x: Tensor,
-    train_rows: Sequence[Tensor],
-    n_bins: int,
-    method: Literal["quantile", "tree"] = "quantile",
-    y: Tensor | None = None,
-    **kwargs: Any,
-) -> list[list[Tensor]]:
-    """Per fit, :func:`fit_bins` of its own training rows ``x[train_rows[m]]`` (``y`` too):
-    no other row of ``x`` is ever read, so held-out rows cannot shape the bins."""
-    return [
-        fit_bins(x[rows], n_bins, method, None if y is None else y[rows], **kwargs)
-        for rows in train_rows
-    ]
-
-
 def check_numeric(numeric: Sequence[int], embedding: str) -> None:
     """Refuse (:class:`NoNumericFeatures`) an embedding with no numeric input to embed."""
     if len(numeric) == 0:
@@ -210,17 +194,6 @@ def check_edges(edges: Tensor, n_bins: Tensor, key: str = "embedding") -> None:
         if bool(mask.any()):
             m, f, _ = (int(i) for i in mask.nonzero()[0])
             raise SpecError(f"{key}.edges[{m}, {f}]: {problem}")
-
-
-def load_checked(
-    module: nn.Module, state: Mapping[str, Any], key: str = "embedding", prefix: str = ""
-) -> nn.Module:
-    """``module`` holding ``state`` (its entries under ``prefix``), checked first with
-    ``module.check_state``: a crafted state is one :class:`SpecError` line, never loaded."""
-    module.check_state(state, key, prefix)
-    given = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    module.load_state_dict(given)
-    return module
 
 
 def _select(state: Mapping[str, Tensor], m: int) -> dict[str, Tensor]:
