@@ -112,6 +112,13 @@ def restore_model(payload: dict[str, Any], where: str | Path) -> Restored:
                 f"{where}: preprocessors[{m}] gives {prep.width} inputs, but "
                 f"network.in_features={spec.in_features}"
             )
+        coded = () if spec.categories is None else spec.categories.sizes
+        if prep.embedded_sizes != coded:
+            raise CheckpointError(
+                f"{where}: preprocessors[{m}] gives codes of {len(prep.embedded_sizes)} "
+                f"embedded categorical feature(s) {list(prep.embedded_sizes)}, but "
+                f"network.categories embeds {list(coded)}"
+            )
     temperatures = payload.get("temperatures", [1.0] * spec.members)
     if len(temperatures) != spec.members or not all(
         isinstance(t, float | int) and not isinstance(t, bool) and 0 < t < math.inf

@@ -25,6 +25,12 @@ CV_KEEP = ("ensemble", "refit", "none")
 
 
 @dataclass
+class CategoryEmbeddingConfig:
+    above: int | None = 16  # more categories than this: a learned embedding; null: one-hot
+    d_embedding: int = 8  # values per category
+
+
+@dataclass
 class SyntheticDataConfig:
     source: Any = MISSING
     n_rows: int = 2000
@@ -36,6 +42,7 @@ class SyntheticDataConfig:
     test_size: float = 0.15
     standardize: bool = True
     scaler: str = "standard"  # standard | quantile | robust | none (standardize=false: none)
+    category_embedding: CategoryEmbeddingConfig = field(default_factory=CategoryEmbeddingConfig)
 
 
 @dataclass
@@ -54,6 +61,7 @@ class CsvDataConfig:
     test_size: float = 0.15
     standardize: bool = True
     scaler: str = "standard"  # standard | quantile | robust | none (standardize=false: none)
+    category_embedding: CategoryEmbeddingConfig = field(default_factory=CategoryEmbeddingConfig)
 
 
 @dataclass
@@ -353,6 +361,15 @@ def _check_data(problems: Problems, cfg: DictConfig) -> None:
         )
     if "max_bytes" in data and data.max_bytes < 1:
         problems.invalid("data.max_bytes", data.max_bytes, "must be a size in bytes >= 1")
+    categories = data.get("category_embedding") or {}
+    above = categories.get("above")
+    if above is not None and not (_is_count(above) or above == 0):
+        problems.invalid(
+            "data.category_embedding.above", above, "must be an integer >= 0, or null (one-hot)"
+        )
+    d = categories.get("d_embedding", 8)
+    if not (_is_count(d) and d <= 1024):
+        problems.invalid("data.category_embedding.d_embedding", d, "must be an integer in 1..1024")
 
 
 def _check_optim(problems: Problems, cfg: DictConfig) -> None:
@@ -402,6 +419,12 @@ def _check_loss(problems: Problems, cfg: DictConfig) -> None:
     smoothing = loss.get("label_smoothing", 0.0)
     if not _is_finite_number(smoothing) or not 0 <= smoothing < 1:
         problems.invalid("loss.label_smoothing", smoothing, "must be a number in [0, 1)")
+    elif smoothing and "label_smoothing" not in loss.criterion:
+        problems.add(
+            f"loss.label_smoothing={smoothing}: only loss=cross_entropy smooths its targets "
+            "(this loss's criterion takes no label_smoothing); set loss.label_smoothing=0",
+            "loss.label_smoothing",
+        )
     weights = loss.get("class_weight")
     if weights is None or weights == "balanced":
         return

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pricenet.errors import ConfigError
+from pricenet.nn.categories import PackedCategoryEmbedding
 from pricenet.nn.embeddings import (
     PackedNumericEmbedding,
     PackedPeriodicEmbeddings,
@@ -117,8 +118,8 @@ def build_network(
     This is the loading path: weights come from a checkpoint next, and nothing here imports
     or instantiates anything by name. ``device="meta"`` builds the structure without
     allocating any storage: the shapes a checkpoint's tensors are checked against first.
-    An MLP without embeddings is a plain :class:`PackedMLP`; anything else a
-    :class:`~pricenet.nn.network.Network`.
+    An MLP without embeddings (numeric or categorical) is a plain :class:`PackedMLP`;
+    anything else a :class:`~pricenet.nn.network.Network`.
     """
     head = build_head(spec.head, spec.num_classes)
     activations = [build_activation(a) for a in spec.activations]  # small; PReLU's is read
@@ -135,7 +136,7 @@ def build_network(
                 batch_norm=spec.batch_norm,
                 output_layer=output_layer,
             )
-            if spec.embedding is None:
+            if spec.embedding is None and spec.categories is None:
                 return backbone
         else:
             backbone = PackedTabM(
@@ -152,8 +153,14 @@ def build_network(
             )
         embedding = None
         if spec.embedding is not None:
-            embedding = build_embedding(spec.members, spec.in_features, spec.embedding, bins)
-        return Network(backbone, embedding, head)
+            width = spec.in_features - spec.coded
+            embedding = build_embedding(spec.members, width, spec.embedding, bins)
+        categories = None
+        if spec.categories is not None:
+            categories = PackedCategoryEmbedding(
+                spec.members, spec.categories.sizes, spec.categories.d_embedding
+            )
+        return Network(backbone, embedding, head, categories)
 
 
 def build_embedding(
@@ -242,6 +249,8 @@ def build_model(
         return init_members(network, init, generators, layer_inits)
     if network.embedding is not None:
         network.embedding.init_members(generators)
+    if network.categories is not None:
+        network.categories.init_members(generators)
     if isinstance(network.backbone, PackedTabM):
         network.backbone.reset_parameters(generators)
     else:

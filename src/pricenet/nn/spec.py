@@ -245,13 +245,52 @@ class EmbeddingSpec:
         return self.numeric * (4 * self.n_frequencies + self.d_embedding)
 
 
+MAX_CATEGORY_SIZE = 1_000_000  # codes per embedded categorical feature (the budget bounds all)
+
+
+@dataclass(frozen=True)
+class CategorySpec:
+    """Learned embeddings of categorical features (:mod:`pricenet.nn.categories`): the last
+    ``len(sizes)`` inputs are codes, feature ``j`` taking ``sizes[j]`` values, each looked up
+    as ``d_embedding`` values."""
+
+    sizes: tuple[int, ...]
+    d_embedding: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sizes": list(self.sizes), "d_embedding": self.d_embedding}
+
+    @classmethod
+    def from_dict(cls, node: Any, key: str) -> CategorySpec:
+        _keys(node, key, {"sizes", "d_embedding"})
+        sizes = node["sizes"]
+        if not isinstance(sizes, list | tuple) or not 1 <= len(sizes) <= MAX_WIDTH:
+            raise SpecError(f"{key}.sizes: expected a list of 1..{MAX_WIDTH} sizes")
+        for j, size in enumerate(sizes):
+            if not (_count(size) and size <= MAX_CATEGORY_SIZE):
+                raise SpecError(f"{key}.sizes[{j}]: {shown(size)} is not in 1..{MAX_CATEGORY_SIZE}")
+        d = node["d_embedding"]
+        if not (_count(d) and d <= MAX_EMBEDDING):
+            raise SpecError(f"{key}.d_embedding: {shown(d)} is not in 1..{MAX_EMBEDDING}")
+        return cls(tuple(sizes), d)
+
+    @property
+    def out_features(self) -> int:
+        return len(self.sizes) * self.d_embedding
+
+    def parameter_count(self) -> int:
+        """Stored values per fit."""
+        return sum(self.sizes) * self.d_embedding
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """A (packed) network in plain values: enough to rebuild it and load its weights.
 
     ``arch`` ``mlp`` is pricenet's MLP (``hidden`` its sizes); ``tabm``, ``mini`` and
     ``packed`` are TabM's, ``k`` submodels per fit, ``len(hidden)`` blocks of ``hidden[0]``
-    units. ``embedding``: numeric embeddings before the first layer, or None.
+    units. ``embedding``: numeric embeddings before the first layer, or None;
+    ``categories``: learned embeddings of the last inputs (categorical codes), or None.
     """
 
     members: int
@@ -265,13 +304,21 @@ class NetworkSpec:
     arch: str = "mlp"
     k: int = 1
     embedding: EmbeddingSpec | None = None
+    categories: CategorySpec | None = None
+
+    @property
+    def coded(self) -> int:
+        """How many inputs (the last) are categorical codes."""
+        return 0 if self.categories is None else len(self.categories.sizes)
 
     @property
     def backbone_inputs(self) -> int:
-        """The first layer's inputs: the embedded numeric inputs, then the others."""
-        if self.embedding is None:
-            return self.in_features
-        return self.embedding.out_features + self.in_features - self.embedding.numeric
+        """The first layer's inputs: the embedded numeric inputs, the others, then the
+        embedded categorical codes."""
+        width = self.in_features - self.coded
+        if self.embedding is not None:
+            width += self.embedding.out_features - self.embedding.numeric
+        return width + (0 if self.categories is None else self.categories.out_features)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -286,12 +333,14 @@ class NetworkSpec:
             "arch": self.arch,
             "k": self.k,
             "embedding": None if self.embedding is None else self.embedding.to_dict(),
+            "categories": None if self.categories is None else self.categories.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, node: Any, key: str = "network") -> NetworkSpec:
         """Check every key, type and range of an (untrusted) stored description (a
-        checkpoint written before ``arch``, ``k`` and ``embedding`` existed holds an MLP)."""
+        checkpoint written before ``arch``, ``k``, ``embedding`` and ``categories`` existed
+        holds an MLP without embeddings)."""
         _keys(node, key, set(cls.__dataclass_fields__), optional=OPTIONAL_KEYS)
         members = node["members"]
         if not isinstance(members, int) or isinstance(members, bool):
@@ -332,9 +381,16 @@ class NetworkSpec:
         embedding = node.get("embedding")
         if embedding is not None:
             embedding = EmbeddingSpec.from_dict(embedding, f"{key}.embedding")
-            if embedding.numeric > node["in_features"]:
-                raise SpecError(f"{key}.embedding.numeric: more than the network's inputs")
+        categories = node.get("categories")
+        if categories is not None:
+            categories = CategorySpec.from_dict(categories, f"{key}.categories")
+            if len(categories.sizes) > node["in_features"]:
+                raise SpecError(f"{key}.categories.sizes: more than the network's inputs")
+        coded = 0 if categories is None else len(categories.sizes)
+        if embedding is not None and embedding.numeric > node["in_features"] - coded:
+            raise SpecError(f"{key}.embedding.numeric: more than the network's numeric inputs")
         spec = cls(
+            categories=categories,
             arch=arch,
             k=k,
             embedding=embedding,
@@ -370,6 +426,8 @@ class NetworkSpec:
     def parameter_count(self) -> int:
         """The values the built network stores (weights and buffers), from the spec alone."""
         per_member = 0 if self.embedding is None else self.embedding.parameter_count()
+        if self.categories is not None:
+            per_member += self.categories.parameter_count()
         if self.arch != "mlp":
             from pricenet.nn.tabm import tabm_parameter_count
 
@@ -400,9 +458,12 @@ class NetworkSpec:
         input, each hidden layer's linear, batch-norm, activation and dropout outputs, and
         the outputs, for every member (float32)."""
         per_layer = 2 + int(self.batch_norm) + int(self.dropout > 0)
-        inputs = self.in_features + self.backbone_inputs if self.embedding else self.in_features
+        embedded = self.embedding is not None or self.categories is not None
+        inputs = self.in_features + (self.backbone_inputs if embedded else 0)
         if self.embedding is not None:
             inputs += self.embedding.activation_values()
+        if self.categories is not None:
+            inputs += self.categories.out_features
         values = inputs + self.k * (per_layer * sum(self.hidden) + 2 * self.num_classes)
         return BYTES_PER_VALUE * rows * self.members * values
 
@@ -432,7 +493,7 @@ class NetworkSpec:
             )
 
 
-OPTIONAL_KEYS = frozenset({"arch", "k", "embedding"})
+OPTIONAL_KEYS = frozenset({"arch", "k", "embedding", "categories"})
 
 
 def _keys(node: Any, key: str, expected: set[str], optional: frozenset[str] = frozenset()) -> None:
@@ -486,11 +547,17 @@ def head_name(head: Head, where: str) -> str:
 
 
 def network_spec(
-    settings: Mapping, in_features: int, num_classes: int, members: int = 1, numeric: int = 0
+    settings: Mapping,
+    in_features: int,
+    num_classes: int,
+    members: int = 1,
+    numeric: int = 0,
+    categories: CategorySpec | None = None,
 ) -> NetworkSpec:
     """Describe the network the user's config asks for (train time; the config is trusted):
     ``settings`` holds its ``model``, ``activation``, ``loss``, ``trainer`` and (optionally)
-    ``embedding`` nodes; ``numeric``: how many of the inputs (the first) are numeric columns.
+    ``embedding`` nodes; ``numeric``: how many of the inputs (the first) are numeric columns;
+    ``categories``: the embedded categorical features (the last inputs), or None.
 
     Refuses, before any training and before anything is built, an activation or head a
     checkpoint could not describe, sizes out of the checkpoint's bounds, and a network over
@@ -534,6 +601,7 @@ def network_spec(
         arch=arch,
         k=k,
         embedding=embedding,
+        categories=categories,
     )
     if arch != "mlp":
         from pricenet.nn.tabm import _check_activation

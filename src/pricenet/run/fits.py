@@ -106,6 +106,7 @@ def fit_preprocessor(data: DataSettings, table: Table, rows: Any) -> Preprocesso
         standardize=data.standardize,
         missing=data.missing,
         indicators=gaps,
+        embed_above=data.embed_above,
     )
 
 
@@ -133,7 +134,7 @@ def prepare(
         tests.append(tensors(member.test))
     width, classes = preprocessors[0].width, table.schema.num_classes
     if spec is None:
-        spec = recipe.network(width, classes, len(plan), len(preprocessors[0].numeric_names))
+        spec = recipe.network(preprocessors[0], classes, len(plan))
     if (spec.in_features, spec.num_classes, spec.members) != (width, classes, len(plan)):
         raise ValueError(f"the network {spec} does not fit the prepared data")
     head = recipe.head(table.schema) if head is None else head

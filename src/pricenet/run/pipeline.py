@@ -97,8 +97,7 @@ def size_network(recipe: Recipe, table: Table) -> NetworkSpec:
     or any member's data is prepared. The width is a preprocessor's fitted on one row (what
     :func:`prepare` fits on every member's rows)."""
     prep = fit_preprocessor(recipe.data, table, [0])
-    classes, numeric = table.schema.num_classes, len(prep.numeric_names)
-    return recipe.network(prep.width, classes, recipe.fits, numeric)
+    return recipe.network(prep, table.schema.num_classes, recipe.fits)
 
 
 def _check_resume(resumed: Resume, recipe: Recipe, table: Table) -> None:

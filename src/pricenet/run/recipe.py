@@ -14,7 +14,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import get_object, instantiate
@@ -25,8 +25,11 @@ from pricenet.config.monitor import Monitor
 from pricenet.engine.memberwise import packable
 from pricenet.errors import ConfigError
 from pricenet.nn.heads import Head
-from pricenet.nn.spec import NetworkSpec, network_spec
+from pricenet.nn.spec import CategorySpec, NetworkSpec, network_spec
 from pricenet.tables import Schema
+
+if TYPE_CHECKING:
+    from pricenet.tables.prep import Preprocessor
 
 log = logging.getLogger("pricenet")
 
@@ -45,6 +48,8 @@ class DataSettings:
     scaler: str | None = None  # a config written before the key existed: by standardize
     val_size: float = 0.15
     test_size: float = 0.15
+    embed_above: int | None = None  # a config written before the key existed: all one-hot
+    category_d_embedding: int = 8
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,8 @@ class Recipe:
                 scaler=data.get("scaler"),
                 val_size=data["val_size"],
                 test_size=data["test_size"],
+                embed_above=(data.get("category_embedding") or {}).get("above"),
+                category_d_embedding=(data.get("category_embedding") or {}).get("d_embedding", 8),
             ),
             plan=PlanSettings(
                 folds=cv["folds"],
@@ -211,13 +218,14 @@ class Recipe:
             rows.append(weight.float())
         return torch.stack(rows)
 
-    def network(
-        self, in_features: int, num_classes: int, members: int, numeric: int = 0
-    ) -> NetworkSpec:
-        """The network of ``members`` fits for the table's input width (``numeric``: how
-        many of the inputs, the first, are numeric columns) and classes, refused over the
-        budgets (:func:`~pricenet.nn.spec.network_spec`)."""
-        return network_spec(self._network, in_features, num_classes, members, numeric)
+    def network(self, prep: Preprocessor, num_classes: int, members: int) -> NetworkSpec:
+        """The network of ``members`` fits for the inputs ``prep`` gives (its width, its
+        numeric columns first, its embedded categorical codes last) and the classes, refused
+        over the budgets (:func:`~pricenet.nn.spec.network_spec`)."""
+        sizes = prep.embedded_sizes
+        categories = CategorySpec(sizes, self.data.category_d_embedding) if sizes else None
+        numeric = len(prep.numeric_names)
+        return network_spec(self._network, prep.width, num_classes, members, numeric, categories)
 
     @property
     def bins(self) -> str | None:

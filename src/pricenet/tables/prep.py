@@ -27,7 +27,12 @@ The output layout is ``[numeric | one-hot | was-missing]``:
   ``<unknown>`` column when the schema maps unknown values; a missing value counts as the
   training mode (``fill``);
 - one 0/1 was-missing column per feature that had missing values in the training rows
-  (``indicators``), only under ``missing="impute"``.
+  (``indicators``), only under ``missing="impute"``;
+- last, one column per categorical feature with more than ``embed_above`` categories
+  (``embedded``): its code as a float, the value's position in ``categories`` (the
+  ``<unknown>`` slot after them; a missing value counts as the fill). The network looks each
+  code up in a learned table (:mod:`pricenet.nn.categories`) instead of reading a one-hot
+  block as wide as the feature has values.
 
 The :class:`Preprocessor` holds the fitted statistics (the checkpoint's plain, checked
 state); :class:`PreprocessModule`, built from one or more of them, is the only code that
@@ -89,17 +94,20 @@ QUANTILE_MAX_KNOTS = 1000  # max(min(n // 30, 1000), 10)
 QUANTILE_BOUND = 1e-7 - np.spacing(1)  # scikit-learn's clip: |z| <= ppf(1 - 1e-7) = 5.199...
 SOFT_CLIP = 3.0  # robust: z / sqrt(1 + (z / 3) ** 2)
 SOFT_CLIP_SATURATION = 1e6  # |z| beyond: z / sqrt(...) is +-3 to float32 (and inf is not NaN)
-_CATEGORICAL_KEYS = ("name", "categories", "unknown", "fill")
+_CATEGORICAL_KEYS = ("name", "categories", "unknown", "fill", "embedded")
+EMBED_ABOVE = 16  # the default: a categorical feature with more categories is embedded
 
 
 @dataclass(frozen=True)
 class CategoricalEncoding:
-    """One categorical feature's one-hot block: its categories, unknown slot and fill."""
+    """One categorical feature's encoding: its categories, unknown slot and fill; a one-hot
+    block, or (``embedded``) one code column a learned embedding reads."""
 
     name: str
     categories: tuple[str, ...]
     unknown: bool
     fill: str
+    embedded: bool = False
 
     @property
     def width(self) -> int:
@@ -153,11 +161,15 @@ class Preprocessor:
         standardize: bool = True,
         missing: str = "error",
         indicators: Sequence[str] | None = None,
+        embed_above: int | None = EMBED_ABOVE,
     ) -> Preprocessor:
         """Fit on the training rows ``frame`` (a validated table's frame, or the table).
 
         ``scaler`` is one of :data:`SCALERS` (see :func:`resolve_scaler` for ``standardize``,
-        the older switch). ``indicators`` names the columns that get a was-missing input; by
+        the older switch). A categorical feature with more than ``embed_above`` categories
+        (None: never) gets a code column for a learned embedding instead of a one-hot block;
+        the choice reads the schema only, so every fit of a run makes the same one.
+        ``indicators`` names the columns that get a was-missing input; by
         default those with gaps in these rows. Fits that must share one input width (the
         members of a packed run) pass the same list: the columns with gaps anywhere in the
         table.
@@ -211,9 +223,14 @@ class Preprocessor:
                 if len(counts)
                 else feature.categories[0]
             )
+            embedded = embed_above is not None and len(feature.categories) > embed_above
             encodings.append(
                 CategoricalEncoding(
-                    feature.name, feature.categories, feature.unknown == "map", str(fill_value)
+                    feature.name,
+                    feature.categories,
+                    feature.unknown == "map",
+                    str(fill_value),
+                    embedded,
                 )
             )
         order = {f.name: i for i, f in enumerate(schema.features)}
@@ -235,20 +252,40 @@ class Preprocessor:
     # ---------------------------------------------------------------- transform
 
     @property
+    def one_hot(self) -> tuple[CategoricalEncoding, ...]:
+        """The categorical features encoded one-hot."""
+        return tuple(c for c in self.categorical if not c.embedded)
+
+    @property
+    def embedded(self) -> tuple[CategoricalEncoding, ...]:
+        """The categorical features given to a learned embedding, as the last inputs."""
+        return tuple(c for c in self.categorical if c.embedded)
+
+    @property
+    def embedded_sizes(self) -> tuple[int, ...]:
+        """Per embedded feature, how many codes it can take (categories, unknown slot)."""
+        return tuple(c.width for c in self.embedded)
+
+    @property
     def width(self) -> int:
         """Columns of the model input."""
         return (
-            len(self.numeric_names) + sum(c.width for c in self.categorical) + len(self.indicators)
+            len(self.numeric_names)
+            + sum(c.width for c in self.one_hot)
+            + len(self.indicators)
+            + len(self.embedded)
         )
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        """A name per input column: ``ram``, ``color=red``, ``color=<unknown>``, ``ram:missing``."""
+        """A name per input column: ``ram``, ``color=red``, ``color=<unknown>``,
+        ``ram:missing``, and an embedded feature's code column by the feature's name."""
         names = list(self.numeric_names)
-        for c in self.categorical:
+        for c in self.one_hot:
             names += [f"{c.name}={cat}" for cat in c.categories]
             names += [f"{c.name}={UNKNOWN_NAME}"] if c.unknown else []
         names += [f"{name}:missing" for name in self.indicators]
+        names += [c.name for c in self.embedded]
         return tuple(names)
 
     def input_limits(self, sigmas: float) -> tuple[np.ndarray, np.ndarray]:
@@ -295,6 +332,7 @@ class Preprocessor:
                     "categories": list(c.categories),
                     "unknown": c.unknown,
                     "fill": c.fill,
+                    "embedded": c.embedded,
                 }
                 for c in self.categorical
             ],
@@ -340,7 +378,9 @@ class Preprocessor:
         encodings = []
         for i, c in enumerate(d["categorical"]):
             at = f"{where}.categorical[{i}]"
-            _keys(c, _CATEGORICAL_KEYS, at)
+            # (a state written before embeddings has no "embedded": all one-hot)
+            old = isinstance(c, Mapping) and "embedded" not in c
+            _keys(c, _CATEGORICAL_KEYS[:-1] if old else _CATEGORICAL_KEYS, at)
             name = _names([c["name"]], f"{at}.name")[0]
             categories = _names(c["categories"], f"{at}.categories")
             if not categories:
@@ -349,7 +389,12 @@ class Preprocessor:
                 raise ConfigError(f"{at}.unknown: {shown(c['unknown'])} is not true or false")
             if c["fill"] not in categories:
                 raise ConfigError(f"{at}.fill: {shown(c['fill'])} is not one of the categories")
-            encodings.append(CategoricalEncoding(name, categories, c["unknown"], c["fill"]))
+            embedded = c.get("embedded", False)
+            if not isinstance(embedded, bool):
+                raise ConfigError(f"{at}.embedded: {shown(embedded)} is not true or false")
+            encodings.append(
+                CategoricalEncoding(name, categories, c["unknown"], c["fill"], embedded)
+            )
         all_names = list(numeric) + [c.name for c in encodings]
         if len(set(all_names)) != len(all_names):
             raise ConfigError(f"{where}: a feature appears more than once")
@@ -654,7 +699,7 @@ def _padded(
 
 class PreprocessModule(torch.nn.Module):
     """The fitted preprocessing of one or more members as one traceable torch module: the
-    only implementation of impute, scale, one-hot and was-missing.
+    only implementation of impute, scale, one-hot, was-missing and embedded codes.
 
     ``forward(features, codes)`` takes the raw numeric-kind features (float32 ``(n, k)`` in
     schema order, NaN for missing) and, when the schema has categorical features, their
@@ -672,7 +717,7 @@ class PreprocessModule(torch.nn.Module):
         first = preprocessors[0]
         layout = lambda p: (  # noqa: E731
             p.numeric_names,
-            [(c.name, c.categories, c.unknown) for c in p.categorical],
+            [(c.name, c.categories, c.unknown, c.embedded) for c in p.categorical],
             p.indicators,
             p.missing,
             p.scaler,
@@ -680,8 +725,9 @@ class PreprocessModule(torch.nn.Module):
         for m, prep in enumerate(preprocessors):
             if layout(prep) != layout(first):  # possible only in a crafted checkpoint
                 raise ConfigError(
-                    f"preprocessors[{m}]: its inputs (features, categories, was-missing "
-                    "columns, missing policy, scaler) differ from preprocessors[0]'s"
+                    f"preprocessors[{m}]: its inputs (features, categories, embedded "
+                    "categories, was-missing columns, missing policy, scaler) differ from "
+                    "preprocessors[0]'s"
                 )
         self.numeric_names = first.numeric_names
         self.categorical = first.categorical
@@ -722,7 +768,7 @@ class PreprocessModule(torch.nn.Module):
             x = (x - self.mean) / self.std
             if self.scaler == "robust":
                 x = soft_clip(x)
-        blocks = [x]
+        blocks, embedded = [x], []
         if self.categorical:
             assert codes is not None, "categorical features need their codes"
             absent = (codes == MISSING_CODE).unsqueeze(0)
@@ -732,6 +778,9 @@ class PreprocessModule(torch.nn.Module):
                 size = len(c.categories)
                 if c.unknown:
                     column = torch.where(column == UNKNOWN_CODE, size, column)
+                if c.embedded:  # an unknown refused value: code 0 (refused() marks the row)
+                    embedded.append(column.clamp_min(0).to(x.dtype))
+                    continue
                 slots = torch.arange(c.width, device=codes.device)
                 blocks.append((column == slots).to(x.dtype))  # an unknown refused value: zeros
         if self.indicators:
@@ -741,6 +790,7 @@ class PreprocessModule(torch.nn.Module):
             ]
             gaps = torch.stack(gaps, dim=1).to(x.dtype).unsqueeze(0)
             blocks.append(gaps.expand(x.shape[0], -1, -1))
+        blocks += [column.expand(x.shape[0], -1, -1) for column in embedded]
         return torch.cat(blocks, dim=-1) if len(blocks) > 1 else x
 
     def refused(self, codes: torch.Tensor | None) -> torch.Tensor | None:
