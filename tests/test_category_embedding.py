@@ -307,3 +307,48 @@ def test_bad_settings_are_one_error_line_and_exit_2(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_the_city_is_explained_as_one_feature_and_matters_most(
+    compose_cfg, tmp_path, cities_csv, capsys
+):
+    pytest.importorskip("captum")
+    from pricenet.explain import main
+
+    _train(compose_cfg, tmp_path, cities_csv)
+    main(
+        [
+            "features",
+            f"checkpoint={tmp_path / 'run'}",
+            "method=feature_ablation",
+            f"data={cities_csv}",
+            f"out_dir={tmp_path / 'explain'}",
+            "repeats=2",
+        ]
+    )
+    assert "accuracy" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "explain" / "features.csv")
+    assert set(table["feature"]) == {"city", "x", "color"}
+    column = next(c for c in table.columns if c.endswith("_abs_mean"))
+    ranked = table.sort_values(column, ascending=False)["feature"].tolist()
+    assert ranked[0] == "city", table  # the label is mostly the city's
+
+
+def test_a_text_column_of_more_values_than_max_categories_is_left_out(
+    compose_cfg, tmp_path, caplog
+):
+    from pricenet.run.fits import load_data
+    from pricenet.run.recipe import Recipe
+
+    frame = _cities(300)
+    frame["city"] = frame["city"].str.replace("c", "city-")  # 40 distinct texts
+    path = tmp_path / "cities.csv"
+    frame.to_csv(path, index=False)
+    data = ("data=csv", f"data.path={path}", "data.label=y")
+    table = load_data(Recipe.of(compose_cfg(*data, "data.max_categories=39")).data)
+    assert table.schema.feature_names == ("x", "color")
+    assert "column 'city': text with 40 distinct values (more than 39)" in caplog.text
+    table = load_data(Recipe.of(compose_cfg(*data)).data)  # 50 by default
+    assert table.schema.feature_names == ("city", "x", "color")
+    with pytest.raises(ConfigError, match=r"data\.max_categories=0 is invalid"):
+        Recipe.of(compose_cfg(*data, "data.max_categories=0"))

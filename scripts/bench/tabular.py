@@ -49,7 +49,7 @@ from pricenet.tables import Table
 from .common import Context, compose_cfg, whole_run
 from .render import Table as Spec
 from .render import table as render_table
-from .suite import QUICK, SUITE, SuiteTable
+from .suite import QUICK, SUITE, TABLES as ALL_TABLES, SuiteTable
 
 TREES = ("LightGBM", "XGBoost", "RandomForest", "HistGradientBoosting")
 
@@ -239,6 +239,7 @@ def load(entry: SuiteTable, work: Path, folds: int, repeats: int) -> Loaded:
     """Write the table as a CSV, load it through pricenet and take its run's folds."""
     path = entry.write_csv(work)
     data = ["data=csv", f"data.path={path}", f"data.label={entry.label}", "data.missing=impute"]
+    data += entry.overrides
     cv = ["cv=kfold", f"cv.folds={folds}", f"cv.repeats={repeats}", "cv.keep=none"]
     recipe = Recipe.of(compose_cfg(*data, *cv))
     table = load_data(recipe.data)
@@ -454,7 +455,7 @@ def bench(
     scores: dict[str, dict[str, dict[str, Any]]] = {}
     suite = []
     for name in tables:
-        loaded = load(SUITE[name], work, *cv)
+        loaded = load(ALL_TABLES[name], work, *cv)
         suite.append(describe(loaded))
         scores[name] = {}
         for contender in contenders:
@@ -486,7 +487,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m scripts.bench.tabular", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--quick", action="store_true", help="2 tables, 2 folds, 5 epochs")
-    parser.add_argument("--tables", nargs="+", choices=list(SUITE), metavar="TABLE")
+    parser.add_argument("--tables", nargs="+", choices=list(ALL_TABLES), metavar="TABLE")
     parser.add_argument(
         "--contenders",
         nargs="+",
@@ -532,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="pricenet-tabular-") as work:
         if args.describe:
-            rows = [describe(load(SUITE[n], Path(work), *args.cv)) for n in args.tables]
+            rows = [describe(load(ALL_TABLES[n], Path(work), *args.cv)) for n in args.tables]
             print(render_table(TABLES["tabular_suite"], {"rows": rows}))
             return 0
         result = bench(

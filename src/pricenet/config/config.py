@@ -55,6 +55,7 @@ class CsvDataConfig:
     missing: str = "error"  # error | impute
     ranges: str = "error"  # error | warn | ignore
     max_bytes: int = 2 * 1024**3
+    max_categories: int = 50  # inference: text with at most this many values is categorical
     group: str | None = None  # a column whose rows stay on one side of every split
     duplicates: str = "group"  # group | keep | drop | error
     val_size: float = 0.15
@@ -361,6 +362,8 @@ def _check_data(problems: Problems, cfg: DictConfig) -> None:
         )
     if "max_bytes" in data and data.max_bytes < 1:
         problems.invalid("data.max_bytes", data.max_bytes, "must be a size in bytes >= 1")
+    if "max_categories" in data and not _is_count(data.max_categories):
+        problems.invalid("data.max_categories", data.max_categories, "must be an integer >= 1")
     categories = data.get("category_embedding") or {}
     above = categories.get("above")
     if above is not None and not (_is_count(above) or above == 0):

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from pricenet.atomic import atomic_write
 from pricenet.errors import ConfigError, DataError, first_line
 from pricenet.tables.files import DEFAULT_MAX_BYTES, check_file
+from pricenet.tables.infer import MAX_CATEGORIES
 from pricenet.tables.schema import Schema
 from pricenet.tables.table import Table
 from pricenet.tables.validate import check_group_role, check_policies, validate_frame
@@ -267,6 +268,7 @@ def read_parquet(
     ranges: str = "error",
     max_bytes: int = DEFAULT_MAX_BYTES,
     group: str | None = None,
+    max_categories: int = MAX_CATEGORIES,
 ) -> Table:
     """Read and validate a Parquet file against ``schema`` (inferred from the file when None).
 
@@ -303,7 +305,9 @@ def read_parquet(
         frame = _read_frame(path, parquet, roles, max_bytes)
         from pricenet.tables.infer import infer_frame_schema
 
-        schema = infer_frame_schema(frame, label_name, id_name, source=str(path))
+        schema = infer_frame_schema(
+            frame, label_name, id_name, source=str(path), max_categories=max_categories
+        )
         id_name = schema.id
         known = {*schema.feature_names, schema.label, id_name}
         frame = frame[[name for name in frame.columns if name in known]]

@@ -259,6 +259,7 @@ def read_csv(
     ranges: str = "error",
     max_bytes: int = DEFAULT_MAX_BYTES,
     group: str | None = None,
+    max_categories: int = MAX_CATEGORIES,
 ) -> Table:
     """Read and validate a CSV against ``schema`` (inferred from the file when None).
 
@@ -324,7 +325,9 @@ def read_csv(
     groups = take_group(frame, group, label_name, schema, path, raw) if group is not None else None
 
     if schema is None:
-        schema = infer_frame_schema(frame, label_name, id_name, source=str(path))
+        schema = infer_frame_schema(
+            frame, label_name, id_name, source=str(path), max_categories=max_categories
+        )
         id_name = schema.id
     known = {*schema.feature_names, schema.label, id_name, group}
     extra = [repr(n) if not n.startswith("\0") else n[1:] for n in names if n not in known]

@@ -28,7 +28,7 @@ from pricenet.stored import (
     plain,
     refuse_code_nodes,
 )
-from pricenet.tables.read import DEFAULT_MAX_BYTES, read_table
+from pricenet.tables.read import DEFAULT_MAX_BYTES, MAX_CATEGORIES, read_table
 from pricenet.tables.schema import Schema
 from pricenet.tables.synthetic import make_synthetic
 from pricenet.tables.table import Table
@@ -67,10 +67,12 @@ def csv(
     ranges: str = "error",
     max_bytes: int = DEFAULT_MAX_BYTES,
     group: str | None = None,
+    max_categories: int = MAX_CATEGORIES,
 ) -> Table:
-    """``data=csv``: the file at ``path``, validated against ``schema`` (None: inferred);
-    ``group`` names the column whose values group rows (``data.group``). A ``.parquet`` path
-    is read as Parquet (:func:`~pricenet.tables.read.read_table`)."""
+    """``data=csv``: the file at ``path``, validated against ``schema`` (None: inferred, a
+    text column with at most ``max_categories`` values a category); ``group`` names the
+    column whose values group rows (``data.group``). A ``.parquet`` path is read as Parquet
+    (:func:`~pricenet.tables.read.read_table`)."""
     resolved = resolve_schema(schema)
     if resolved is not None and label in (resolved.label, DEFAULT_LABEL):
         label = None  # the schema names it
@@ -83,6 +85,7 @@ def csv(
         ranges=ranges,
         max_bytes=max_bytes,
         group=group,
+        max_categories=max_categories,
     )
 
 
