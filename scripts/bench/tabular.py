@@ -49,7 +49,8 @@ from pricenet.tables import Table
 from .common import Context, compose_cfg, whole_run
 from .render import Table as Spec
 from .render import table as render_table
-from .suite import QUICK, SUITE, TABLES as ALL_TABLES, SuiteTable
+from .suite import QUICK, SUITE, SuiteTable
+from .suite import TABLES as ALL_TABLES
 
 TREES = ("LightGBM", "XGBoost", "RandomForest", "HistGradientBoosting")
 
