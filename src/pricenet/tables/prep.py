@@ -1,6 +1,6 @@
-"""Table -> model input: impute, scale, one-hot; fitted on training rows only.
+"""Table -> model input: impute, scale, one-hot or code; fitted on training rows only.
 
-The output layout is ``[numeric | one-hot | was-missing]``:
+The output layout is ``[numeric | one-hot | was-missing | codes]``:
 
 - the numeric-kind features (numeric, integer, binary) in schema order, each scaled by the
   ``scaler`` after a missing value is replaced by ``numeric_fill`` (its training mean):
