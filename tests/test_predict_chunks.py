@@ -5,6 +5,8 @@ numeric embeddings, categorical inputs)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,6 +152,14 @@ def test_chunks_are_the_chunk_size_and_errors_name_the_tables_row(compose_cfg, t
     network.forward = overflowing
     with pytest.raises(DataError, match=r"data row 211: the model's outputs are not finite"):
         predictor.predict(many)
+    network.forward = original
+
+    # an input that overflows once standardized (past the Predictor's clamp), also by its row
+    table = predictor.table(many)
+    frame = table.frame.copy()
+    frame.loc[frame.index[230], "m_dep"] = -3.4e38
+    with pytest.raises(DataError, match=r"^column 'm_dep', row 231: -3.4e\+38 overflows float32"):
+        predictor.outputs(replace(table, frame=frame))
 
 
 def test_predict_command_writes_every_chunk(compose_cfg, tmp_path):
