@@ -203,3 +203,29 @@ def test_each_method_ranks_ram_first_on_the_shared_data(shared_run, method):
     print(f"{method}: {seconds:.2f} s on {result.rows} rows; top 4 by {column}: {top}")
     assert ranked["feature"].iloc[0] == "ram", ranked.head(6)
     assert ranked[column].iloc[0] > 2 * ranked[column].iloc[1]
+
+
+@pytest.mark.parametrize(
+    ("method", "steps", "chunk"),
+    [
+        ("integrated_gradients", 16, 64),  # 4 rows of 16 steps a pass
+        ("integrated_gradients", 100, 64),  # one row's steps over two passes
+        ("feature_ablation", 16, 10),  # 2 rows of 4 perturbations (+ the rows themselves)
+        ("shapley_value_sampling", 16, 10),
+    ],
+)
+def test_attributions_run_a_bounded_number_of_rows_a_pass(informative_run, method, steps, chunk):
+    predictor, rows = informative_run
+    module = predictor.probability_module()
+    x = torch.tensor(rows.frame.to_numpy(np.float32))[:37]
+    passes: list[int] = []
+    module.register_forward_pre_hook(lambda _m, args: passes.append(args[0].shape[0]))
+    options = {"steps": steps, "samples": 3, "seed": 1}
+    chunked, _ = class_attributions(method, module, x, None, 4, chunk_rows=chunk, **options)
+    assert passes and max(passes) <= chunk, sorted(set(passes))
+    passes.clear()
+    whole, _ = class_attributions(method, module, x, None, 4, chunk_rows=10**6, **options)
+    assert max(passes) == len(x) * (steps if method == "integrated_gradients" else 4)
+    assert chunked.shape == whole.shape == (37, 4, 4)
+    assert torch.allclose(chunked, whole, atol=1e-6), (chunked - whole).abs().max()
+    assert chunked.abs().max() > 0.01

@@ -388,3 +388,27 @@ def test_a_parquet_group_column_is_taken_out_like_the_csvs(tmp_path):
     frame.to_parquet(tmp_path / "gap.parquet", index=False)
     with pytest.raises(DataError, match=r"column 'site' \(data.group\), row 5: empty"):
         read_table(tmp_path / "gap.parquet", None, label="price_range", group="site")
+
+
+def test_an_over_wide_parquet_file_is_refused_from_its_footer(tmp_path, monkeypatch):
+    import pricenet.tables.validate as validate
+
+    _, path = both(GOOD, tmp_path)
+    monkeypatch.setattr(validate, "MAX_COLUMNS", GOOD.shape[1])
+    assert len(read_table(path, MOBILE_PRICE)) == 60  # the limit is inclusive
+    monkeypatch.setattr(validate, "MAX_COLUMNS", GOOD.shape[1] - 1)
+
+    def no_reads(*_args, **_kwargs):
+        raise AssertionError("a column was read")
+
+    monkeypatch.setattr(pq.ParquetFile, "read", no_reads)
+    message = (
+        f"{path}: its footer lists 21 columns, over the limit of 20 "
+        "(a network takes at most that many inputs)"
+    )
+    assert refused(path) == message
+    assert refused(path, None) == message
+    with pytest.raises(DataError, match="its footer lists 21 columns"):
+        from pricenet.tables import infer_schema
+
+        infer_schema(path, "price_range")

@@ -662,24 +662,48 @@ def _children(pid: int) -> list[int]:
     return [int(c) for task in tasks.iterdir() for c in (task / "children").read_text().split()]
 
 
+def _workers(server: Server) -> list[int]:
+    """The live worker processes of ``server``: its children are the forkserver (whose
+    children are the workers) and a resource tracker."""
+    found = [w for child in _children(server.proc.pid) for w in _children(child)]
+    return [w for w in found if "\nState:\tZ" not in Path(f"/proc/{w}/status").read_text()]
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
-def test_a_dead_worker_costs_one_request_and_is_replaced(trained, tmp_path):
+def test_a_dead_worker_costs_only_the_request_it_held(trained, tmp_path):
     server = Server(trained[0], tmp_path / "server.log", "workers=1")
     row = rows_json(trained[1].iloc[[0]])[0]
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
             assert http.post("/predict", json=row).status_code == 200
-            # the server's children: the forkserver (whose child is the worker), a tracker
-            workers = [w for child in _children(server.proc.pid) for w in _children(child)]
-            assert len(workers) == 1, workers
-            os.kill(workers[0], signal.SIGKILL)
-            time.sleep(0.5)
-            answers = [http.post("/predict", json=row) for _ in range(3)]
+            (first,) = _workers(server)
+            # a worker killed while it holds a request: stopped first, so the request waits
+            os.kill(first, signal.SIGSTOP)
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(http.post, "/predict", json=row)
+                time.sleep(1.0)
+                assert not held.done()
+                os.kill(first, signal.SIGKILL)
+                in_flight = held.result(timeout=60)
+            after = [http.post("/predict", json=row) for _ in range(2)]
+            (second,) = _workers(server)
+            assert second != first
+            # a worker that dies between requests costs no request at all
+            os.kill(second, signal.SIGKILL)
+            time.sleep(1.0)
+            later = http.post("/predict", json=row)
+            assert http.get("/health").status_code == 200
     finally:
         code, _, err = server.stop()
-    assert [a.status_code for a in answers] == [500, 200, 200]
-    assert answers[0].json()["detail"] == "the worker answering this request died"
-    assert err.count("a worker process died") == 1 and "Traceback" not in err, err
+    assert in_flight.status_code == 503, in_flight.text
+    assert in_flight.headers["retry-after"] == "1"
+    assert in_flight.json()["detail"] == (
+        "the worker process answering this request died (killed, or out of memory?); "
+        "the workers were restarted"
+    )
+    assert [a.status_code for a in [*after, later]] == [200, 200, 200]
+    assert later.json() == after[0].json()
+    assert err.count("a worker process died") == 2 and "Traceback" not in err, err
     assert code == 0
 
 
@@ -688,3 +712,17 @@ def test_sigterm_right_after_the_ready_line_still_stops(trained, tmp_path):
     server = Server(trained[0], tmp_path / "server.log")
     code, out, err = server.stop(timeout=30)
     assert code == 0 and out.strip().endswith("stopped"), (code, out, err)
+
+
+def test_a_request_of_many_rows_is_predicted_in_chunks(trained, expected):
+    from pricenet.nn.spec import PREDICT_ROWS
+
+    predictor = Predictor.from_checkpoint(trained[0])
+    passes: list[int] = []
+    predictor.network.register_forward_pre_hook(lambda _m, args: passes.append(args[0].shape[1]))
+    service = Service(predictor, "best.pt", 10**8, Limits(30, 10**6))
+    frame = pd.concat([trained[1]] * 6, ignore_index=True)  # 1800 rows
+    answer = json.loads(service.predict_json(frame.to_json(orient="records").encode()))
+    assert passes == [PREDICT_ROWS, len(frame) - PREDICT_ROWS]
+    got = [p[LABEL] for p in answer["predictions"]]
+    assert got == expected.loc[frame["id"], LABEL].tolist()

@@ -75,6 +75,90 @@ def test_size_limit_is_checked_before_reading(tmp_path):
     assert len(read_csv(path, MOBILE_PRICE, max_bytes=size)) == 40
 
 
+def _no_body_reads(monkeypatch) -> None:
+    """Make pandas' CSV reader fail: a test passing with it never read a file's body."""
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("pandas read the body")
+
+    monkeypatch.setattr(pd, "read_csv", refuse)
+
+
+def test_an_over_wide_header_is_refused_before_the_body_is_read(tmp_path, monkeypatch, capsys):
+    from pricenet.nn.spec import MAX_WIDTH
+    from pricenet.tables.validate import MAX_COLUMNS
+
+    assert MAX_COLUMNS == MAX_WIDTH  # no wider table could be trained or predicted on
+    names = [*GOOD.columns, *(f"extra_{i}" for i in range(MAX_COLUMNS + 1 - GOOD.shape[1]))]
+    path = tmp_path / "wide.csv"
+    # a body that would be an error if it were read: text, and two fields where 65,537 are
+    path.write_text(",".join(names) + "\n" + "oops,1\n" * 1000)
+    _no_body_reads(monkeypatch)
+    message = (
+        f"{path}: line 1: the header has {MAX_COLUMNS + 1:,} columns, over the limit of "
+        f"{MAX_COLUMNS:,} (a network takes at most that many inputs)"
+    )
+    for schema, options in ((MOBILE_PRICE, {}), (None, {"label": "price_range"})):
+        with pytest.raises(DataError) as caught:
+            read_csv(path, schema, **options)
+        assert str(caught.value) == message
+    with pytest.raises(SystemExit) as exited:
+        schema_main([str(path), "label=price_range"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_the_column_limit_is_inclusive_and_counts_the_header(tmp_path, monkeypatch):
+    import pricenet.tables.validate as validate
+
+    path = tmp_path / "t.csv"
+    GOOD.to_csv(path, index=False)
+    monkeypatch.setattr(validate, "MAX_COLUMNS", GOOD.shape[1])
+    assert len(read_csv(path, MOBILE_PRICE)) == 40
+    monkeypatch.setattr(validate, "MAX_COLUMNS", GOOD.shape[1] - 1)
+    with pytest.raises(DataError, match=r"line 1: the header has 21 columns, over the limit of 20"):
+        read_csv(path, MOBILE_PRICE)
+
+
+def test_a_header_too_long_is_refused_without_reading_its_line_whole(tmp_path, monkeypatch):
+    import pricenet.tables.read as read
+
+    monkeypatch.setattr(read, "MAX_HEADER_CHARS", 1000)
+    path = tmp_path / "long.csv"
+    GOOD.to_csv(path, index=False)
+    assert len(read_csv(path, MOBILE_PRICE)) == 40  # its header: 200 characters
+    lines = []
+    monkeypatch.setattr(read, "_open_text", lambda p: _Recording(open(p), lines))  # noqa: SIM115
+    for header in ("x" * 5000, "\n" * 1200 + "a,b\n", '"' + "a\n" * 1000):
+        path.write_text(header + "\n1\n")
+        lines.clear()
+        with pytest.raises(DataError) as caught:
+            read_csv(path, MOBILE_PRICE)
+        assert str(caught.value) == (
+            f"{path}: the header is over 1,000 characters (at most 65,536 columns are read)"
+        )
+        assert sum(map(len, lines)) <= 1001  # never a line past the limit
+
+
+class _Recording:
+    """A text file whose ``readline`` results are recorded (and that refuses other reads)."""
+
+    def __init__(self, f, lines: list[str]) -> None:
+        self.f, self.lines = f, lines
+
+    def readline(self, size: int = -1) -> str:
+        assert size > 0, "an unbounded readline"
+        line = self.f.readline(size)
+        self.lines.append(line)
+        return line
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
 def test_unknown_policies_are_config_errors(tmp_path):
     path = tmp_path / "t.csv"
     GOOD.to_csv(path, index=False)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import MISSING
 
-from pricenet.atomic import atomic_write_text
+from pricenet.atomic import atomic_write
 from pricenet.checkpoints.checkpoint import resolve_checkpoint
 from pricenet.config.cli import check_not_an_input, check_output_path, parse_options
 from pricenet.errors import exit_on_user_error
@@ -54,7 +54,8 @@ class PredictOptions:
 
 
 def write_output(result: pd.DataFrame, path: Path, escape_formulas: bool = True) -> None:
-    """Write ``result`` atomically: as Parquet when ``path`` ends in ``.parquet``, else CSV.
+    """Write ``result`` atomically: as Parquet when ``path`` ends in ``.parquet``, else CSV
+    (streamed into the temporary file, so no second copy of the table is held as text).
 
     With ``escape_formulas``, CSV text cells a spreadsheet would run as a formula get a leading
     ``'`` (OWASP's CSV-injection rule: :func:`pricenet.tables.cells.escape_formula`); numbers
@@ -66,7 +67,12 @@ def write_output(result: pd.DataFrame, path: Path, escape_formulas: bool = True)
         write_parquet(path, result)
         return
     frame = escape_formulas_in(result) if escape_formulas else result
-    atomic_write_text(path, frame.to_csv(index=False, float_format="%.6f"))
+    atomic_write(
+        path,
+        lambda handle: frame.to_csv(
+            handle, mode="wb", encoding="utf-8", index=False, float_format="%.6f"
+        ),
+    )
 
 
 def predict_csv(options: PredictOptions) -> pd.DataFrame:

@@ -24,7 +24,11 @@ only, never unpickled. The model is loaded once, at start.
 Parsing, prediction and the answer's encoding run in ``workers`` worker processes, each with
 the model loaded, so the event loop keeps answering ``/health`` while a large body is handled
 (a worker thread would not do: ``json.loads`` and pandas hold the GIL for a second on a wide
-body). Answers are strict JSON: a non-finite probability is refused, never written as ``NaN``.
+body). A worker that dies (killed, out of memory) costs the requests it held a 503, and the
+workers are restarted for the next ones. The model runs over at most ``PREDICT_ROWS`` rows a
+pass (:class:`~pricenet.inference.predictor.Predictor`), and a body's rows are bounded by
+``max_body_bytes`` and ``max_cells``. Answers are strict JSON: a non-finite probability is
+refused, never written as ``NaN``.
 
 The service binds to a loopback address unless ``allow_remote=true``: it has no
 authentication, so exposing it is a decision to make explicitly (behind a proxy that has).
@@ -89,7 +93,8 @@ usage: pricenet-serve checkpoint=PATH [host=127.0.0.1] [port=8000] [allow_remote
   max_body_bytes  larger request bodies get HTTP 413
   max_columns     requests with more columns get HTTP 400 (counted before parsing a CSV)
   max_cells       requests with more values (rows x columns) get HTTP 400
-  workers         processes that parse and predict (each loads the model)
+  workers         processes that parse and predict (each loads the model; one that dies
+                  is replaced)
   threads         torch threads for the predictions
   log_level       one of critical, error, warning, info (adds access lines), debug, trace
 
@@ -392,6 +397,7 @@ PREDICT_OPENAPI = {
         "413": {"description": "body over max_body_bytes"},
         "415": {"description": "body neither application/json nor text/csv"},
         "422": {"description": "an invalid row: column, row and what is wrong"},
+        "503": {"description": "the worker process answering died; the workers were restarted"},
     },
 }
 
@@ -459,16 +465,37 @@ class Workers:
         )
 
     async def answer(self, kind: str, body: bytes) -> tuple[int, bytes]:
-        """The status and body answering ``body``, computed in a worker process."""
+        """The status and body answering ``body``, computed in a worker process.
+
+        A worker that died (killed, out of memory, a crash) breaks the whole pool: the
+        requests it held get a 503 and the pool is replaced, once, for the next ones. A
+        request that arrives after a death already seen goes to the new pool at once.
+        """
         pool = self.pool
         try:
-            return await asyncio.wrap_future(pool.submit(_answer_in_worker, kind, body))
+            future = pool.submit(_answer_in_worker, kind, body)
+        except BrokenProcessPool:  # the pool broke between requests: this one was never sent
+            pool = self._replace(pool)
+            future = pool.submit(_answer_in_worker, kind, body)
+        try:
+            return await asyncio.wrap_future(future)
         except BrokenProcessPool:
-            if self.pool is pool:
-                pool.shutdown(wait=False)
-                self.pool = self._new_pool()
-                log.error("a worker process died (out of memory?); the workers were restarted")
-            raise RequestError(500, "the worker answering this request died") from None
+            self._replace(pool)
+            raise RequestError(
+                503,
+                "the worker process answering this request died (killed, or out of memory?); "
+                "the workers were restarted",
+            ) from None
+
+    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """A new pool in place of ``broken`` (unless another request replaced it already)."""
+        if self.pool is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new_pool()
+            log.error(
+                "a worker process died (killed, or out of memory?); the workers were restarted"
+            )
+        return self.pool
 
     def close(self) -> None:
         """Let running requests finish, then stop the processes."""
@@ -487,7 +514,8 @@ def create_app(service: Service, workers: Workers) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def refused(_request: Request, err: RequestError) -> Response:
-        return JSONResponse({"detail": err.detail}, status_code=err.status)
+        headers = {"retry-after": "1"} if err.status == 503 else None  # the new workers start
+        return JSONResponse({"detail": err.detail}, status_code=err.status, headers=headers)
 
     @app.exception_handler(Dropped)
     async def dropped(_request: Request, err: Dropped) -> Response:

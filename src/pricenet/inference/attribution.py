@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from pricenet.errors import ConfigError, DataError, shown
+from pricenet.nn.spec import PREDICT_ROWS
 from pricenet.run.plots import DPI, save_png
 
 if TYPE_CHECKING:
@@ -279,48 +280,93 @@ def class_attributions(
     steps: int = 64,
     samples: int = 25,
     seed: int = 0,
+    chunk_rows: int = PREDICT_ROWS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Captum's ``method`` attribution of every class probability of ``module``:
     ``(n, K, numeric features)`` and ``(n, K, categorical features)`` (None without codes,
     or for integrated gradients: a category has no path to integrate along).
 
     The baseline is the rows' mean of each numeric feature and the most frequent code of
-    each categorical one; ``seed`` fixes Shapley value sampling's random orders.
+    each categorical one; ``seed`` fixes Shapley value sampling's random orders (the same
+    for every row). Rows are attributed a few at a time, so that no forward pass of
+    ``module`` (a row times its steps or its perturbations) is over ``chunk_rows`` rows.
     """
+    baseline = features.nanmean(dim=0, keepdim=True)
+    code_baseline = None if codes is None else codes.mode(dim=0).values[None]
+    width = features.shape[1] + (0 if codes is None else codes.shape[1])
+    per_row = steps if method == "integrated_gradients" else min(width, chunk_rows)
+    rows = max(1, chunk_rows // per_row)
+    parts = [
+        _attribute_rows(
+            method,
+            module,
+            (features[start : start + rows], baseline),
+            None if codes is None else (codes[start : start + rows], code_baseline),
+            classes,
+            steps=steps,
+            samples=samples,
+            seed=seed,
+            chunk_rows=chunk_rows,
+        )
+        for start in range(0, len(features), rows) or range(1)
+    ]
+    numeric = torch.cat([numeric for numeric, _ in parts])
+    categorical = None if parts[0][1] is None else torch.cat([c for _, c in parts])
+    return numeric, categorical
+
+
+def _attribute_rows(
+    method: str,
+    module: torch.nn.Module,
+    features: tuple[torch.Tensor, torch.Tensor],
+    codes: tuple[torch.Tensor, torch.Tensor] | None,
+    classes: int,
+    *,
+    steps: int,
+    samples: int,
+    seed: int,
+    chunk_rows: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`class_attributions` of a few rows: ``features`` and ``codes`` are (rows,
+    baseline) pairs; a forward pass of ``module`` takes at most ``chunk_rows`` rows."""
     from captum.attr import FeatureAblation, IntegratedGradients, ShapleyValueSampling
 
-    baseline = features.nanmean(dim=0, keepdim=True)
+    x, baseline = features
     if method == "integrated_gradients":
-        extra = None if codes is None else (codes,)
+        extra = None if codes is None else (codes[0],)
+        # one row's steps in passes of chunk_rows when they are more (else: every step at once)
+        batch = chunk_rows if len(x) * steps > chunk_rows else None
         per_class = [
             IntegratedGradients(_class_total(module, k)).attribute(
-                features,
+                x,
                 baseline,
                 additional_forward_args=extra,
                 n_steps=steps,
                 method="riemann_middle",
+                internal_batch_size=batch,
             )
-            if features.shape[1]
-            else torch.zeros_like(features)
+            if x.shape[1]
+            else torch.zeros_like(x)
             for k in range(classes)
         ]
         return torch.stack(per_class, dim=1).detach(), None
-    inputs: tuple[torch.Tensor, ...] = (features,)
+    inputs: tuple[torch.Tensor, ...] = (x,)
     baselines: tuple[torch.Tensor, ...] = (baseline,)
-    masks = (torch.arange(features.shape[1])[None],)
+    masks = (torch.arange(x.shape[1])[None],)
     if codes is not None:
-        inputs += (codes,)
-        baselines += (codes.mode(dim=0).values[None],)
-        masks += (features.shape[1] + torch.arange(codes.shape[1])[None],)
+        inputs += (codes[0],)
+        baselines += (codes[1],)
+        masks += (x.shape[1] + torch.arange(codes[0].shape[1])[None],)
     if method == "feature_ablation":
         algorithm, options = FeatureAblation(module), {}
     elif method == "shapley_value_sampling":
         algorithm, options = ShapleyValueSampling(module), {"n_samples": samples}
     else:
         raise ValueError(f"no per-class attribution called {method!r}")
+    perturbations = min(sum(m.shape[1] for m in masks), chunk_rows)
     per_class = []
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # every chunk of rows: the same orders
         for k in range(classes):
             per_class.append(
                 algorithm.attribute(
@@ -328,7 +374,7 @@ def class_attributions(
                     baselines,
                     target=k,
                     feature_mask=masks,
-                    perturbations_per_eval=sum(m.shape[1] for m in masks),
+                    perturbations_per_eval=perturbations,
                     **options,
                 )
             )

@@ -12,7 +12,10 @@ cannot run code. Inputs are validated against the checkpoint's schema by the sam
 training data. A checkpoint of several members (a cross-validated run's fold models, or
 seed repeats) predicts as one ensemble: each member scales the rows with its own
 preprocessor and calibrates with its own temperature, and their outputs are combined in the
-head's space (averaged probabilities). The ``pricenet-predict`` command is
+head's space (averaged probabilities). The model runs over at most :data:`PREDICT_ROWS` rows
+at a time (the rows a stored network's activation budget is checked for), so a large table
+costs the memory of its outputs, not of its activations; in eval mode each row's result is
+the same whatever rows share its pass. The ``pricenet-predict`` command is
 :mod:`pricenet.predict`.
 """
 
@@ -29,6 +32,7 @@ from pricenet.checkpoints.checkpoint import load_checkpoint, resolve_checkpoint
 from pricenet.checkpoints.restore import Restored, restore_model
 from pricenet.config.seed import resolve_device
 from pricenet.errors import CheckpointError, ConfigError, DataError, first_line, shown
+from pricenet.nn.spec import PREDICT_ROWS
 from pricenet.tables import Table, validate_frame
 from pricenet.tables.prep import MISSING_CODE as MISSING_CODE
 from pricenet.tables.prep import UNKNOWN_CODE as UNKNOWN_CODE
@@ -60,6 +64,7 @@ class Predictor:
         ]
         self.id_name = self.schema.id or "id"
         self.missing = self.preprocessors[0].missing
+        self.chunk_rows = PREDICT_ROWS  # rows per forward pass
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Predictor:
@@ -120,14 +125,22 @@ class Predictor:
 
     @torch.no_grad()
     def outputs(self, table: Table) -> torch.Tensor:
-        """The ensemble's combined, calibrated outputs ``(n, outputs)`` for validated rows.
+        """The ensemble's combined, calibrated outputs ``(n, outputs)`` for validated rows,
+        computed :attr:`chunk_rows` rows at a time.
 
         Rows whose outputs are not finite (a network whose arithmetic overflows) are refused:
         NaN would otherwise decode as the first class.
         """
-        x = self.preprocess.transform(table.frame)
-        outputs = self.network(x) / self.temperatures.to(self.device).view(-1, 1, 1)
-        combined = self.head.combine(outputs)
+        features, codes = self.preprocess.inputs(table.frame)  # refusals name the table's row
+        temperatures = self.temperatures.to(self.device).view(-1, 1, 1)
+        parts = []
+        for start in range(0, len(table), self.chunk_rows) or range(1):
+            rows = slice(start, start + self.chunk_rows)
+            x = self._model_input(
+                table, features[rows], None if codes is None else codes[rows], start
+            )
+            parts.append(self.head.combine(self.network(x) / temperatures))
+        combined = torch.cat(parts)
         broken = ~torch.isfinite(combined).all(dim=1)
         if broken.any():
             row = int(broken.nonzero()[0])
@@ -140,6 +153,25 @@ class Predictor:
                 f"({int(broken.sum())} row(s)); its arithmetic overflows on these inputs"
             )
         return combined
+
+    def _model_input(
+        self, table: Table, features: torch.Tensor, codes: torch.Tensor | None, start: int
+    ) -> torch.Tensor:
+        """Every member's model input for rows ``start``.. of a table, or a DataError for a
+        value that overflows float32 once standardized (as ``PreprocessModule.transform``)."""
+        x = self.preprocess(
+            features.to(self.device), None if codes is None else codes.to(self.device)
+        )
+        names = self.preprocess.numeric_names
+        overflow = (~torch.isfinite(x[..., : len(names)])).any(dim=0)
+        if overflow.any():
+            row, col = (int(i) for i in overflow.nonzero()[0])
+            raise DataError(
+                f"column {names[col]!r}, row {start + row + 1}: "
+                f"{table.frame[names[col]].iloc[start + row]:g} overflows float32 once "
+                "standardized"
+            )
+        return x
 
     def predict_table(self, table: Table) -> pd.DataFrame:
         """Id, label (original class values) and ``prob_<class>`` per row of ``table``."""

@@ -5,7 +5,8 @@ a CSV of the same table would give, and to refuse what has no such frame, in one
 the column:
 
 - only the columns the schema names (features, label, id) are read (columns are stored apart:
-  the others cost nothing), after the same file checks as a CSV (regular file, ``max_bytes``);
+  the others cost nothing), after the same file checks as a CSV (regular file, ``max_bytes``,
+  at most ``MAX_COLUMNS`` columns, counted in the footer);
 - numbers, booleans and text are handed over as they are (text that should be a number is
   parsed and checked as in a CSV); dictionary (categorical) columns are decoded, decimals become
   float64, nulls are missing cells (``empty cell`` under ``missing=error``, as in a CSV);
@@ -39,7 +40,12 @@ from pricenet.tables.files import DEFAULT_MAX_BYTES, check_file
 from pricenet.tables.infer import MAX_CATEGORIES
 from pricenet.tables.schema import Schema
 from pricenet.tables.table import Table
-from pricenet.tables.validate import check_group_role, check_policies, validate_frame
+from pricenet.tables.validate import (
+    check_column_count,
+    check_group_role,
+    check_policies,
+    validate_frame,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -106,12 +112,15 @@ def _as_validated(column: pa.ChunkedArray, role: Role) -> pa.ChunkedArray:
 
 
 def _open(path: Path) -> pq.ParquetFile:
+    """The file's footer (schema and row groups), its column count checked before any use."""
     try:
-        return pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
         raise DataError(
             f"{path}: not a Parquet file, or a corrupt one ({first_line(err)})"
         ) from None
+    check_column_count(str(path), parquet.metadata.num_columns, "its footer lists ")
+    return parquet
 
 
 def _columns(path: Path, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:

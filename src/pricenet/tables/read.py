@@ -2,7 +2,8 @@
 
 Before any byte is parsed the path must be a regular file (not a device, FIFO or directory)
 no larger than ``max_bytes``. The header is read with the csv module (to check names and find
-the separator), the body with pandas, and the frame goes through :func:`validate_frame`, the
+the separator; over ``MAX_COLUMNS`` names, the file is refused before its body is read), the
+body with pandas, and the frame goes through :func:`validate_frame`, the
 validator the DataFrame API uses too. Only when something is wrong is the file scanned again
 record by record, to name the exact line (blank lines and quoted newlines counted).
 """
@@ -27,6 +28,8 @@ from pricenet.tables.infer import MAX_CATEGORIES, infer_frame_schema
 from pricenet.tables.schema import Schema
 from pricenet.tables.table import Table
 from pricenet.tables.validate import (
+    MAX_COLUMNS,
+    check_column_count,
     check_group_role,
     check_policies,
     id_column,
@@ -43,6 +46,8 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 SEPARATORS = (";", "\t", "|")
 """Separators recognized besides the comma: a header with one of them and no comma uses it."""
 _CHUNK = 1 << 23
+MAX_HEADER_CHARS = 256 * MAX_COLUMNS
+"""The most characters the header may take (its lines, blank lines before it included)."""
 
 
 def encoding_problem(path: Path) -> str | None:
@@ -73,12 +78,18 @@ def _open_text(path: Path):
 
 
 def read_header(path: Path) -> tuple[int, list[str], str]:
-    """The header: its line, its names (spaces around them removed) and the separator."""
+    """The header: its line, its names (spaces around them removed) and the separator.
+
+    Only the header is read, at most :data:`MAX_HEADER_CHARS` characters of it, and a header
+    of more than :data:`~pricenet.tables.validate.MAX_COLUMNS` names is refused: an over-wide
+    file costs nothing before it is refused.
+    """
     try:
         with _open_text(path) as f:
+            lines = _header_lines(path, f)
             line = 0
             first = ""
-            for text in f:
+            for text in lines:
                 line += 1
                 if text.strip():
                     first = text
@@ -91,7 +102,7 @@ def read_header(path: Path) -> tuple[int, list[str], str]:
                 if found:
                     sep = found[0]
             reader = csv.reader(
-                itertools.chain([first], f), delimiter=sep, skipinitialspace=True, strict=True
+                itertools.chain([first], lines), delimiter=sep, skipinitialspace=True, strict=True
             )
             try:
                 fields = next(reader)
@@ -99,9 +110,24 @@ def read_header(path: Path) -> tuple[int, list[str], str]:
                 raise DataError(f"{path}: line {line}: malformed CSV ({err})") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: {encoding_problem(path) or 'not UTF-8 text'}") from None
+    check_column_count(str(path), len(fields), f"line {line}: the header has ")
     if sep != ",":
         log.info("%s: is separated by %r, not commas; reading it with %r", path, sep, sep)
     return line, [name.strip() for name in fields], sep
+
+
+def _header_lines(path: Path, f) -> Iterator[str]:
+    """``f``'s lines, refused once they add up to over :data:`MAX_HEADER_CHARS` characters
+    (a line is never read whole past that)."""
+    total = 0
+    while text := f.readline(MAX_HEADER_CHARS + 1 - total):
+        total += len(text)
+        if total > MAX_HEADER_CHARS:
+            raise DataError(
+                f"{path}: the header is over {MAX_HEADER_CHARS:,} characters "
+                f"(at most {MAX_COLUMNS:,} columns are read)"
+            )
+        yield text
 
 
 class RawRecords:

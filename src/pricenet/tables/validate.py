@@ -52,6 +52,21 @@ def check_policies(missing: str, ranges: str) -> None:
         )
 
 
+MAX_COLUMNS = 65_536
+"""The most columns a table file may have: the most inputs a network takes
+(``pricenet.nn.spec.MAX_WIDTH``). Files are checked from their header or footer, before any
+row is read."""
+
+
+def check_column_count(source: str, columns: int, where: str = "") -> None:
+    """Refuse a table of more than :data:`MAX_COLUMNS` columns (``where``: e.g. ``line 1: ``)."""
+    if columns > MAX_COLUMNS:
+        raise DataError(
+            f"{source}: {where}{columns:,} columns, over the limit of {MAX_COLUMNS:,} "
+            "(a network takes at most that many inputs)"
+        )
+
+
 DEFAULT_ID = "id"
 """A column of this name is passed through as the rows' ids when the schema names none."""
 
