@@ -352,3 +352,30 @@ def test_a_text_column_of_more_values_than_max_categories_is_left_out(
     assert table.schema.feature_names == ("city", "x", "color")
     with pytest.raises(ConfigError, match=r"data\.max_categories=0 is invalid"):
         Recipe.of(compose_cfg(*data, "data.max_categories=0"))
+
+
+def test_a_cv_run_with_an_embedded_city_resumes_to_the_same_weights(
+    compose_cfg, tmp_path, cities_csv
+):
+    settings = (
+        "data=csv",
+        f"data.path={cities_csv}",
+        "data.label=y",
+        "cv=kfold",
+        "cv.folds=3",
+        "trainer.device=cpu",
+        "trainer.deterministic=true",
+        "trainer.threads=1",
+        "model.hidden=[16]",
+        *LEAN,
+    )
+    full, artifacts = run(compose_cfg(*settings, "trainer.epochs=6"), tmp_path / "full")
+    _, first = run(compose_cfg(*settings, "trainer.epochs=3"), tmp_path / "first")
+    resume = f"trainer.resume={first['last.pt']}"
+    resumed, again = run(compose_cfg(*settings, "trainer.epochs=6", resume), tmp_path / "again")
+    assert resumed == full
+    best = load_checkpoint(artifacts["best.pt"])["model"]
+    restored = load_checkpoint(again["best.pt"])["model"]
+    assert "categories.weight" in best
+    for key, value in best.items():
+        assert torch.equal(restored[key], value), key
