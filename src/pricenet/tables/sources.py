@@ -124,6 +124,7 @@ STORED_SOURCES: dict[str, tuple[Callable[..., Table], dict[str, Argument], tuple
             "ranges": ("error, warn or ignore", lambda v: v in ("error", "warn", "ignore")),
             "max_bytes": ("a size in bytes >= 1", lambda v: is_int(v) and v >= 1),
             "group": ("a column name or null", _is_name),
+            "max_categories": ("an integer >= 1", lambda v: is_int(v) and v >= 1),
         },
         ("path",),
     ),
