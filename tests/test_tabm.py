@@ -390,6 +390,20 @@ def test_the_cost_probe_times_every_contender():
     assert "tabm k=2 x2" in probe.render(result)
 
 
+def test_the_cost_probe_times_specs_behind_the_piecewise_linear_embedding():
+    import importlib
+
+    probe = importlib.import_module("scripts.bench.tabm_cost")
+    specs = [probe.Spec(1, 0, "mlp", 8, 1, True), probe.Spec(2, 3, "tabm", 8, 1, True)]
+    built = probe.build(specs[1], torch.randn(2, 40, 5), classes=3, dropout=0.0)
+    # the embedding's 16 dims per feature feed the first BatchEnsemble layer
+    assert built.model.backbone.linears()[0].in_features == 5 * probe.PLE_DIM
+    assert built.model(torch.randn(2, 4, 5)).shape == (2, 4, 3, 3)
+    result = probe.time_steps(specs, rows=40, features=5, classes=3, batch=16, epochs=1)
+    assert [r["name"] for r in result] == ["mlp +PLE x1", "tabm k=3 +PLE x2"]
+    assert all(r["embedding"] and r["step_ms"] > 0 for r in result)
+
+
 def test_the_mean_of_the_submodels_losses_is_a_mean_over_repeated_rows():
     out, y = torch.randn(2, 6, K, 4), torch.randint(0, 4, (2, 6))
     per_submodel = torch.stack(

@@ -29,6 +29,7 @@ SECTIONS = {
     "sweep": "a multirun vs separate runs, basic vs joblib launcher",
     "search": "Optuna search, pruning, one vs two workers",
     "packed": "k x r CV vs one fit: bare loops and whole runs, batch 8 and 64, early stopping",
+    "tabm": "TabM's CPU cost: steps vs a plain MLP by k, width, arch, PLE; fits and 5-fold CV",
 }
 
 

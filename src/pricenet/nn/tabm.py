@@ -41,9 +41,14 @@ The engine's contract:
   unit, as TabM's ``nn.Dropout`` on ``[B, k, width]``).
 - no batch norm (``mask`` is accepted and ignored); activations are stateless, noiseless
   elementwise modules (ReLU, GELU, ...).
-- cost: a step does k plain MLPs' work on the batch; on one CPU thread, width 64, 2 blocks,
-  batch 256 (``python -m scripts.bench.tabm_cost``): k=4 about 2x a plain MLP, k=8 about 3x,
-  k=32 about 9x; a k of 8 is the CPU-sensible default (TabM's 32 on a GPU).
+- cost: a step does k plain MLPs' work on the batch (k x batch rows through every hidden
+  matmul). On one CPU thread, batch 256 (BENCHMARKS.md, "TabM: what a fit costs on CPU"):
+  width 128, 2 blocks: k=2 about 1.6x a plain MLP, k=4 2.5x, k=8 4.2x, k=32 16x; width 256,
+  3 blocks: k=8 7x, k=32 31x. The matmuls already run near one core's peak (torch.profiler:
+  75-86 GMAC/s for the k=8 layers on an AVX-512 Xeon), so the ratio tends to k as width x
+  batch grows; only the shared parts (input layer, Adam, loss) keep it below. A hand-written
+  backward for the adapted weights (``r^T * W * s``: two temporaries instead of four) was
+  30-45% faster alone and made no measurable difference to a step, so it is not here.
 
 Layout: activations flow as ``[M, k, B, d]``, so a shared weight is one ``bmm`` per fit over
 ``k * B`` rows, and the k heads (and ``packed``'s linears) one ``baddbmm`` over ``M * k``. A
