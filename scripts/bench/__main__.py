@@ -105,15 +105,15 @@ def merged(
     results: dict[str, Any], specs: dict[str, Any], facts: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The committed report's sections, with the re-measured ones in their place (in the
-    sections' order); its date names which sections were measured when."""
+    sections' order); its date line keeps which sections were measured when."""
     import json
 
     old = json.loads(COMMITTED.with_suffix(".json").read_text())
     every = {name: results.get(name, old["sections"].get(name)) for name in SECTIONS}
     every = {name: value for name, value in every.items() if value is not None}
     specs = {name: specs.get(name) or section(name).TABLES for name in every}
-    first = old["machine"]["date"].split(";")[0]
-    facts = {**facts, "date": f"{first}; {', '.join(results)} re-measured {facts['date']}"}
+    earlier = old["machine"]["date"]  # the first run's date, then every re-measure's
+    facts = {**facts, "date": f"{earlier}; {', '.join(results)} re-measured {facts['date']}"}
     return every, specs, facts
 
 
