@@ -140,7 +140,7 @@ EXPECTED_ROWS = {
     "Packed models: where a run's time goes": 12,
     "TabM: what a fit costs on CPU": 6,  # k = 1, 2, 4, 8, 16, 32
     "TabM: a step by architecture, embedding and fits packed": 11,
-    "TabM: whole fits to early stopping": 5,  # MLP, TabM, experiment=tabular at k 8, 4, 2
+    "TabM: whole fits to early stopping": 5,  # MLP, TabM, experiment=tabular at k 4, 8, 2
 }
 
 
