@@ -136,9 +136,8 @@ class Predictor:
         parts = []
         for start in range(0, len(table), self.chunk_rows) or range(1):
             rows = slice(start, start + self.chunk_rows)
-            x = self._model_input(
-                table, features[rows], None if codes is None else codes[rows], start
-            )
+            part = None if codes is None else codes[rows]
+            x = self.preprocess.checked(table.frame, features[rows], part, start)
             parts.append(self.head.combine(self.network(x) / temperatures))
         combined = torch.cat(parts)
         broken = ~torch.isfinite(combined).all(dim=1)
@@ -153,25 +152,6 @@ class Predictor:
                 f"({int(broken.sum())} row(s)); its arithmetic overflows on these inputs"
             )
         return combined
-
-    def _model_input(
-        self, table: Table, features: torch.Tensor, codes: torch.Tensor | None, start: int
-    ) -> torch.Tensor:
-        """Every member's model input for rows ``start``.. of a table, or a DataError for a
-        value that overflows float32 once standardized (as ``PreprocessModule.transform``)."""
-        x = self.preprocess(
-            features.to(self.device), None if codes is None else codes.to(self.device)
-        )
-        names = self.preprocess.numeric_names
-        overflow = (~torch.isfinite(x[..., : len(names)])).any(dim=0)
-        if overflow.any():
-            row, col = (int(i) for i in overflow.nonzero()[0])
-            raise DataError(
-                f"column {names[col]!r}, row {start + row + 1}: "
-                f"{table.frame[names[col]].iloc[start + row]:g} overflows float32 once "
-                "standardized"
-            )
-        return x
 
     def predict_table(self, table: Table) -> pd.DataFrame:
         """Id, label (original class values) and ``prob_<class>`` per row of ``table``."""

@@ -845,11 +845,23 @@ class PreprocessModule(torch.nn.Module):
         standardized."""
         frame = frame.frame if isinstance(frame, Table) else frame
         features, codes = self.inputs(frame)
+        return self.checked(frame, features, codes)
+
+    def checked(
+        self,
+        frame: pd.DataFrame,
+        features: torch.Tensor,
+        codes: torch.Tensor | None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        """``forward`` of :meth:`inputs`' rows ``start``.. of ``frame``, or a DataError for a
+        finite value that overflows float32 once standardized (naming its row in ``frame``)."""
         device = self.mean.device
         x = self(features.to(device), None if codes is None else codes.to(device))
         overflow = (~torch.isfinite(x[..., : len(self.numeric_names)])).any(dim=0)
         if overflow.any():
             row, col = (int(i) for i in overflow.nonzero()[0])
+            row += start
             raise DataError(
                 f"column {self.numeric_names[col]!r}, row {row + 1}: "
                 f"{frame[self.numeric_names[col]].iloc[row]:g} overflows float32 once "
