@@ -42,6 +42,15 @@ def test_only_a_full_run_writes_the_committed_report_by_default():
     assert main.report_path(Path("x.md"), True, every) == Path("x.md")
 
 
+def test_a_merge_keeps_when_each_other_section_was_last_measured():
+    dates = bench("__main__").dates
+    line = "T0; tables, packed re-measured T1; tabm re-measured T2"
+    assert dates(line, ["packed", "tabm"], "T3") == (
+        "T0; tables re-measured T1; packed, tabm re-measured T3"
+    )
+    assert dates("T0", ["speed"], "T1") == "T0; speed re-measured T1"
+
+
 def test_quick_figures_over_the_committed_report_are_refused(capsys):
     committed = REPO_ROOT / "BENCHMARKS.md"
     before = committed.read_bytes() if committed.exists() else None

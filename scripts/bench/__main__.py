@@ -112,9 +112,21 @@ def merged(
     every = {name: results.get(name, old["sections"].get(name)) for name in SECTIONS}
     every = {name: value for name, value in every.items() if value is not None}
     specs = {name: specs.get(name) or section(name).TABLES for name in every}
-    earlier = old["machine"]["date"]  # the first run's date, then every re-measure's
-    facts = {**facts, "date": f"{earlier}; {', '.join(results)} re-measured {facts['date']}"}
+    facts = {**facts, "date": dates(old["machine"]["date"], list(results), facts["date"])}
     return every, specs, facts
+
+
+def dates(earlier: str, sections: list[str], now: str) -> str:
+    """The report's date line after ``sections`` are re-measured ``now``: the first run's
+    date, then when each other section was last re-measured, then these."""
+    first, *parts = earlier.split("; ")
+    kept = []
+    for part in parts:
+        names, _, when = part.partition(" re-measured ")
+        left = [name for name in names.split(", ") if name not in sections]
+        if left:
+            kept.append(f"{', '.join(left)} re-measured {when}")
+    return "; ".join([first, *kept, f"{', '.join(sections)} re-measured {now}"])
 
 
 if __name__ == "__main__":
