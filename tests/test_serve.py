@@ -409,9 +409,7 @@ def wide_json(keys: int) -> bytes:
     [("text/csv", wide_csv, 800_000), ("application/json", wide_json, 580_000)],
     ids=["csv", "json"],
 )
-def test_health_answers_within_100ms_while_a_wide_body_is_handled(
-    trained, tmp_path, kind, body, columns
-):
+def test_health_answers_while_a_wide_body_is_handled(trained, tmp_path, kind, body, columns):
     body = body(columns)
     assert 7.8e6 < len(body) < 8 * 1024 * 1024  # within the default max_body_bytes
     server = Server(trained[0], tmp_path / "server.log")
@@ -427,7 +425,10 @@ def test_health_answers_within_100ms_while_a_wide_body_is_handled(
     assert answer.status_code == 400
     assert answer.json()["detail"] == f"{columns} columns, over max_columns=1024"
     assert len(latencies) >= 3, latencies
-    assert max(latencies) < 0.1, latencies
+    # A loop held by the body's parse (json.loads 0.6 s, pandas seconds) would hold a poll
+    # that long; a loaded 2-core CI machine can delay one poll by a tenth of a second.
+    assert max(latencies) < 0.5, latencies
+    assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
     assert code == 0 and "Traceback" not in err, err
 
 
@@ -450,7 +451,8 @@ def test_a_wide_body_under_raised_limits_is_parsed_off_the_event_loop(trained, t
     assert answer.status_code == 422  # parsed, then refused: the features are missing
     assert "columns 'battery_power', 'blue'" in answer.json()["detail"]
     assert took > 0.5 and len(latencies) >= 10, (took, latencies)
-    assert max(latencies) < 0.1, latencies
+    assert max(latencies) < min(0.5, took / 2), latencies  # never held for the parse
+    assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
 
 
 def test_content_length_with_transfer_encoding_is_refused_and_closed(server, trained):
