@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from pricenet.config.seed import set_seed
 from pricenet.engine.loop import Trainer
+from pricenet.errors import ConfigError, exit_on_user_error
 from pricenet.nn import packed
 from pricenet.nn.tabm import TabMDropout
 from pricenet.run.fits import build_trainer, load_data, plan_for, prepare
@@ -129,6 +131,21 @@ def train(compose_cfg: Callable[..., DictConfig], run_dir: Path, *overrides: str
     frame: pd.DataFrame = table.to_frame().iloc[test].reset_index(drop=True)
     frame.insert(0, "id", [f"phone-{i:04d}" for i in test])
     return metrics, frame
+
+
+def assert_refused_before_the_run(
+    cfg: DictConfig, run_dir: Path, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cfg`` is refused with a ConfigError matching ``message`` before ``run_dir`` exists,
+    and from the command line as one ``error:`` line and exit status 2."""
+    with pytest.raises(ConfigError, match=message):
+        run(cfg, run_dir)
+    assert not run_dir.exists()
+    with pytest.raises(SystemExit) as exited:
+        exit_on_user_error(run)(cfg, run_dir)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
 
 
 def assert_png(path: Path, min_size: tuple[int, int] = (400, 300)) -> None:

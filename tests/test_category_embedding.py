@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import assert_refused_before_the_run
 from torch import nn
 
 from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
-from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
+from pricenet.errors import CheckpointError, ConfigError
 from pricenet.inference.predictor import Predictor
 from pricenet.nn.categories import PackedCategoryEmbedding
 from pricenet.nn.network import Network
@@ -299,14 +300,7 @@ def test_bad_settings_are_one_error_line_and_exit_2(
 ):
     overrides, message = BAD[case]
     cfg = compose_cfg("data=csv", f"data.path={cities_csv}", "data.label=y", *overrides, *LEAN)
-    with pytest.raises(ConfigError, match=message):
-        run(cfg, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
-    with pytest.raises(SystemExit) as exited:
-        exit_on_user_error(run)(cfg, tmp_path / "run")
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert_refused_before_the_run(cfg, tmp_path / "run", message, capsys)
 
 
 def test_the_city_is_explained_as_one_feature_and_matters_most(

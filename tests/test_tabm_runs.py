@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import build, train
+from helpers import assert_refused_before_the_run, build, train
 
 from pricenet.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 from pricenet.checkpoints.restore import resume_state
 from pricenet.engine.loop import MemberData
-from pricenet.errors import CheckpointError, ConfigError, exit_on_user_error
+from pricenet.errors import CheckpointError
 from pricenet.inference.predictor import Predictor
 from pricenet.nn.network import Network
 from pricenet.run.fits import build_trainer, fit_bins, load_data, plan_for, prepare
@@ -441,14 +441,7 @@ def test_bad_input_is_one_error_line_and_exit_2(compose_cfg, tmp_path, capsys, c
         _categorical_only(tmp_path / "colors.csv")
         overrides = (*overrides, f"data.path={tmp_path / 'colors.csv'}")
     cfg = compose_cfg(*overrides, *LEAN)
-    with pytest.raises(ConfigError, match=message):
-        run(cfg, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
-    with pytest.raises(SystemExit) as exited:
-        exit_on_user_error(run)(cfg, tmp_path / "run")
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert_refused_before_the_run(cfg, tmp_path / "run", message, capsys)
 
 
 # ------------------------------------------------------------------ 7. early stopping, resume
